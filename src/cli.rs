@@ -1,0 +1,151 @@
+//! The command line: clap definitions only. Each subcommand's work lives in its own module;
+//! `main.rs` dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// meshctl turns one YAML inventory into a working WireGuard network and keeps it that way.
+#[derive(Debug, Parser)]
+#[command(name = "meshctl", version, about, long_about = None)]
+pub struct Cli {
+    /// Never colour the output (also honoured: the NO_COLOR environment variable).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
+    /// Log what meshctl does (never a key).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Gather the live state of every host over SSH and show what apply would change.
+    Plan(PlanArgs),
+    /// Change only what differs, then gather again and report whether each host converged.
+    Apply(ApplyArgs),
+    /// Print the wg-quick config (and a QR code) for an unmanaged client such as a phone.
+    Client(ClientArgs),
+    /// Build, inspect and remove a lab of real hosts on this machine (root, Linux).
+    Lab(LabArgs),
+}
+
+/// Options shared by everything that reads an inventory and talks to hosts.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The inventory file.
+    #[arg(short, long, default_value = "inventory/lab.yaml", env = "MESHCTL_INVENTORY")]
+    pub inventory: PathBuf,
+
+    /// Roles directory overriding the built-in roles (hub.yaml, gateway.yaml, client.yaml).
+    #[arg(long)]
+    pub roles: Option<PathBuf>,
+
+    /// ssh_config file to use instead of ~/.ssh/config (e.g. the lab's `.meshctl-lab/ssh_config`).
+    #[arg(long, env = "MESHCTL_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
+
+    /// Accept a host's key on first contact (known_hosts has no entry yet). A *changed* host key
+    /// is always refused.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+
+    /// How many hosts to work on at once.
+    #[arg(long, default_value_t = 32)]
+    pub parallel: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Exit 0 when nothing would change, 2 when something would, 1 on error (for CI drift checks).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+
+    /// Print the plan as JSON (a versioned schema, see README.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Save the plan, with a fingerprint of each host's live state, for `meshctl apply FILE`.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// A plan saved with `meshctl plan -o FILE`: applied exactly, or refused if a host moved.
+    pub plan_file: Option<PathBuf>,
+
+    /// Do not ask for confirmation (required when there is no terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Accept a host whose live public key differs from the pinned one (a reinstall).
+    #[arg(long)]
+    pub accept_new_keys: bool,
+
+    /// Break a lock left on a host by a meshctl that was killed.
+    #[arg(long)]
+    pub break_lock: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// The unmanaged client (a host without `ssh:`).
+    pub name: String,
+
+    /// Also print the config as a QR code for the WireGuard app.
+    #[arg(long)]
+    pub qr: bool,
+
+    /// Write the config to this file (mode 0600) instead of standard output.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Build one namespace per inventory host, plus the internet, the home router and `inet`.
+    Up {
+        #[arg(short, long, default_value = "inventory/lab.yaml")]
+        inventory: PathBuf,
+        /// Where the lab keeps its state (keys, ssh_config, pids).
+        #[arg(long, default_value = ".meshctl-lab")]
+        dir: PathBuf,
+    },
+    /// Remove every namespace and process the lab made (also after a crashed run).
+    Down {
+        #[arg(long, default_value = ".meshctl-lab")]
+        dir: PathBuf,
+    },
+    /// List the lab's hosts and whether each answers over SSH.
+    Status {
+        #[arg(long, default_value = ".meshctl-lab")]
+        dir: PathBuf,
+    },
+    /// Run a command inside a lab host's network and mount namespace.
+    Exec {
+        #[arg(long, default_value = ".meshctl-lab")]
+        dir: PathBuf,
+        host: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}

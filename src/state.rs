@@ -1,0 +1,183 @@
+//! The state of one host, as meshctl sees it: the same type holds the *desired* state (computed
+//! from the inventory) and the *live* state (parsed from facts), so the diff is one generic step.
+//!
+//! Only what meshctl owns is in here: its WireGuard interface, routes marked with meshctl's own
+//! `proto` number, the sysctls the roles name, meshctl's own firewall chains and their tagged
+//! jumps, NDP proxy entries for the clients' addresses, and the files that persist it all.
+//! No field can hold a private or preshared key: the key file's *location* and mode are state,
+//! its content never is.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::names::{HostName, InterfaceName, WgKey};
+
+/// The `proto` number meshctl stamps on every route it makes (`ip route ... proto 157`), so it
+/// only ever removes routes it made itself. 157 is not assigned in iproute2's rt_protos.
+pub const ROUTE_PROTO: u8 = 157;
+
+/// The comment tag on the jump rules meshctl inserts into the built-in chains.
+pub const JUMP_COMMENT: &str = "meshctl";
+
+/// Everything meshctl manages on one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostState {
+    /// The WireGuard interface; `None` when it does not exist.
+    pub interface: Option<WgInterface>,
+    /// sysctl key (dotted, e.g. `net.ipv4.ip_forward`) to value.
+    pub sysctls: BTreeMap<String, String>,
+    /// Routes carrying `proto 157`.
+    pub routes: BTreeSet<Route>,
+    /// meshctl's own firewall chains and the jumps into them.
+    pub firewall: Firewall,
+    /// `ip -6 neigh add proxy ADDR dev IF` entries.
+    pub ndp_proxies: BTreeSet<NdpProxy>,
+    /// Managed files by absolute path.
+    pub files: BTreeMap<String, ManagedFile>,
+    /// systemd units meshctl enables (empty on hosts without systemd).
+    pub services: BTreeMap<String, ServiceState>,
+}
+
+/// A WireGuard interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WgInterface {
+    pub name: InterfaceName,
+    /// Addresses with their prefix length (`10.8.0.1/24`).
+    pub addresses: BTreeSet<IpNet>,
+    pub listen_port: Option<u16>,
+    /// The interface's public key: desired = the pinned key (`None`: known after apply);
+    /// live = what `wg show IF public-key` printed.
+    pub public_key: Option<WgKey>,
+    /// Where the private key lives on the host, and whether it is there with mode 0600.
+    pub private_key_file: KeyFile,
+    /// Peers keyed by their host name where known (desired: always; live: through the pinned
+    /// keys), otherwise by their public key.
+    pub peers: BTreeMap<String, Peer>,
+}
+
+/// The private key file: its path and, in live state, its mode (`None`: it does not exist).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyFile {
+    pub path: String,
+    pub mode: Option<u32>,
+}
+
+/// One WireGuard peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// `None` in desired state: the peer's key is not pinned yet (known after apply).
+    pub public_key: Option<WgKey>,
+    pub allowed_ips: BTreeSet<IpNet>,
+    /// `host:port` as configured. A roaming peer has none in desired state, and then the live
+    /// endpoint the kernel learnt is not compared.
+    pub endpoint: Option<String>,
+    /// Seconds; `None` = off.
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// A route meshctl owns.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Route {
+    pub destination: IpNet,
+    pub device: InterfaceName,
+    /// Next hop, when the route is not directly on the device.
+    pub via: Option<std::net::IpAddr>,
+}
+
+/// Address family of a firewall table.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    /// The `*-save` / `*-restore` command prefix for the family.
+    pub fn iptables(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "iptables",
+            Family::Ipv6 => "ip6tables",
+        }
+    }
+}
+
+/// meshctl's firewall: its own chains, each jumped to from a built-in chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Firewall {
+    pub chains: BTreeMap<ChainId, Vec<String>>,
+    /// Jumps from built-in chains, each a single rule tagged `-m comment --comment meshctl`.
+    pub jumps: BTreeSet<Jump>,
+}
+
+/// Identifies one of meshctl's chains: family, table (`filter`, `nat`) and chain name
+/// (`MESHCTL-FORWARD`). Rules are kept in `iptables-save` canonical form without the leading
+/// `-A CHAIN` (e.g. `-s 10.8.0.0/24 -j ACCEPT`), which is what makes live and desired compare.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChainId {
+    pub family: Family,
+    pub table: String,
+    pub chain: String,
+}
+
+/// A tagged jump from a built-in chain (`FORWARD`) into one of meshctl's chains.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Jump {
+    pub family: Family,
+    pub table: String,
+    /// The built-in chain: `FORWARD`, `INPUT`, `POSTROUTING`.
+    pub from: String,
+    /// meshctl's chain.
+    pub to: String,
+}
+
+/// An NDP proxy entry, answering neighbour solicitations for `address` on `device`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NdpProxy {
+    pub address: std::net::Ipv6Addr,
+    pub device: InterfaceName,
+}
+
+/// A managed file. Content never holds a private key: configs point at the key file instead.
+/// Live content has any `PrivateKey`/`PresharedKey` value blanked on the host before sending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedFile {
+    pub content: String,
+    /// Unix permission bits, e.g. 0o600.
+    pub mode: u32,
+}
+
+/// A systemd unit's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub enabled: bool,
+}
+
+/// What is known about a host beyond its managed state: gathered with it, never diffed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    /// `PRETTY_NAME` from /etc/os-release.
+    pub os: String,
+    /// `/run/systemd/system` exists.
+    pub systemd: bool,
+    /// Tools found on the host (`wg`, `wg-quick`, `ip`, `iptables`, `ip6tables`, `sudo`, ...).
+    pub tools: BTreeSet<String>,
+    /// `nf_tables` or `legacy`, from `iptables -V`.
+    pub iptables_backend: Option<String>,
+    /// Whether the login is root (otherwise commands run through `sudo -n`).
+    pub root: bool,
+}
+
+/// Everything one gather returns: the live state plus what is only reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveHost {
+    pub host: Option<HostName>,
+    pub system: SystemInfo,
+    pub state: HostState,
+    /// Foreign rules that shadow meshctl's (an earlier DROP in FORWARD, ...).
+    pub warnings: Vec<String>,
+}
