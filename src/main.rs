@@ -10,10 +10,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lab(args) => meshctl::lab::run(args.command),
-        Command::Plan(_) | Command::Apply(_) | Command::Client(_) => {
-            eprintln!("meshctl: not yet implemented");
-            return ExitCode::from(1);
-        }
+        Command::Client(args) => meshctl::commands::client::run(args),
+        Command::Plan(args) => runtime().block_on(meshctl::commands::plan::run(args, cli.no_color, cli.verbose)),
+        Command::Apply(args) => runtime().block_on(meshctl::commands::apply::run(args, cli.no_color, cli.verbose)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -25,4 +24,8 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
 }

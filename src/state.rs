@@ -180,4 +180,7 @@ pub struct LiveHost {
     pub state: HostState,
     /// Foreign rules that shadow meshctl's (an earlier DROP in FORWARD, ...).
     pub warnings: Vec<String>,
+    /// Endpoint names resolved on the host (`getent ahosts`), so a configured name compares
+    /// with the address the kernel shows.
+    pub resolved: BTreeMap<String, Vec<std::net::IpAddr>>,
 }

@@ -18,7 +18,11 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
         if let Some(help) = &self.help {
             write!(f, "\n  help: {help}")?;
         }
@@ -84,8 +88,222 @@ impl Collector {
     }
 }
 
+/// The inventory's text, for reading what a YAML error points at: the path of keys that leads
+/// to a spot and the value written there. It only reads block-style YAML reliably; everything
+/// it returns is optional, and the messages fall back to less context when it finds nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    text: &'a str,
+}
+
+/// A `key:` found on a line: its text and where it starts (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAt {
+    pub key: String,
+    pub line: u64,
+    pub column: u64,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Self { text }
+    }
+
+    fn line(&self, line: u64) -> Option<&'a str> {
+        let i = usize::try_from(line.checked_sub(1)?).ok()?;
+        self.text.lines().nth(i)
+    }
+
+    /// Indentation (in characters) and key of a block-mapping line such as `  nat: true`.
+    /// Keys are only recognised when they are plain words, so nothing odd is ever echoed.
+    fn key_of(line: &str) -> Option<(usize, &str)> {
+        let body = line.trim_start_matches(' ');
+        let indent = line.len() - body.len();
+        let (key, rest) = body.split_once(':')?;
+        let plain = !key.is_empty()
+            && key.len() <= 63
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        (plain && (rest.is_empty() || rest.starts_with([' ', '\t']))).then_some((indent, key))
+    }
+
+    /// The keys leading to the spot at `line`:`column`, outermost first, each with its
+    /// position. When the spot is the value of a `key:` on its own line, that key is the last
+    /// element; when the spot is a key itself, the path ends with its parent. `None` when the
+    /// layout is not plain block style.
+    pub fn path_at(&self, line: u64, column: u64) -> Option<Vec<KeyAt>> {
+        let here = self.line(line)?;
+        let mut path = Vec::new();
+        let indent_here = here.len() - here.trim_start_matches(' ').len();
+        // Keys strictly less indented than `limit` are ancestors (`<=` for a `- item` line,
+        // which may sit at its parent key's indentation).
+        let (mut limit, mut or_equal) = match Self::key_of(here) {
+            Some((indent, key)) => {
+                if column > (indent + 1) as u64 {
+                    path.push(KeyAt {
+                        key: key.to_owned(),
+                        line,
+                        column: (indent + 1) as u64,
+                    });
+                }
+                (indent, false)
+            }
+            None => (indent_here, here.trim_start().starts_with('-')),
+        };
+        let mut n = line;
+        while limit > 0 || or_equal {
+            n = n.checked_sub(1).filter(|n| *n > 0)?;
+            let l = self.line(n)?;
+            let t = l.trim_start_matches(' ');
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let indent = l.len() - t.len();
+            if indent > limit || (indent == limit && !or_equal) {
+                continue;
+            }
+            let (indent, key) = Self::key_of(l)?;
+            path.push(KeyAt {
+                key: key.to_owned(),
+                line: n,
+                column: (indent + 1) as u64,
+            });
+            limit = indent;
+            or_equal = false;
+        }
+        path.reverse();
+        Some(path)
+    }
+
+    /// Where `key` was first given in the same mapping as the key at `line`:`column`.
+    pub fn earlier_key(&self, key: &str, line: u64, column: u64) -> Option<u64> {
+        let indent = usize::try_from(column.checked_sub(1)?).ok()?;
+        let mut n = line;
+        loop {
+            n = n.checked_sub(1).filter(|n| *n > 0)?;
+            let l = self.line(n)?;
+            let t = l.trim_start_matches(' ');
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let i = l.len() - t.len();
+            if i < indent {
+                return None;
+            }
+            if i == indent && Self::key_of(l).is_some_and(|(_, k)| k == key) {
+                return Some(n);
+            }
+        }
+    }
+
+    /// What is written at `line`:`column`, for a "found ..." message.
+    pub fn found_at(&self, line: u64, column: u64) -> Found {
+        let Some(l) = self.line(line) else {
+            return Found::Nothing;
+        };
+        let before: String = l.chars().take(column.saturating_sub(1) as usize).collect();
+        let rest: String = l.chars().skip(column.saturating_sub(1) as usize).collect();
+        let rest = rest.trim_end();
+        if rest.starts_with('[') || rest == "-" || rest.starts_with("- ") {
+            return Found::List;
+        }
+        if rest.starts_with('{') || Self::key_of(rest).is_some() {
+            return Found::Mapping;
+        }
+        let in_flow = before.contains(['[', '{']);
+        let value = if let Some(q) = rest.strip_prefix('"') {
+            q.split('"').next().unwrap_or_default()
+        } else if let Some(q) = rest.strip_prefix('\'') {
+            q.split('\'').next().unwrap_or_default()
+        } else {
+            let v = rest.split(" #").next().unwrap_or_default();
+            let v = if in_flow {
+                v.split([',', ']', '}']).next().unwrap_or_default()
+            } else {
+                v
+            };
+            v.trim()
+        };
+        match value {
+            "" | "~" | "null" | "Null" | "NULL" => Found::Nothing,
+            v => Found::Scalar(v.to_owned()),
+        }
+    }
+}
+
+/// What a YAML error found where it expected something else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Scalar(String),
+    List,
+    Mapping,
+    Nothing,
+}
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Found::Scalar(s) => write!(f, "`{}`", shown(s)),
+            Found::List => f.write_str("a list"),
+            Found::Mapping => f.write_str("a mapping"),
+            Found::Nothing => f.write_str("nothing"),
+        }
+    }
+}
+
+/// A value from the inventory as it may appear in a message: control and invisible characters
+/// escaped (so a newline cannot forge a line of output), quotes and backslashes escaped (so
+/// the value's end is unambiguous) and cut to a readable length.
+pub fn shown(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().take(40) {
+        // Control, format and other invisible characters (a bidi override, a zero-width
+        // space) are escaped; letters of other scripts stay as they are.
+        if c.is_control() || (!c.is_ascii() && !c.is_alphanumeric()) {
+            out.extend(c.escape_debug());
+        } else {
+            if matches!(c, '"' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    if s.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+/// Like [`shown`] for longer texts (a parser's message): control characters escaped only.
+pub fn shown_long(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || (!c.is_ascii() && !c.is_alphanumeric()) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Names the first character of `s` that is not ASCII, for look-alike letters (a Cyrillic
+/// `о` looks exactly like a Latin `o`).
+pub fn non_ascii_hint(s: &str) -> Option<String> {
+    s.chars().find(|c| !c.is_ascii()).map(|c| {
+        format!(
+            "it contains {c:?} (U+{:04X}), which is not an ASCII letter even if it looks like one",
+            u32::from(c)
+        )
+    })
+}
+
 /// The closest candidate to a misspelt name, if it is close enough to be a plausible typo.
-pub fn did_you_mean<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    wrong: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (edit_distance(wrong, c), c))
@@ -115,7 +333,10 @@ mod tests {
     #[test]
     fn suggests_close_names_only() {
         assert_eq!(did_you_mean("adress", ["address", "role"]), Some("address"));
-        assert_eq!(did_you_mean("listenport", ["listen_port", "mtu"]), Some("listen_port"));
+        assert_eq!(
+            did_you_mean("listenport", ["listen_port", "mtu"]),
+            Some("listen_port")
+        );
         assert_eq!(did_you_mean("zzz", ["address", "role"]), None);
     }
 }

@@ -1,156 +1,158 @@
 //! Semantic checks that turn a `RawInventory` into a checked `Inventory`. Every problem of a
-//! file is reported at once, each at its own line and column, with what to do about it.
+//! file is reported at once, each at its own line and column, with what to do about it: a
+//! host with one mistake is still checked for all the others, and the cross-host checks
+//! (duplicate addresses, overlapping ranges, the one hub) read the raw values so that one bad
+//! host does not hide or fake a problem elsewhere.
+//!
+//! Values that could reach a remote shell (host, router and interface names, ssh targets, the
+//! endpoint, the network name) are held to strict allowlists here. Messages show such values
+//! with control characters escaped, and never show a key at all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_saphyr::{Location, Spanned};
 
-use super::diagnostic::{Collector, Diagnostics};
+use super::diagnostic::{Collector, Diagnostics, did_you_mean, non_ascii_hint, shown};
 use super::model::*;
 use super::raw::*;
 use crate::names::{HostName, InterfaceName, WgKey};
 
+/// A value as messages quote it: `"x;reboot"`, control characters escaped.
+fn quoted(v: &str) -> String {
+    format!("\"{}\"", shown(v))
+}
+
+/// `": it contains 'о' (U+043E), ..."` for a value with a non-ASCII look-alike, else `""`.
+fn lookalike(v: &str) -> String {
+    non_ascii_hint(v).map_or(String::new(), |h| format!(": {h}"))
+}
+
+fn at(l: Location) -> (u64, u64) {
+    (l.line(), l.column())
+}
+
+/// Map entries in the order they were written (a `BTreeMap` orders them by name).
+fn in_file_order<V>(m: &BTreeMap<Key, V>) -> Vec<(&Key, &V)> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_by_key(|(k, _)| at(k.referenced));
+    v
+}
+
+const HOST_NAME_HELP: &str =
+    "use 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit";
+const INTERFACE_HELP: &str =
+    "use 1-15 characters of a-z, A-Z, 0-9 and _=+.- (the name `ip link` shows, e.g. `wg0`)";
+
 /// Checks `raw` and builds the model; `file` is used in messages.
-pub fn validate(raw: RawInventory, file: &str, path: std::path::PathBuf) -> Result<Inventory, Diagnostics> {
+pub fn validate(raw: RawInventory, file: &str, path: PathBuf) -> Result<Inventory, Diagnostics> {
     let mut c = Collector::new(file);
     let network = network(&raw.network, &mut c);
+    let raw_hosts = in_file_order(&raw.hosts.value);
 
     let mut hosts = BTreeMap::new();
-    let mut host_spans: HashMap<HostName, Location> = HashMap::new();
-    for (name, host) in &raw.hosts.value {
-        let Ok(host_name) = HostName::parse(&name.value) else {
-            c.error(
-                name.referenced,
-                format!("host name {:?} is not allowed", name.value),
-                "use 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit",
-            );
-            continue;
-        };
-        if let Some(h) = self::host(&host_name, &host.value, &network, &mut c) {
-            host_spans.insert(host_name.clone(), name.referenced);
-            hosts.insert(host_name, h);
-        }
-    }
-
-    let hubs: Vec<_> = hosts.values().filter(|h| matches!(h.role, Role::Hub(_))).collect();
-    match hubs.len() {
-        1 => {}
-        0 => c.error(
-            raw.hosts.referenced,
-            "the inventory has no hub",
-            "give exactly one host `role: hub` (the VPS everyone dials)",
-        ),
-        _ => {
-            for h in hubs.iter().skip(1) {
+    for &(name, host) in &raw_hosts {
+        let host_name = HostName::parse(&name.value)
+            .map_err(|_| {
                 c.error(
-                    host_spans[&h.name],
-                    format!("host {} is a second hub", h.name),
-                    "meshctl builds a hub-and-spoke network: keep exactly one `role: hub`",
-                );
-            }
+                    name.referenced,
+                    format!(
+                        "host name {} is not allowed{}",
+                        quoted(&name.value),
+                        lookalike(&name.value)
+                    ),
+                    HOST_NAME_HELP,
+                )
+            })
+            .ok();
+        if let Some(h) = self::host(
+            &name.value,
+            host_name,
+            name.referenced,
+            &host.value,
+            &network,
+            &mut c,
+        ) {
+            hosts.insert(h.name.clone(), h);
         }
     }
 
-    check_unique_addresses(&raw, &hosts, &mut c);
-    check_subnets(&raw, &network, &mut c);
+    check_one_hub(&raw, &raw_hosts, &mut c);
+    check_unique_addresses(&raw_hosts, &network, &mut c);
+    check_unique_keys(&raw_hosts, &mut c);
+    check_subnets(&raw_hosts, &network, &mut c);
+    check_allowed_ips(&raw_hosts, &network, &mut c);
+    let routers = routers(&raw, &raw_hosts, &mut c);
+    let lab = lab_settings(raw.lab.as_ref().map(|l| &l.value), &network, &mut c);
 
-    let mut routers = BTreeMap::new();
-    for (name, r) in &raw.routers {
-        let Ok(router_name) = HostName::parse(&name.value) else {
-            c.error(
-                name.referenced,
-                format!("router name {:?} is not allowed", name.value),
-                "use 1-63 characters of a-z, 0-9 and '-'",
-            );
-            continue;
-        };
-        let r = &r.value;
-        let Ok(gw) = HostName::parse(&r.gateway.value) else {
-            c.error(r.gateway.referenced, format!("unknown host {:?}", r.gateway.value), "name a host of role gateway");
-            continue;
-        };
-        match hosts.get(&gw).map(|h| &h.role) {
-            Some(Role::Gateway(g)) => {
-                if !r.lan.value.contains(&g.lan.address) {
-                    c.error(
-                        r.lan.referenced,
-                        format!("router LAN {} does not contain gateway {}'s LAN address {}", r.lan.value, gw, g.lan.address),
-                        "the router and the gateway must share the home LAN",
-                    );
-                }
-            }
-            Some(_) => c.error(
-                r.gateway.referenced,
-                format!("host {gw} is not a gateway"),
-                "a router sends the VPN range to a host of role gateway",
-            ),
-            None => {
-                let names: Vec<&str> = hosts.keys().map(|h| h.as_str()).collect();
-                let help = match super::diagnostic::did_you_mean(gw.as_str(), names) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => "name a host of role gateway".into(),
-                };
-                c.error(r.gateway.referenced, format!("unknown host `{gw}`"), help);
-            }
-        }
-        if !r.lan.value.contains(&r.address.value) {
-            c.error(
-                r.address.referenced,
-                format!("router address {} is outside its LAN {}", r.address.value, r.lan.value),
-                "give the router's own address inside `lan`",
-            );
-        }
-        routers.insert(
-            router_name.clone(),
-            Router { name: router_name, lan: r.lan.value, address: r.address.value, gateway: gw },
-        );
-    }
-
-    let lab = lab_settings(raw.lab.as_ref().map(|l| &l.value), &network);
     c.finish()?;
-    Ok(Inventory { path, network, hosts, routers, lab })
+    Ok(Inventory {
+        path,
+        network,
+        hosts,
+        routers,
+        lab,
+    })
 }
 
 fn network(raw: &Spanned<RawNetwork>, c: &mut Collector) -> Network {
     let n = &raw.value;
+    let default_wg = || InterfaceName::parse("wg0").expect("valid");
     let interface = match &n.interface {
-        None => InterfaceName::parse("wg0").expect("valid"),
-        Some(i) => InterfaceName::parse(&i.value).unwrap_or_else(|e| {
-            c.error(i.referenced, e.to_string(), "for example `wg0`");
-            InterfaceName::parse("wg0").expect("valid")
-        }),
+        None => default_wg(),
+        Some(i) => iface(i, c).unwrap_or_else(default_wg),
     };
-    if n.name.value.is_empty()
-        || !n.name.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    let name = &n.name.value;
+    if name.is_empty()
+        || name.len() > 63
+        || name.starts_with('-')
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        c.error(n.name.referenced, format!("network name {:?} is not allowed", n.name.value), "use letters, digits, '-' and '_'");
-    }
-    if n.ipv4.value.prefix_len() > 30 {
-        c.error(n.ipv4.referenced, format!("VPN range {} is too small", n.ipv4.value), "use a /24 or similar private range");
-    }
-    if n.ipv4.value != n.ipv4.value.trunc() {
         c.error(
-            n.ipv4.referenced,
-            format!("VPN range {} has host bits set", n.ipv4.value),
-            format!("write the network address: {}", n.ipv4.value.trunc()),
+            n.name.referenced,
+            format!(
+                "network name {} is not allowed{}",
+                quoted(name),
+                lookalike(name)
+            ),
+            "use 1-63 letters, digits, '-' and '_', not starting with '-'",
         );
     }
+    let v4 = n.ipv4.value;
+    if v4.prefix_len() > 30 {
+        c.error(
+            n.ipv4.referenced,
+            format!("VPN range {v4} is too small"),
+            "use a /24 or similar private range",
+        );
+    }
+    host_bits(IpNet::V4(v4), "VPN range", n.ipv4.referenced, c);
     let ipv6 = n.ipv6.as_ref().map(|v6| {
         let v = &v6.value;
+        host_bits(
+            IpNet::V6(v.prefix.value),
+            "IPv6 prefix",
+            v.prefix.referenced,
+            c,
+        );
+        host_bits(
+            IpNet::V6(v.clients.value),
+            "the clients' IPv6 range",
+            v.clients.referenced,
+            c,
+        );
         if !v.prefix.value.contains(&v.clients.value) {
             c.error(
                 v.clients.referenced,
-                format!("the clients' IPv6 range {} is not inside the hub's prefix {}", v.clients.value, v.prefix.value),
+                format!(
+                    "the clients' IPv6 range {} is not inside the hub's prefix {}",
+                    v.clients.value, v.prefix.value
+                ),
                 "take the clients' range as a slice of `prefix`, e.g. a /72 of the /64",
-            );
-        }
-        if v.clients.value != v.clients.value.trunc() {
-            c.error(
-                v.clients.referenced,
-                format!("the clients' IPv6 range {} has host bits set", v.clients.value),
-                format!("write the network address: {}", v.clients.value.trunc()),
             );
         }
         Ipv6Plan {
@@ -165,184 +167,415 @@ fn network(raw: &Spanned<RawNetwork>, c: &mut Collector) -> Network {
     if let Some(mtu) = &n.mtu
         && !(1280..=9000).contains(&mtu.value)
     {
-        c.error(mtu.referenced, format!("MTU {} is out of range", mtu.value), "use 1280..9000 (1420 is WireGuard's usual)");
+        c.error(
+            mtu.referenced,
+            format!("MTU {} is out of range", mtu.value),
+            "use 1280..9000 (1420 is WireGuard's usual)",
+        );
     }
     if let Some(p) = &n.listen_port
         && p.value == 0
     {
-        c.error(p.referenced, "listen port 0 is not allowed", "use 51820 or another fixed UDP port");
+        c.error(
+            p.referenced,
+            "listen port 0 is not allowed",
+            "use 51820 or another fixed UDP port",
+        );
     }
     Network {
-        name: n.name.value.clone(),
+        name: name.clone(),
         interface,
         listen_port: n.listen_port.as_ref().map_or(51820, |p| p.value),
-        ipv4: n.ipv4.value,
+        ipv4: v4,
         ipv6,
-        dns: n.dns.as_ref().map(|d| d.value.iter().map(|a| a.value).collect()).unwrap_or_default(),
+        dns: n
+            .dns
+            .as_ref()
+            .map(|d| d.value.iter().map(|a| a.value).collect())
+            .unwrap_or_default(),
         mtu: n.mtu.as_ref().map(|m| m.value),
     }
 }
 
-/// Refuses a field that does not belong to the host's role.
-fn not_for_role<T>(field: &Option<Spanned<T>>, name: &str, role: &str, c: &mut Collector) {
-    if let Some(f) = field {
-        c.error(f.referenced, format!("`{name}` does not apply to a {role}"), format!("remove `{name}` or change the host's role"));
+/// Refuses a network written with host bits set (`10.8.0.1/24`): say which one was meant.
+fn host_bits(net: IpNet, what: &str, at: Location, c: &mut Collector) {
+    if net != net.trunc() {
+        c.error(
+            at,
+            format!("{what} {net} has host bits set"),
+            format!("write the network address: {}", net.trunc()),
+        );
     }
 }
 
-fn required<'a, T>(field: &'a Option<Spanned<T>>, name: &str, role: &str, host: &HostName, at: Location, c: &mut Collector) -> Option<&'a Spanned<T>> {
-    if field.is_none() {
-        c.error(at, format!("host {host} (a {role}) has no `{name}`"), format!("add `{name}:` to host {host}"));
+/// Whether `a` is a usable host address of `net` (inside it, and for ranges of more than two
+/// addresses neither the network nor the broadcast address).
+fn usable_in(net: Ipv4Net, a: Ipv4Addr) -> bool {
+    net.contains(&a) && (net.prefix_len() >= 31 || (a != net.network() && a != net.broadcast()))
+}
+
+/// Why `a` cannot be a host's address in `net`, for a message.
+fn outside_why(net: Ipv4Net, a: Ipv4Addr) -> &'static str {
+    if !net.contains(&a) {
+        "is outside"
+    } else if a == net.network() {
+        "is the network address of"
+    } else {
+        "is the broadcast address of"
     }
-    field.as_ref()
 }
 
 fn iface(field: &Spanned<String>, c: &mut Collector) -> Option<InterfaceName> {
     InterfaceName::parse(&field.value)
-        .map_err(|e| c.error(field.referenced, e.to_string(), "use the interface's name as `ip link` shows it"))
+        .map_err(|_| {
+            c.error(
+                field.referenced,
+                format!(
+                    "interface name {} is not allowed{}",
+                    quoted(&field.value),
+                    lookalike(&field.value)
+                ),
+                INTERFACE_HELP,
+            )
+        })
         .ok()
 }
 
-fn host(name: &HostName, h: &RawHost, net: &Network, c: &mut Collector) -> Option<Host> {
-    let at = h.role.referenced;
-    let role_name = match h.role.value {
+/// Which roles a role-specific field belongs to.
+fn only_for(field: &str) -> &'static str {
+    match field {
+        "lan" => "gateways",
+        "tunnel" => "clients",
+        "keepalive" => "gateways and clients (the hub is the one everyone dials)",
+        _ => "the hub",
+    }
+}
+
+/// Refuses a field that does not belong to the host's role.
+fn not_for_role<T>(
+    field: &Option<Spanned<T>>,
+    field_name: &str,
+    role: &str,
+    host: &str,
+    c: &mut Collector,
+) {
+    if let Some(f) = field {
+        c.error(
+            f.referenced,
+            format!("`{field_name}` does not apply to {role} `{}`", shown(host)),
+            format!(
+                "`{field_name}` is only for {}: remove it or change the host's role",
+                only_for(field_name)
+            ),
+        );
+    }
+}
+
+fn role_name(r: RawRole) -> &'static str {
+    match r {
         RawRole::Hub => "hub",
         RawRole::Gateway => "gateway",
         RawRole::Client => "client",
+    }
+}
+
+/// Checks one host; `None` when anything about it is wrong (all of it has been reported).
+/// `checked` is its name if that passed the allowlist.
+fn host(
+    name: &str,
+    checked: Option<HostName>,
+    key_at: Location,
+    h: &RawHost,
+    net: &Network,
+    c: &mut Collector,
+) -> Option<Host> {
+    let before = c.found.len();
+    let role_n = role_name(h.role.value);
+    let shown_name = shown(name);
+    let missing = |field: &str, what: &str, c: &mut Collector| {
+        c.error(
+            key_at,
+            format!("{role_n} `{shown_name}` has no `{field}`"),
+            format!("add `{field}:` to host `{shown_name}`: {what}"),
+        );
     };
-    let mut ok = true;
     let role = match h.role.value {
         RawRole::Hub => {
-            not_for_role(&h.lan, "lan", role_name, c);
-            not_for_role(&h.tunnel, "tunnel", role_name, c);
-            not_for_role(&h.keepalive, "keepalive", role_name, c);
-            let endpoint = required(&h.endpoint, "endpoint", role_name, name, at, c);
-            let wan = required(&h.wan_interface, "wan_interface", role_name, name, at, c);
-            if let Some(e) = endpoint
-                && !valid_endpoint_host(&e.value)
-            {
-                c.error(e.referenced, format!("endpoint {:?} is not a host name or address", e.value), "give a DNS name or an IP address, without a port (the port is `network.listen_port`)");
-                ok = false;
-            }
-            let wan = wan.and_then(|w| iface(w, c));
-            match (endpoint, wan) {
-                (Some(e), Some(wan)) => Role::Hub(Hub {
-                    endpoint: e.value.clone(),
-                    wan_interface: wan,
+            not_for_role(&h.lan, "lan", role_n, name, c);
+            not_for_role(&h.tunnel, "tunnel", role_n, name, c);
+            not_for_role(&h.keepalive, "keepalive", role_n, name, c);
+            let endpoint = match &h.endpoint {
+                None => {
+                    missing("endpoint", "the DNS name or address the others dial", c);
+                    None
+                }
+                Some(e) => check_endpoint(e, name, net, c),
+            };
+            let wan = match &h.wan_interface {
+                None => {
+                    missing(
+                        "wan_interface",
+                        "the interface facing the internet, e.g. `eth0`",
+                        c,
+                    );
+                    None
+                }
+                Some(w) => iface(w, c),
+            };
+            endpoint.zip(wan).map(|(endpoint, wan_interface)| {
+                Role::Hub(Hub {
+                    endpoint,
+                    wan_interface,
                     nat: h.nat.as_ref().is_none_or(|n| n.value),
                     wan_accepts_ra: h.wan_accepts_ra.as_ref().is_some_and(|n| n.value),
-                }),
-                _ => return None,
-            }
+                })
+            })
         }
         RawRole::Gateway => {
-            for (f, n) in [(&h.endpoint, "endpoint"), (&h.wan_interface, "wan_interface")] {
-                not_for_role(f, n, role_name, c);
+            not_for_role(&h.endpoint, "endpoint", role_n, name, c);
+            not_for_role(&h.wan_interface, "wan_interface", role_n, name, c);
+            not_for_role(&h.nat, "nat", role_n, name, c);
+            not_for_role(&h.wan_accepts_ra, "wan_accepts_ra", role_n, name, c);
+            not_for_role(&h.tunnel, "tunnel", role_n, name, c);
+            match &h.lan {
+                None => {
+                    missing(
+                        "lan",
+                        "the home LAN it routes into the VPN (`subnet`, `interface`, `address`)",
+                        c,
+                    );
+                    None
+                }
+                Some(lan) => {
+                    check_lan(&lan.value, name, c).map(|lan| Role::Gateway(Gateway { lan }))
+                }
             }
-            not_for_role(&h.nat, "nat", role_name, c);
-            not_for_role(&h.wan_accepts_ra, "wan_accepts_ra", role_name, c);
-            not_for_role(&h.tunnel, "tunnel", role_name, c);
-            let Some(lan) = h.lan.as_ref() else {
-                c.error(at, format!("gateway {name} has no `lan`"), "add `lan: {subnet, interface, address}`: the home LAN this gateway routes into the VPN");
-                return None;
-            };
-            let l = &lan.value;
-            if !l.subnet.value.contains(&l.address.value) {
-                c.error(l.address.referenced, format!("LAN address {} is outside the LAN {}", l.address.value, l.subnet.value), "give the gateway's own address inside `subnet`");
-                ok = false;
-            }
-            if l.subnet.value != l.subnet.value.trunc() {
-                c.error(l.subnet.referenced, format!("LAN {} has host bits set", l.subnet.value), format!("write the network address: {}", l.subnet.value.trunc()));
-            }
-            let interface = iface(&l.interface, c)?;
-            Role::Gateway(Gateway { lan: Lan { subnet: l.subnet.value, interface, address: l.address.value, ipv6_prefix: l.ipv6_prefix.as_ref().map(|p| p.value) } })
         }
         RawRole::Client => {
-            for (f, n) in [(&h.endpoint, "endpoint"), (&h.wan_interface, "wan_interface")] {
-                not_for_role(f, n, role_name, c);
-            }
-            not_for_role(&h.nat, "nat", role_name, c);
-            not_for_role(&h.wan_accepts_ra, "wan_accepts_ra", role_name, c);
-            not_for_role(&h.lan, "lan", role_name, c);
-            let tunnel = match h.tunnel.as_ref().map(|t| (t.value, t.referenced)) {
-                None | Some((RawTunnel::Split, _)) => Tunnel::Split,
-                Some((RawTunnel::Full, at)) => {
+            not_for_role(&h.endpoint, "endpoint", role_n, name, c);
+            not_for_role(&h.wan_interface, "wan_interface", role_n, name, c);
+            not_for_role(&h.nat, "nat", role_n, name, c);
+            not_for_role(&h.wan_accepts_ra, "wan_accepts_ra", role_n, name, c);
+            not_for_role(&h.lan, "lan", role_n, name, c);
+            let tunnel = match &h.tunnel {
+                None => Tunnel::Split,
+                Some(t) if t.value == RawTunnel::Split => Tunnel::Split,
+                Some(t) => {
                     if h.ssh.is_some() {
-                        c.error(at, format!("full tunnel on a managed host ({name}) is not supported yet"), "use `tunnel: split` for hosts meshctl manages over SSH; unmanaged clients (phones) may use `full`");
-                        ok = false;
+                        c.error(
+                            t.referenced,
+                            format!("full tunnel on a managed host (`{shown_name}`) is not supported yet"),
+                            "use `tunnel: split` for hosts meshctl manages over SSH; unmanaged clients (phones) may use `full`",
+                        );
                     }
                     Tunnel::Full
                 }
             };
-            Role::Client(Client { tunnel })
+            Some(Role::Client(Client { tunnel }))
         }
     };
 
     let addr = h.address.value;
-    if !net.ipv4.contains(&addr) || addr == net.ipv4.network() || addr == net.ipv4.broadcast() {
+    if !usable_in(net.ipv4, addr) {
         c.error(
             h.address.referenced,
-            format!("address {addr} of host {name} is outside the VPN range {}", net.ipv4),
+            format!(
+                "address {addr} of host `{shown_name}` {} the VPN range {}",
+                outside_why(net.ipv4, addr),
+                net.ipv4
+            ),
             format!("pick a free host address inside {}", net.ipv4),
         );
-        ok = false;
     }
 
-    let ssh = match &h.ssh {
-        None => None,
-        Some(s) => match parse_ssh_target(&s.value) {
-            Some(t) => Some(t),
-            None => {
-                c.error(s.referenced, format!("ssh target {:?} is not user@host[:port]", s.value), "write e.g. `root@vps.example.net` or `admin@nas:2222` (letters, digits, '.', '-', '_' only)");
-                ok = false;
-                None
-            }
-        },
-    };
+    let ssh = h.ssh.as_ref().and_then(|s| check_ssh(s, name, c));
 
-    let public_key = match &h.public_key {
-        None => None,
-        Some(k) => match WgKey::parse(&k.value) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                c.error(k.referenced, format!("host {name}: {e}"), "paste the output of `wg pubkey` (the public key, never the private one)");
-                ok = false;
-                None
-            }
-        },
-    };
+    let public_key = h.public_key.as_ref().and_then(|k| {
+        // The value is never shown: it may be a private key pasted by mistake.
+        WgKey::parse(&k.value)
+            .map_err(|_| {
+                c.error(
+                    k.referenced,
+                    format!("`public_key` of host `{shown_name}` is not a valid WireGuard public key"),
+                    "paste the output of `wg pubkey`: 44 characters of base64 (the public key, never the private one)",
+                )
+            })
+            .ok()
+    });
 
-    let wants_v6 = match (&h.public_ipv6, &h.ipv6_address) {
-        (Some(b), _) => b.value,
-        (None, Some(_)) => true,
-        (None, None) => matches!(role, Role::Client(_) | Role::Hub(_)),
-    };
-    let ipv6 = match (&net.ipv6, wants_v6) {
+    if let (Some(b), Some(a)) = (&h.public_ipv6, &h.ipv6_address)
+        && !b.value
+    {
+        c.error(
+            a.referenced,
+            format!("host `{shown_name}` has an `ipv6_address` but `public_ipv6: false`"),
+            "remove `ipv6_address`, or set `public_ipv6: true`",
+        );
+    }
+    let ipv6 = match (&net.ipv6, wants_ipv6(h)) {
         (Some(plan), true) => {
-            let a = h.ipv6_address.as_ref().map(|a| a.value).unwrap_or_else(|| derive_ipv6(plan.clients, addr, net.ipv4));
+            let (a, loc) = host_ipv6(h, plan, net.ipv4);
             if !plan.clients.contains(&a) {
-                let at = h.ipv6_address.as_ref().map_or(h.address.referenced, |a| a.referenced);
-                c.error(at, format!("IPv6 address {a} of host {name} is outside the clients' range {}", plan.clients), "pick an address inside `network.ipv6.clients`");
-                ok = false;
+                c.error(
+                    loc,
+                    format!(
+                        "IPv6 address {a} of host `{shown_name}` is outside the clients' range {}",
+                        plan.clients
+                    ),
+                    if h.ipv6_address.is_some() {
+                        "pick an address inside `network.ipv6.clients`".to_owned()
+                    } else {
+                        format!(
+                            "the address is derived from the host's number in {}: make `network.ipv6.clients` large enough, or give `ipv6_address`",
+                            net.ipv4
+                        )
+                    },
+                );
             }
             Some(a)
         }
         (None, true) => {
-            if let Some(a) = h.ipv6_address.as_ref().or(None) {
-                c.error(a.referenced, "an IPv6 address without `network.ipv6`", "add `network.ipv6` (prefix, clients, mode) or remove the address");
+            if let Some(a) = &h.ipv6_address {
+                c.error(
+                    a.referenced,
+                    format!(
+                        "host `{shown_name}` has an `ipv6_address` but the network has no `ipv6`"
+                    ),
+                    "add `network.ipv6` (prefix, clients, mode) or remove the address",
+                );
             } else if let Some(b) = &h.public_ipv6 {
-                c.error(b.referenced, "`public_ipv6: true` without `network.ipv6`", "add `network.ipv6` (prefix, clients, mode)");
+                c.error(
+                    b.referenced,
+                    format!(
+                        "host `{shown_name}` has `public_ipv6: true` but the network has no `ipv6`"
+                    ),
+                    "add `network.ipv6` (prefix, clients, mode) or remove `public_ipv6`",
+                );
             }
             None
         }
         (_, false) => None,
     };
 
-    let keepalive = match &role {
-        Role::Hub(_) => None,
+    let keepalive = match h.role.value {
+        RawRole::Hub => None,
         _ => Some(h.keepalive.as_ref().map_or(DEFAULT_KEEPALIVE, |k| k.value)),
     };
-    ok.then(|| Host { name: name.clone(), role, ssh, address: addr, ipv6, public_key, keepalive })
+    let (name, role) = (checked?, role?);
+    (c.found.len() == before).then_some(Host {
+        name,
+        role,
+        ssh,
+        address: addr,
+        ipv6,
+        public_key,
+        keepalive,
+    })
+}
+
+fn check_endpoint(
+    e: &Spanned<String>,
+    host: &str,
+    net: &Network,
+    c: &mut Collector,
+) -> Option<String> {
+    let v = &e.value;
+    if !valid_endpoint_host(v) {
+        c.error(
+            e.referenced,
+            format!(
+                "endpoint {} of hub `{}` is not a host name or an IP address{}",
+                quoted(v),
+                shown(host),
+                lookalike(v)
+            ),
+            "give a DNS name (letters, digits, '-' and '.') or an IP address, without a port (the port is `network.listen_port`)",
+        );
+        return None;
+    }
+    if let Ok(IpAddr::V4(a)) = v.parse::<IpAddr>()
+        && net.ipv4.contains(&a)
+    {
+        c.error(
+            e.referenced,
+            format!("endpoint {a} of hub `{}` is inside the VPN range {}", shown(host), net.ipv4),
+            "the endpoint is the hub's public address (or name) that the others dial over the internet",
+        );
+        return None;
+    }
+    Some(v.clone())
+}
+
+fn check_lan(l: &RawLan, host: &str, c: &mut Collector) -> Option<Lan> {
+    let before = c.found.len();
+    let (subnet, address) = (l.subnet.value, l.address.value);
+    host_bits(IpNet::V4(subnet), "LAN", l.subnet.referenced, c);
+    if !usable_in(subnet, address) {
+        c.error(
+            l.address.referenced,
+            format!(
+                "LAN address {address} of gateway `{}` {} its LAN {subnet}",
+                shown(host),
+                outside_why(subnet, address)
+            ),
+            "give the gateway's own address inside `subnet`",
+        );
+    }
+    if let Some(p) = &l.ipv6_prefix {
+        host_bits(IpNet::V6(p.value), "LAN IPv6 prefix", p.referenced, c);
+    }
+    let interface = iface(&l.interface, c);
+    (c.found.len() == before).then_some(())?;
+    Some(Lan {
+        subnet,
+        interface: interface?,
+        address,
+        ipv6_prefix: l.ipv6_prefix.as_ref().map(|p| p.value),
+    })
+}
+
+fn check_ssh(s: &Spanned<String>, host: &str, c: &mut Collector) -> Option<SshTarget> {
+    let t = parse_ssh_target(&s.value);
+    if t.is_none() {
+        let v = &s.value;
+        let (user, rest) = v.split_once('@').unwrap_or(("", v));
+        let why = if v.starts_with('-') || rest.starts_with('-') || user.starts_with('-') {
+            ": it starts with '-', which ssh would read as an option".to_owned()
+        } else {
+            lookalike(v)
+        };
+        c.error(
+            s.referenced,
+            format!(
+                "ssh target {} of host `{}` is not user@host[:port]{why}",
+                quoted(v),
+                shown(host)
+            ),
+            "write e.g. `root@vps.example.net` or `admin@nas:2222` (letters, digits, '.', '-' and '_'; no leading '-')",
+        );
+    }
+    t
+}
+
+/// Whether a host gets a public IPv6 address (when the network has an IPv6 plan).
+fn wants_ipv6(h: &RawHost) -> bool {
+    match (&h.public_ipv6, &h.ipv6_address) {
+        (Some(b), _) => b.value,
+        (None, Some(_)) => true,
+        (None, None) => matches!(h.role.value, RawRole::Client | RawRole::Hub),
+    }
+}
+
+/// The host's IPv6 address (given, or derived from its IPv4 host number) and where it comes
+/// from in the file.
+fn host_ipv6(h: &RawHost, plan: &Ipv6Plan, range: Ipv4Net) -> (Ipv6Addr, Location) {
+    match &h.ipv6_address {
+        Some(a) => (a.value, a.referenced),
+        None => (
+            derive_ipv6(plan.clients, h.address.value, range),
+            h.address.referenced,
+        ),
+    }
 }
 
 /// The IPv6 address for host number `n` (its offset in the VPN range) in the clients' range.
@@ -358,7 +591,10 @@ fn valid_endpoint_host(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -372,45 +608,248 @@ pub fn parse_ssh_target(s: &str) -> Option<SshTarget> {
         Some((h, p)) if !h.contains(':') => (h, Some(p.parse::<u16>().ok().filter(|p| *p > 0)?)),
         _ => (rest, None),
     };
-    let word = |w: &str| !w.is_empty() && !w.starts_with('-') && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    let word = |w: &str| {
+        !w.is_empty()
+            && !w.starts_with('-')
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
     if user.is_some_and(|u| !word(u)) || !word(host) {
         return None;
     }
-    Some(SshTarget { user: user.map(str::to_owned), host: host.to_owned(), port })
+    Some(SshTarget {
+        user: user.map(str::to_owned),
+        host: host.to_owned(),
+        port,
+    })
 }
 
-fn check_unique_addresses(raw: &RawInventory, hosts: &BTreeMap<HostName, Host>, c: &mut Collector) {
-    let mut seen: HashMap<IpAddr, &str> = HashMap::new();
-    for (name, h) in &raw.hosts.value {
-        let a = IpAddr::V4(h.value.address.value);
-        if let Some(other) = seen.insert(a, &name.value) {
-            c.error(h.value.address.referenced, format!("address {a} is used by both {other} and {}", name.value), "give every host its own address");
+fn check_one_hub(raw: &RawInventory, hosts: &[(&Key, &Spanned<RawHost>)], c: &mut Collector) {
+    let hubs: Vec<&Key> = hosts
+        .iter()
+        .filter(|(_, h)| h.value.role.value == RawRole::Hub)
+        .map(|(k, _)| *k)
+        .collect();
+    match hubs.as_slice() {
+        [] => c.error(
+            raw.hosts.referenced,
+            "the inventory has no hub",
+            "give exactly one host `role: hub` (the VPS everyone dials)",
+        ),
+        [_] => {}
+        [first, rest @ ..] => {
+            for h in rest {
+                c.error(
+                    h.referenced,
+                    format!(
+                        "host `{}` is a second hub (`{}` is one already)",
+                        shown(&h.value),
+                        shown(&first.value)
+                    ),
+                    "meshctl builds a hub-and-spoke network: keep exactly one `role: hub`",
+                );
+            }
         }
     }
-    let mut seen6: HashMap<Ipv6Addr, &HostName> = HashMap::new();
-    for h in hosts.values() {
-        if let Some(a) = h.ipv6
-            && let Some(other) = seen6.insert(a, &h.name)
+}
+
+fn check_unique_addresses(hosts: &[(&Key, &Spanned<RawHost>)], net: &Network, c: &mut Collector) {
+    let mut seen: HashMap<Ipv4Addr, &str> = HashMap::new();
+    let mut seen6: HashMap<Ipv6Addr, &str> = HashMap::new();
+    for (name, h) in hosts {
+        let h = &h.value;
+        let a = h.address.value;
+        match seen.get(&a) {
+            Some(other) => c.error(
+                h.address.referenced,
+                format!(
+                    "address {a} of host `{}` is already used by host `{}`",
+                    shown(&name.value),
+                    shown(other)
+                ),
+                "give every host its own address",
+            ),
+            None => {
+                seen.insert(a, &name.value);
+            }
+        }
+        if let Some(plan) = &net.ipv6
+            && wants_ipv6(h)
         {
-            let at = raw.hosts.value.iter().find(|(n, _)| n.value == h.name.as_str()).map(|(_, r)| r.value.ipv6_address.as_ref().map_or(r.value.address.referenced, |x| x.referenced)).unwrap_or(raw.hosts.referenced);
-            c.error(at, format!("IPv6 address {a} is used by both {other} and {}", h.name), "give every host its own IPv6 address");
-        }
-    }
-}
-
-fn check_subnets(raw: &RawInventory, net: &Network, c: &mut Collector) {
-    // Every IPv4 range a peer of the hub routes: the VPN and each home LAN. Two that overlap
-    // would make WireGuard silently move the range to the last peer configured.
-    let mut ranges: Vec<(Ipv4Net, String, Location)> = vec![(net.ipv4, "the VPN range".into(), raw.network.value.ipv4.referenced)];
-    for (name, h) in &raw.hosts.value {
-        if let (RawRole::Gateway, Some(lan)) = (h.value.role.value, &h.value.lan) {
-            let s = &lan.value.subnet;
-            for (other, what, _) in &ranges {
-                if overlaps(IpNet::V4(*other), IpNet::V4(s.value)) {
-                    c.error(s.referenced, format!("LAN {} of {} overlaps {what} ({other})", s.value, name.value), "every home LAN and the VPN need distinct, non-overlapping ranges");
+            let (a, loc) = host_ipv6(h, plan, net.ipv4);
+            match seen6.get(&a) {
+                Some(other) => c.error(
+                    loc,
+                    format!(
+                        "IPv6 address {a} of host `{}` is already used by host `{}`",
+                        shown(&name.value),
+                        shown(other)
+                    ),
+                    "give every host its own IPv6 address",
+                ),
+                None => {
+                    seen6.insert(a, &name.value);
                 }
             }
-            ranges.push((s.value, format!("the LAN of {}", name.value), s.referenced));
+        }
+    }
+}
+
+fn check_unique_keys(hosts: &[(&Key, &Spanned<RawHost>)], c: &mut Collector) {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for (name, h) in hosts {
+        let Some(k) = &h.value.public_key else {
+            continue;
+        };
+        let Ok(key) = WgKey::parse(&k.value) else {
+            continue;
+        };
+        match seen.get(key.as_str()) {
+            Some(other) => c.error(
+                k.referenced,
+                format!(
+                    "host `{}` has the same public key as host `{}`",
+                    shown(&name.value),
+                    shown(other)
+                ),
+                "every device has its own key pair: paste each one's own `wg pubkey` output",
+            ),
+            None => {
+                seen.insert(key.as_str().to_owned(), &name.value);
+            }
+        }
+    }
+}
+
+/// Ranges that must not overlap the VPN: the home LANs (each is routed through the tunnel),
+/// and LAN IPv6 prefixes that must stay clear of the hub's public prefix.
+fn check_subnets(hosts: &[(&Key, &Spanned<RawHost>)], net: &Network, c: &mut Collector) {
+    for (name, h) in hosts {
+        let (RawRole::Gateway, Some(lan)) = (h.value.role.value, &h.value.lan) else {
+            continue;
+        };
+        let s = &lan.value.subnet;
+        if overlaps(IpNet::V4(net.ipv4), IpNet::V4(s.value)) {
+            c.error(
+                s.referenced,
+                format!(
+                    "LAN {} of gateway `{}` overlaps the VPN range {}",
+                    s.value,
+                    shown(&name.value),
+                    net.ipv4
+                ),
+                "the VPN and every home LAN need distinct, non-overlapping ranges",
+            );
+        }
+        if let (Some(p6), Some(plan)) = (&lan.value.ipv6_prefix, &net.ipv6) {
+            let hit = [
+                (plan.prefix, "the hub's IPv6 prefix"),
+                (plan.clients, "the clients' IPv6 range"),
+            ]
+            .into_iter()
+            .find(|(n, _)| overlaps(IpNet::V6(*n), IpNet::V6(p6.value)));
+            if let Some((n, what)) = hit {
+                c.error(
+                    p6.referenced,
+                    format!(
+                        "LAN IPv6 prefix {} of gateway `{}` overlaps {what} {n}",
+                        p6.value,
+                        shown(&name.value)
+                    ),
+                    "the home LAN's IPv6 prefix comes from the home router, not from the hub's prefix",
+                );
+            }
+        }
+    }
+}
+
+/// What a range in a peer's AllowedIPs on the hub is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allowed {
+    Address,
+    Address6,
+    Lan,
+    Lan6,
+}
+
+/// The hub has one peer per other host, and WireGuard routes each range of an AllowedIPs to
+/// exactly one peer: a range given to two peers silently moves to the last one configured.
+/// Every pair of overlapping ranges of two different peers is an error (pairs another check
+/// already reports — duplicate addresses, a LAN overlapping the VPN or the clients' range —
+/// are left to it).
+fn check_allowed_ips(hosts: &[(&Key, &Spanned<RawHost>)], net: &Network, c: &mut Collector) {
+    let mut ranges: Vec<(IpNet, &str, Allowed, Location)> = Vec::new();
+    for (name, h) in hosts {
+        let h = &h.value;
+        if h.role.value == RawRole::Hub {
+            continue;
+        }
+        let n = name.value.as_str();
+        ranges.push((
+            IpNet::V4(Ipv4Net::from(h.address.value)),
+            n,
+            Allowed::Address,
+            h.address.referenced,
+        ));
+        if let Some(plan) = &net.ipv6
+            && wants_ipv6(h)
+        {
+            let (a, loc) = host_ipv6(h, plan, net.ipv4);
+            ranges.push((IpNet::V6(Ipv6Net::from(a)), n, Allowed::Address6, loc));
+        }
+        if let (RawRole::Gateway, Some(lan)) = (h.role.value, &h.lan) {
+            let l = &lan.value;
+            ranges.push((
+                IpNet::V4(l.subnet.value.trunc()),
+                n,
+                Allowed::Lan,
+                l.subnet.referenced,
+            ));
+            if let Some(p) = &l.ipv6_prefix {
+                ranges.push((IpNet::V6(p.value.trunc()), n, Allowed::Lan6, p.referenced));
+            }
+        }
+    }
+    let describe = |r: &(IpNet, &str, Allowed, Location)| {
+        let what = match r.2 {
+            Allowed::Address | Allowed::Address6 => "address of",
+            Allowed::Lan => "LAN of gateway",
+            Allowed::Lan6 => "LAN IPv6 prefix of gateway",
+        };
+        format!("{} ({what} `{}`)", r.0, shown(r.1))
+    };
+    let lan6_in_clients = |n: IpNet| {
+        net.ipv6
+            .as_ref()
+            .is_some_and(|p| overlaps(IpNet::V6(p.prefix), n) || overlaps(IpNet::V6(p.clients), n))
+    };
+    for (j, later) in ranges.iter().enumerate() {
+        for earlier in &ranges[..j] {
+            if earlier.1 == later.1 || !overlaps(earlier.0, later.0) {
+                continue;
+            }
+            let reported = match (earlier.2, later.2) {
+                (Allowed::Address, Allowed::Address) | (Allowed::Address6, Allowed::Address6) => {
+                    true
+                }
+                (Allowed::Address, Allowed::Lan) | (Allowed::Lan, Allowed::Address) => true,
+                (Allowed::Address6, Allowed::Lan6) => lan6_in_clients(later.0),
+                (Allowed::Lan6, Allowed::Address6) => lan6_in_clients(earlier.0),
+                _ => false,
+            };
+            if reported {
+                continue;
+            }
+            c.error(
+                later.3,
+                format!(
+                    "AllowedIPs of two peers of the hub's {} overlap: {} and {}",
+                    net.interface,
+                    describe(later),
+                    describe(earlier)
+                ),
+                "WireGuard would silently move the overlap to whichever peer is configured last: give each peer its own, non-overlapping range",
+            );
         }
     }
 }
@@ -420,15 +859,160 @@ pub fn overlaps(a: IpNet, b: IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-fn lab_settings(raw: Option<&RawLab>, net: &Network) -> LabSettings {
-    let internet4 = raw.and_then(|l| l.internet4.as_ref()).map_or("198.51.100.0/24".parse().expect("valid"), |v| v.value);
-    let internet6 = raw.and_then(|l| l.internet6.as_ref()).map_or("2001:db8:ff::/64".parse().expect("valid"), |v| v.value);
-    let hub_public4 = raw.and_then(|l| l.hub_public4.as_ref()).map_or(Ipv4Addr::from(u32::from(internet4.network()) + 10), |v| v.value);
-    let hub_public6 = raw.and_then(|l| l.hub_public6.as_ref()).map(|v| v.value).unwrap_or_else(|| {
-        let prefix = net.ipv6.as_ref().map_or("2001:db8:10::/64".parse().expect("valid"), |p| p.prefix);
-        Ipv6Net::new(Ipv6Addr::from(u128::from(prefix.network()) | 1), prefix.prefix_len()).expect("valid")
-    });
-    LabSettings { internet4, internet6, hub_public4, hub_public6 }
+fn routers(
+    raw: &RawInventory,
+    hosts: &[(&Key, &Spanned<RawHost>)],
+    c: &mut Collector,
+) -> BTreeMap<HostName, Router> {
+    let by_name: HashMap<&str, &RawHost> = hosts
+        .iter()
+        .map(|(k, h)| (k.value.as_str(), &h.value))
+        .collect();
+    let mut routers = BTreeMap::new();
+    for (name, r) in in_file_order(&raw.routers) {
+        let before = c.found.len();
+        let router_name = HostName::parse(&name.value)
+            .map_err(|_| {
+                c.error(
+                    name.referenced,
+                    format!(
+                        "router name {} is not allowed{}",
+                        quoted(&name.value),
+                        lookalike(&name.value)
+                    ),
+                    HOST_NAME_HELP,
+                )
+            })
+            .ok();
+        let r = &r.value;
+        let gw = &r.gateway.value;
+        host_bits(IpNet::V4(r.lan.value), "router LAN", r.lan.referenced, c);
+        match by_name.get(gw.as_str()) {
+            Some(h) if h.role.value == RawRole::Gateway => {
+                if let Some(lan) = &h.lan {
+                    let lan_addr = lan.value.address.value;
+                    if !r.lan.value.contains(&lan_addr) {
+                        c.error(
+                            r.lan.referenced,
+                            format!(
+                                "router LAN {} does not contain gateway `{}`'s LAN address {lan_addr}",
+                                r.lan.value,
+                                shown(gw)
+                            ),
+                            "the router and its gateway must share the home LAN",
+                        );
+                    }
+                    if r.address.value == lan_addr {
+                        c.error(
+                            r.address.referenced,
+                            format!(
+                                "router address {} is gateway `{}`'s own LAN address",
+                                r.address.value,
+                                shown(gw)
+                            ),
+                            "give the router's own address on the home LAN (often .1)",
+                        );
+                    }
+                }
+            }
+            Some(h) => c.error(
+                r.gateway.referenced,
+                format!(
+                    "host `{}` is a {}, not a gateway",
+                    shown(gw),
+                    role_name(h.role.value)
+                ),
+                "a router sends the VPN range to a host of role gateway",
+            ),
+            None => {
+                let gateways = hosts
+                    .iter()
+                    .filter(|(_, h)| h.value.role.value == RawRole::Gateway)
+                    .map(|(k, _)| k.value.as_str());
+                let help = match did_you_mean(gw, gateways) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "name a host of role gateway".into(),
+                };
+                c.error(
+                    r.gateway.referenced,
+                    format!("unknown host {}{}", quoted(gw), lookalike(gw)),
+                    help,
+                );
+            }
+        }
+        if !usable_in(r.lan.value, r.address.value) {
+            c.error(
+                r.address.referenced,
+                format!(
+                    "router address {} {} its LAN {}",
+                    r.address.value,
+                    outside_why(r.lan.value, r.address.value),
+                    r.lan.value
+                ),
+                "give the router's own address inside `lan`",
+            );
+        }
+        if c.found.len() == before
+            && let (Some(router_name), Ok(gateway)) = (router_name, HostName::parse(gw))
+        {
+            routers.insert(
+                router_name.clone(),
+                Router {
+                    name: router_name,
+                    lan: r.lan.value,
+                    address: r.address.value,
+                    gateway,
+                },
+            );
+        }
+    }
+    routers
+}
+
+fn lab_settings(raw: Option<&RawLab>, net: &Network, c: &mut Collector) -> LabSettings {
+    let internet4 = raw
+        .and_then(|l| l.internet4.as_ref())
+        .map_or("198.51.100.0/24".parse().expect("valid"), |v| v.value);
+    let internet6 = raw
+        .and_then(|l| l.internet6.as_ref())
+        .map_or("2001:db8:ff::/64".parse().expect("valid"), |v| v.value);
+    let hub_public4 = match raw.and_then(|l| l.hub_public4.as_ref()) {
+        Some(v) => {
+            if !usable_in(internet4, v.value) {
+                c.error(
+                    v.referenced,
+                    format!(
+                        "lab hub address {} {} the lab internet {internet4}",
+                        v.value,
+                        outside_why(internet4, v.value)
+                    ),
+                    "give `lab.hub_public4` inside `lab.internet4`",
+                );
+            }
+            v.value
+        }
+        None => Ipv4Addr::from(u32::from(internet4.network()) + 10),
+    };
+    let hub_public6 = raw
+        .and_then(|l| l.hub_public6.as_ref())
+        .map(|v| v.value)
+        .unwrap_or_else(|| {
+            let prefix = net
+                .ipv6
+                .as_ref()
+                .map_or("2001:db8:10::/64".parse().expect("valid"), |p| p.prefix);
+            Ipv6Net::new(
+                Ipv6Addr::from(u128::from(prefix.network()) | 1),
+                prefix.prefix_len(),
+            )
+            .expect("valid")
+        });
+    LabSettings {
+        internet4,
+        internet6,
+        hub_public4,
+        hub_public6,
+    }
 }
 
 #[cfg(test)]
@@ -438,9 +1022,22 @@ mod tests {
 
     #[test]
     fn ssh_targets() {
-        assert_eq!(parse_ssh_target("root@vps").unwrap().to_string(), "root@vps");
+        assert_eq!(
+            parse_ssh_target("root@vps").unwrap().to_string(),
+            "root@vps"
+        );
         assert_eq!(parse_ssh_target("a@b.c:2222").unwrap().port, Some(2222));
-        for bad in ["root@", "@h", "r@h:0", "r@h;reboot", "r@$(id)", "r@-oProxyCommand=x", "r@h:x"] {
+        for bad in [
+            "root@",
+            "@h",
+            "r@h:0",
+            "r@h;reboot",
+            "r@$(id)",
+            "r@-oProxyCommand=x",
+            "-oProxyCommand=x",
+            "r@h:x",
+            "r@vрs",
+        ] {
             assert!(parse_ssh_target(bad).is_none(), "{bad:?}");
         }
     }

@@ -1,0 +1,3 @@
+//! Applying a plan on a host: the scripts of the three-step protocol (see `script`).
+
+pub mod script;

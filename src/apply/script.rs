@@ -1,0 +1,215 @@
+//! The scripts apply runs on a host: at most three remote executions per host.
+//!
+//! 1. `prepare`: take the host's lock in /run/meshctl, generate the private key where there is
+//!    none (umask 077, a 0600 file; only the public key is printed), then gather.
+//! 2. `changes`: one script applying the host's changes, each with the smallest command that
+//!    does it, announcing every step so a failure says what was applied before it.
+//! 3. `finish`: gather again (to confirm convergence) and release the lock.
+//!
+//! Every value is shell-quoted; file contents travel inside the script on stdin, never on a
+//! command line; files are written atomically (temp file created 0600 in the same directory,
+//! fsync, chmod, rename), so a failure — a full disk, a dropped connection — leaves the old file.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use sha2::Digest;
+
+use crate::persist;
+use crate::plan::{Change, Op};
+use crate::shell::quote;
+use crate::state::{Family, ROUTE_PROTO};
+
+/// Where the lock and the state of an apply in progress live on the host.
+pub const RUN_DIR: &str = "/run/meshctl";
+/// The lock directory (mkdir is atomic).
+pub const LOCK_DIR: &str = "/run/meshctl/lock";
+
+/// Marker lines the scripts print for the controller.
+pub const MARK_LOCKED: &str = "@@meshctl locked@@";
+pub const MARK_PUBKEY: &str = "@@meshctl pubkey@@";
+pub const MARK_STEP: &str = "@@meshctl step@@";
+pub const MARK_FAILED: &str = "@@meshctl failed@@";
+pub const MARK_DONE: &str = "@@meshctl done@@";
+
+/// Exit status of `prepare` when another apply holds the lock.
+pub const EXIT_LOCKED: i32 = 75;
+
+/// Step 1: lock, make sure the key exists, print the public key, then run `gather`.
+pub fn prepare(holder: &str, break_lock: bool, key_path: &str, interface: &str, gather: &str) -> String {
+    let mut s = String::from("set -u\numask 077\n");
+    writeln!(s, "mkdir -p {RUN_DIR}").ok();
+    writeln!(
+        s,
+        "if ! mkdir {LOCK_DIR} 2>/dev/null; then\n  if [ {} = 1 ]; then rm -rf {LOCK_DIR}; mkdir {LOCK_DIR} || exit 1\n  else echo {MARK_LOCKED}; cat {LOCK_DIR}/holder 2>/dev/null; exit {EXIT_LOCKED}; fi\nfi",
+        u8::from(break_lock)
+    )
+    .ok();
+    writeln!(s, "printf '%s\\n' {} > {LOCK_DIR}/holder", quote(holder)).ok();
+    let key = quote(key_path);
+    let iface = quote(interface);
+    // A key that already lives on the interface (a hand-made setup) is adopted, so the host
+    // keeps its identity; it goes to the 0600 file, never to the output.
+    writeln!(
+        s,
+        "if [ ! -s {key} ]; then\n  mkdir -p \"$(dirname {key})\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }}; then wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}; fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi"
+    )
+    .ok();
+    writeln!(s, "echo {MARK_PUBKEY}\nwg pubkey < {key} || exit 1").ok();
+    s.push_str(gather);
+    s
+}
+
+/// Step 3: gather, then release the lock.
+pub fn finish(gather: &str) -> String {
+    format!("{gather}\nrm -rf {LOCK_DIR}\n")
+}
+
+/// The order changes are applied in: files first (the interface's config, the rules files the
+/// restores read), then the kernel state, removals of firewall pieces after their jumps.
+fn rank(op: &Op) -> u8 {
+    match op {
+        Op::WriteFile { .. } => 0,
+        Op::GenerateKey { .. } | Op::FixKeyMode { .. } => 1,
+        Op::SetSysctl { .. } => 2,
+        Op::CreateInterface { .. } => 3,
+        Op::AddAddress { .. } | Op::DelAddress { .. } | Op::SetListenPort { .. } => 4,
+        Op::SetPeer { .. } | Op::RemovePeer { .. } => 5,
+        Op::ReplaceRoute { .. } | Op::DelRoute { .. } => 6,
+        Op::RestoreChains { .. } => 7,
+        Op::AddJump { .. } | Op::DelJump { .. } => 8,
+        Op::DeleteChain { .. } => 9,
+        Op::AddNdpProxy { .. } | Op::DelNdpProxy { .. } => 10,
+        Op::RemoveFile { .. } => 11,
+        Op::EnableService { .. } => 12,
+    }
+}
+
+/// Step 2: the script that applies `changes`, in a safe order, stopping at the first failure
+/// and saying which step failed.
+pub fn changes(changes: &[Change]) -> String {
+    let mut ordered: Vec<&Change> = changes.iter().collect();
+    ordered.sort_by_key(|c| rank(&c.op));
+    let mut s = String::from(
+        "set -u\n\
+         write_file() { d=$(dirname \"$1\"); mkdir -p \"$d\" || return 1; t=$(mktemp \"$d/.meshctl.XXXXXX\") || return 1; \
+         if cat > \"$t\" && sync \"$t\" && chmod \"$2\" \"$t\" && mv -f \"$t\" \"$1\"; then return 0; fi; rm -f \"$t\"; return 1; }\n",
+    );
+    let mut restored: BTreeSet<Family> = BTreeSet::new();
+    for (i, c) in ordered.iter().enumerate() {
+        let Some(cmd) = command(&c.op, &mut restored) else { continue };
+        let label = format!("{} {}", c.action.symbol(), c.resource);
+        writeln!(s, "echo {MARK_STEP} {i} {}", quote(&label)).ok();
+        writeln!(s, "{{ {cmd}\n}} || {{ echo {MARK_FAILED} {i} {}; exit 1; }}", quote(&label)).ok();
+    }
+    writeln!(s, "echo {MARK_DONE}").ok();
+    s
+}
+
+/// A here-document delimiter that does not occur in `content`.
+fn delimiter(content: &str) -> String {
+    let digest = sha2::Sha256::digest(content.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let mut d = format!("MESHCTL_EOF_{hex}");
+    while content.lines().any(|l| l == d) {
+        d.push('X');
+    }
+    d
+}
+
+/// The shell command for one op; `None` when another op already covers it.
+fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
+    Some(match op {
+        Op::GenerateKey { .. } => return None, // done by `prepare`
+        Op::FixKeyMode { path } => format!("chmod 600 {}", quote(path)),
+        Op::CreateInterface { interface } => format!("wg-quick up {} 2>&1", quote(interface)),
+        Op::SetListenPort { interface, port } => format!("wg set {} listen-port {port}", quote(interface)),
+        Op::AddAddress { interface, address } => {
+            format!("ip address replace {} dev {}", quote(&address.to_string()), quote(interface))
+        }
+        Op::DelAddress { interface, address } => {
+            format!("ip address del {} dev {}", quote(&address.to_string()), quote(interface))
+        }
+        Op::SetPeer { interface, peer, .. } => {
+            let key = peer.public_key.as_ref()?;
+            let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
+            let mut c = format!("wg set {} peer {} allowed-ips {}", quote(interface), quote(key.as_str()), quote(&allowed.join(",")));
+            if let Some(e) = &peer.endpoint {
+                write!(c, " endpoint {}", quote(e)).ok();
+            }
+            write!(c, " persistent-keepalive {}", peer.persistent_keepalive.unwrap_or(0)).ok();
+            c
+        }
+        Op::RemovePeer { interface, public_key } => format!("wg set {} peer {} remove", quote(interface), quote(public_key)),
+        Op::ReplaceRoute { route } => route_cmd("replace", route),
+        Op::DelRoute { route } => route_cmd("del", route),
+        Op::SetSysctl { key, value } => format!("sysctl -q -w {}", quote(&format!("{key}={value}"))),
+        Op::RestoreChains { chain } => {
+            if !restored.insert(chain.family) {
+                return None;
+            }
+            let cmd = format!("{}-restore", chain.family.iptables());
+            let file = quote(&persist::rules_path(chain.family));
+            format!("{cmd} -w --test --noflush {file} && {cmd} -w --noflush {file}")
+        }
+        Op::DeleteChain { chain } => {
+            let cmd = chain.family.iptables();
+            format!(
+                "{cmd} -w -t {t} -F {c} && {cmd} -w -t {t} -X {c}",
+                t = quote(&chain.table),
+                c = quote(&chain.chain)
+            )
+        }
+        Op::AddJump { jump } => persist::ensure_jump_command(jump),
+        Op::DelJump { jump } => format!(
+            "{} -w -t {} -D {} -m comment --comment {} -j {}",
+            jump.family.iptables(),
+            quote(&jump.table),
+            quote(&jump.from),
+            crate::state::JUMP_COMMENT,
+            quote(&jump.to)
+        ),
+        Op::AddNdpProxy { entry } => {
+            format!("ip -6 neigh replace proxy {} dev {}", quote(&entry.address.to_string()), quote(entry.device.as_str()))
+        }
+        Op::DelNdpProxy { entry } => {
+            format!("ip -6 neigh del proxy {} dev {}", quote(&entry.address.to_string()), quote(entry.device.as_str()))
+        }
+        Op::WriteFile { path, content, mode } => {
+            let d = delimiter(content);
+            let body = if content.ends_with('\n') || content.is_empty() { content.clone() } else { format!("{content}\n") };
+            format!("write_file {} {:o} <<'{d}'\n{body}{d}", quote(path), mode)
+        }
+        Op::RemoveFile { path } => format!("rm -f {}", quote(path)),
+        Op::EnableService { unit } => format!("systemctl enable {} 2>&1", quote(unit)),
+    })
+}
+
+fn route_cmd(verb: &str, r: &crate::state::Route) -> String {
+    let family = if r.destination.addr().is_ipv6() { "-6" } else { "-4" };
+    let via = r.via.map(|v| format!(" via {}", quote(&v.to_string()))).unwrap_or_default();
+    format!(
+        "ip {family} route {verb} {}{via} dev {} proto {ROUTE_PROTO}",
+        quote(&r.destination.to_string()),
+        quote(r.device.as_str())
+    )
+}
+
+/// Which steps a `changes` run reported: (steps started, the failed step's label if any).
+pub fn progress(stdout: &str) -> (Vec<String>, Option<String>) {
+    let mut started = Vec::new();
+    let mut failed = None;
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix(MARK_STEP) {
+            started.push(strip_index(rest));
+        } else if let Some(rest) = line.strip_prefix(MARK_FAILED) {
+            failed = Some(strip_index(rest));
+        }
+    }
+    (started, failed)
+}
+
+fn strip_index(rest: &str) -> String {
+    let rest = rest.trim_start();
+    rest.split_once(' ').map_or(rest, |(_, l)| l).to_owned()
+}

@@ -1,0 +1,122 @@
+//! `meshctl client NAME [--qr] [-o FILE]`: the complete wg-quick config of an unmanaged client
+//! (a phone), with a QR code its WireGuard app can scan.
+//!
+//! This is the one place a private key exists outside its host, at the user's explicit
+//! request: when the inventory has no `public_key` for the client, a keypair is generated here,
+//! the private key goes only into this output (`-o` writes 0600), and only the public key is
+//! pinned.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+
+use crate::cli::ClientArgs;
+use crate::inventory::{Inventory, Role, Tunnel};
+use crate::keys::PinnedKeys;
+use crate::names::{HostName, WgKey};
+use crate::planner::Inputs;
+
+/// Runs `meshctl client`.
+pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
+    let inputs = Inputs::load(&args.common.inventory, args.common.roles.as_deref())?;
+    let inv = &inputs.inventory;
+    let name = HostName::parse(&args.name)?;
+    let Some(host) = inv.hosts.get(&name) else {
+        bail!("{}: no host `{name}` in the inventory", inv.path.display());
+    };
+    if host.is_managed() {
+        bail!("{name} is managed over SSH (`ssh:` is set): meshctl applies its config itself; `meshctl client` is for unmanaged clients such as phones");
+    }
+    let (hub, _) = inv.hub();
+    let Some(hub_key) = inputs.keys.get(&hub.name) else {
+        bail!("the hub's public key is not known yet: run `meshctl apply` first, so the hub's key is generated and pinned");
+    };
+
+    let (private_key, public_key) = match inputs.keys.get(&name) {
+        Some(_) if host.public_key.is_some() => (None, host.public_key.clone()),
+        _ => {
+            let secret = x25519_dalek::StaticSecret::random();
+            let public = x25519_dalek::PublicKey::from(&secret);
+            let b64 = base64::engine::general_purpose::STANDARD;
+            (Some(b64.encode(secret.to_bytes())), Some(WgKey::parse(&b64.encode(public.to_bytes())).expect("a generated key is valid")))
+        }
+    };
+    let config = render(inv, &name, hub_key, private_key.as_deref());
+
+    // Pin the new public key before printing anything, so a config is never handed out whose
+    // key the hub will not learn.
+    if host.public_key.is_none()
+        && let Some(k) = &public_key
+    {
+        let path = inv.keys_path();
+        let mut pinned = PinnedKeys::read(&path)?;
+        pinned.keys.insert(name.clone(), k.clone());
+        pinned.save(&path)?;
+    }
+
+    match &args.out {
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+            f.write_all(config.as_bytes())?;
+            eprintln!("Wrote {} (mode 0600).", path.display());
+        }
+        None => print!("{config}"),
+    }
+    if args.qr {
+        let code = qrcode::QrCode::new(config.as_bytes()).context("making the QR code")?;
+        let image = code.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build();
+        println!("{image}");
+    }
+    if private_key.is_some() {
+        eprintln!(
+            "A new key was generated for {name}; its public key is pinned. Run `meshctl apply` so the hub learns it. This config holds the private key: keep it safe."
+        );
+    } else {
+        eprintln!("The config has no private key: `PrivateKey` is the key generated on the device itself.");
+    }
+    Ok(0)
+}
+
+/// The wg-quick config of an unmanaged client.
+pub fn render(inv: &Inventory, name: &HostName, hub_key: &WgKey, private_key: Option<&str>) -> String {
+    let host = &inv.hosts[name];
+    let net = &inv.network;
+    let (_, hub) = inv.hub();
+    let mut s = format!("# {name}: WireGuard config made by meshctl for network {}\n[Interface]\n", net.name);
+    match private_key {
+        Some(k) => writeln!(s, "PrivateKey = {k}").ok(),
+        None => writeln!(s, "# PrivateKey = (the key generated on the device)").ok(),
+    };
+    let mut addrs = vec![format!("{}/{}", host.address, net.ipv4.prefix_len())];
+    if let Some(v6) = host.ipv6 {
+        addrs.push(format!("{v6}/128"));
+    }
+    writeln!(s, "Address = {}", addrs.join(", ")).ok();
+    if !net.dns.is_empty() {
+        writeln!(s, "DNS = {}", net.dns.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")).ok();
+    }
+    if let Some(m) = net.mtu {
+        writeln!(s, "MTU = {m}").ok();
+    }
+    let full = matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full);
+    let mut allowed: Vec<String> = if full {
+        vec!["0.0.0.0/0".into()]
+    } else {
+        let mut v = vec![net.ipv4.to_string()];
+        v.extend(inv.lans().iter().map(|(_, l)| l.subnet.to_string()));
+        v
+    };
+    if host.ipv6.is_some() {
+        allowed.push("::/0".into());
+    }
+    writeln!(s, "\n[Peer]\n# the hub\nPublicKey = {hub_key}").ok();
+    writeln!(s, "AllowedIPs = {}", allowed.join(", ")).ok();
+    writeln!(s, "Endpoint = {}", crate::desired::endpoint_string(&hub.endpoint, net.listen_port)).ok();
+    if let Some(k) = host.keepalive {
+        writeln!(s, "PersistentKeepalive = {k}").ok();
+    }
+    s
+}

@@ -1,0 +1,203 @@
+//! The desired state of every managed host, computed from the inventory, the roles and the
+//! pinned public keys. Pure: no I/O, the same input always gives the same state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::inventory::{Host, Inventory, Ipv6Mode, Role, Tunnel};
+use crate::keys::PinnedKeys;
+use crate::names::{HostName, InterfaceName};
+use crate::persist;
+use crate::roles::{Roles, expand};
+use crate::state::{ChainId, HostState, Jump, KeyFile, NdpProxy, Peer, Route, ServiceState, WgInterface};
+
+/// The desired state of one host plus what gathering it needs to know.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub state: HostState,
+    /// Endpoint names the host must resolve so a name compares with a live address.
+    pub resolve: Vec<String>,
+    /// NDP proxy entries inside this range are meshctl's.
+    pub ndp_range: Option<Ipv6Net>,
+    /// Peers left out, and why (an unmanaged client whose key is not known yet).
+    pub notes: Vec<String>,
+}
+
+/// The desired state of every managed host.
+pub fn all(inv: &Inventory, roles: &Roles, keys: &PinnedKeys) -> BTreeMap<HostName, Desired> {
+    inv.hosts
+        .values()
+        .filter(|h| h.is_managed())
+        .map(|h| (h.name.clone(), for_host(inv, roles, keys, h)))
+        .collect()
+}
+
+/// The key file of an interface.
+pub fn key_path(wg: &InterfaceName) -> String {
+    format!("/etc/wireguard/{wg}.key")
+}
+
+/// The desired state of `host`.
+pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) -> Desired {
+    let net = &inv.network;
+    let wg = &net.interface;
+    let (hub, hub_role) = inv.hub();
+    let mut notes = Vec::new();
+
+    // Addresses: the hub holds the clients' IPv6 range on wg0 (so it routes it there); every
+    // other host its own /128.
+    let mut addresses = BTreeSet::new();
+    addresses.insert(IpNet::V4(Ipv4Net::new(host.address, net.ipv4.prefix_len()).expect("valid prefix")));
+    if let (Some(v6), Some(plan)) = (host.ipv6, &net.ipv6) {
+        let len = if matches!(host.role, Role::Hub(_)) { plan.clients.prefix_len() } else { 128 };
+        addresses.insert(IpNet::V6(Ipv6Net::new(v6, len).expect("valid prefix")));
+    }
+
+    let all_lans: Vec<Ipv4Net> = inv.lans().iter().map(|(_, l)| l.subnet).collect();
+    let own_lan: Vec<Ipv4Net> = match &host.role {
+        Role::Gateway(g) => vec![g.lan.subnet],
+        _ => vec![],
+    };
+    let remote_lans: Vec<Ipv4Net> = all_lans.iter().copied().filter(|l| !own_lan.contains(l)).collect();
+
+    let mut peers = BTreeMap::new();
+    let mut resolve = Vec::new();
+    if matches!(host.role, Role::Hub(_)) {
+        for other in inv.hosts.values().filter(|o| o.name != host.name) {
+            let key = keys.get(&other.name).cloned();
+            if key.is_none() && !other.is_managed() {
+                notes.push(format!(
+                    "peer {} left out: its public key is not known yet (run `meshctl client {}`)",
+                    other.name, other.name
+                ));
+                continue;
+            }
+            let mut allowed = BTreeSet::new();
+            allowed.insert(IpNet::V4(Ipv4Net::new(other.address, 32).expect("valid")));
+            if let Some(v6) = other.ipv6 {
+                allowed.insert(IpNet::V6(Ipv6Net::new(v6, 128).expect("valid")));
+            }
+            if let Role::Gateway(g) = &other.role {
+                allowed.insert(IpNet::V4(g.lan.subnet));
+                if let Some(p) = g.lan.ipv6_prefix {
+                    allowed.insert(IpNet::V6(p));
+                }
+            }
+            peers.insert(
+                other.name.to_string(),
+                Peer { public_key: key, allowed_ips: allowed, endpoint: None, persistent_keepalive: None },
+            );
+        }
+    } else {
+        let mut allowed = BTreeSet::new();
+        let full = matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full);
+        if full {
+            allowed.insert("0.0.0.0/0".parse().expect("valid"));
+        } else {
+            allowed.insert(IpNet::V4(net.ipv4));
+            allowed.extend(remote_lans.iter().map(|l| IpNet::V4(*l)));
+        }
+        if host.ipv6.is_some() {
+            allowed.insert("::/0".parse().expect("valid"));
+        }
+        if hub_role.endpoint.parse::<IpAddr>().is_err() {
+            resolve.push(hub_role.endpoint.clone());
+        }
+        peers.insert(
+            hub.name.to_string(),
+            Peer {
+                public_key: keys.get(&hub.name).cloned(),
+                allowed_ips: allowed,
+                endpoint: Some(endpoint_string(&hub_role.endpoint, net.listen_port)),
+                persistent_keepalive: host.keepalive,
+            },
+        );
+    }
+
+    let interface = WgInterface {
+        name: wg.clone(),
+        addresses,
+        listen_port: matches!(host.role, Role::Hub(_)).then_some(net.listen_port),
+        public_key: keys.get(&host.name).cloned(),
+        private_key_file: KeyFile { path: key_path(wg), mode: Some(0o600) },
+        peers,
+    };
+
+    // Values for the role's placeholders and conditions.
+    let mut values: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    values.insert("wg", vec![wg.to_string()]);
+    values.insert("port", vec![net.listen_port.to_string()]);
+    values.insert("vpn4", vec![net.ipv4.to_string()]);
+    values.insert("lan4", all_lans.iter().map(ToString::to_string).collect());
+    values.insert("own_lan4", own_lan.iter().map(ToString::to_string).collect());
+    values.insert("remote_lan4", remote_lans.iter().map(ToString::to_string).collect());
+    values.insert("clients6", net.ipv6.iter().map(|p| p.clients.to_string()).collect());
+    if let Role::Hub(h) = &host.role {
+        values.insert("wan", vec![h.wan_interface.to_string()]);
+    }
+    let condition = |when: &Option<String>| -> bool {
+        let Some(w) = when else { return true };
+        match w.as_str() {
+            "ipv6" => net.ipv6.is_some(),
+            "ipv6_on_link" => net.ipv6.as_ref().is_some_and(|p| p.mode == Ipv6Mode::OnLink),
+            "wan_accepts_ra" => matches!(&host.role, Role::Hub(h) if h.wan_accepts_ra),
+            "nat" => matches!(&host.role, Role::Hub(h) if h.nat),
+            "has_ipv6" => host.ipv6.is_some(),
+            "split_tunnel" => !matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full),
+            "full_tunnel" => matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full),
+            _ => false,
+        }
+    };
+
+    let role = roles.get(host.role.name());
+    let mut state = HostState::default();
+    for s in role.sysctls.iter().filter(|s| condition(&s.when)) {
+        for key in expand(&s.key, &values) {
+            for value in expand(&s.value, &values) {
+                state.sysctls.insert(key.clone(), value);
+            }
+        }
+    }
+    for r in role.routes.iter().filter(|r| condition(&r.when)) {
+        for to in expand(&r.to, &values) {
+            for dev in expand(&r.dev, &values) {
+                if let (Ok(destination), Ok(device)) = (to.parse::<IpNet>(), InterfaceName::parse(&dev)) {
+                    state.routes.insert(Route { destination, device, via: None });
+                }
+            }
+        }
+    }
+    for c in role.chains.iter().filter(|c| condition(&c.when)) {
+        let id = ChainId { family: c.family, table: c.table.clone(), chain: c.chain.clone() };
+        let rules: Vec<String> = c.rules.iter().flat_map(|r| expand(r, &values)).collect();
+        state.firewall.chains.entry(id).or_default().extend(rules);
+        state.firewall.jumps.insert(Jump { family: c.family, table: c.table.clone(), from: c.from.clone(), to: c.chain.clone() });
+    }
+
+    let ndp_range = match (&host.role, &net.ipv6) {
+        (Role::Hub(h), Some(plan)) if plan.mode == Ipv6Mode::OnLink => {
+            for other in inv.hosts.values() {
+                if let Some(a) = other.ipv6 {
+                    state.ndp_proxies.insert(NdpProxy { address: a, device: h.wan_interface.clone() });
+                }
+            }
+            Some(plan.clients)
+        }
+        _ => net.ipv6.as_ref().map(|p| p.clients),
+    };
+
+    state.interface = Some(interface);
+    state.services.insert(format!("wg-quick@{wg}"), ServiceState { enabled: true });
+    state.files = persist::files(&state, inv);
+    Desired { state, resolve, ndp_range, notes }
+}
+
+/// `host:port`, with IPv6 literals bracketed as wg expects.
+pub fn endpoint_string(host: &str, port: u16) -> String {
+    match host.parse::<Ipv6Addr>() {
+        Ok(_) => format!("[{host}]:{port}"),
+        Err(_) => format!("{host}:{port}"),
+    }
+}

@@ -1,0 +1,331 @@
+//! The diff: desired vs live state of one host, per resource kind, into plan changes.
+//!
+//! Each resource kind follows one shape, `fn(live: Option<&T>, desired: Option<&T>) ->
+//! Option<Change>`: `None` means in sync, and removals are computed explicitly from what meshctl
+//! owns (its interface's peers, routes with its proto, its chains and jumps, its NDP entries,
+//! its files). What the kernel changes by itself is not drift: a roaming peer's endpoint,
+//! handshakes, counters.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::keys::PinnedKeys;
+use crate::plan::{Action, Change, Op};
+use crate::state::{HostState, LiveHost, ManagedFile, Peer, WgInterface};
+
+/// The outcome of diffing one host.
+#[derive(Debug, Clone, Default)]
+pub struct HostDiff {
+    pub changes: Vec<Change>,
+    pub warnings: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
+/// Diffs `desired` against `live` for one host. `pinned` names live peers by their host.
+pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> HostDiff {
+    let mut d = HostDiff { warnings: live.warnings.clone(), ..Default::default() };
+    let l = &live.state;
+    interface(l.interface.as_ref(), desired.interface.as_ref(), live, pinned, &mut d);
+
+    for (k, v) in &desired.sysctls {
+        match l.sysctls.get(k) {
+            Some(cur) if cur == v => {}
+            cur => d.changes.push(Change {
+                action: if cur.is_some() { Action::Change } else { Action::Add },
+                kind: "sysctl".into(),
+                resource: format!("sysctl {k}"),
+                before: cur.cloned(),
+                after: Some(v.clone()),
+                diff: None,
+                op: Op::SetSysctl { key: k.clone(), value: v.clone() },
+            }),
+        }
+    }
+
+    for r in desired.routes.difference(&l.routes) {
+        d.changes.push(simple(Action::Add, "route", route_text(r), Op::ReplaceRoute { route: r.clone() }));
+    }
+    for r in l.routes.difference(&desired.routes) {
+        d.changes.push(simple(Action::Remove, "route", route_text(r), Op::DelRoute { route: r.clone() }));
+    }
+
+    // Chains: a chain whose rules differ is replaced as a whole (atomically, by restore).
+    for (id, rules) in &desired.firewall.chains {
+        let name = format!("chain {} {}/{}", fam(id.family), id.table, id.chain);
+        match l.firewall.chains.get(id) {
+            Some(cur) if cur == rules => {}
+            cur => d.changes.push(Change {
+                action: if cur.is_some() { Action::Change } else { Action::Add },
+                kind: "chain".into(),
+                resource: name,
+                before: cur.map(|c| c.join("\n")),
+                after: Some(rules.join("\n")),
+                diff: cur.map(|c| unified(&lines(c), &lines(rules))),
+                op: Op::RestoreChains { chain: id.clone() },
+            }),
+        }
+    }
+    for j in desired.firewall.jumps.difference(&l.firewall.jumps) {
+        d.changes.push(simple(Action::Add, "jump", jump_text(j), Op::AddJump { jump: j.clone() }));
+    }
+    for j in l.firewall.jumps.difference(&desired.firewall.jumps) {
+        d.changes.push(simple(Action::Remove, "jump", jump_text(j), Op::DelJump { jump: j.clone() }));
+    }
+    for id in l.firewall.chains.keys().filter(|id| !desired.firewall.chains.contains_key(*id)) {
+        d.changes.push(simple(
+            Action::Remove,
+            "chain",
+            format!("chain {} {}/{}", fam(id.family), id.table, id.chain),
+            Op::DeleteChain { chain: id.clone() },
+        ));
+    }
+
+    for n in desired.ndp_proxies.difference(&l.ndp_proxies) {
+        d.changes.push(simple(Action::Add, "ndp_proxy", format!("ndp proxy {} dev {}", n.address, n.device), Op::AddNdpProxy { entry: n.clone() }));
+    }
+    for n in l.ndp_proxies.difference(&desired.ndp_proxies) {
+        d.changes.push(simple(Action::Remove, "ndp_proxy", format!("ndp proxy {} dev {}", n.address, n.device), Op::DelNdpProxy { entry: n.clone() }));
+    }
+
+    for (path, want) in &desired.files {
+        if let Some(c) = file(l.files.get(path), Some(want), path) {
+            d.changes.push(c);
+        }
+    }
+    for (path, have) in &l.files {
+        if !desired.files.contains_key(path)
+            && let Some(c) = file(Some(have), None, path)
+        {
+            d.changes.push(c);
+        }
+    }
+
+    if live.system.systemd {
+        for (unit, want) in &desired.services {
+            if want.enabled && !l.services.get(unit).is_some_and(|s| s.enabled) {
+                d.changes.push(simple(Action::Add, "service", format!("enable {unit} at boot"), Op::EnableService { unit: unit.clone() }));
+            }
+        }
+    } else if !desired.services.is_empty() {
+        d.skipped.push(format!(
+            "no systemd on this host: {} not enabled at boot (the files are written; run `wg-quick up` at boot by other means)",
+            desired.services.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    d
+}
+
+fn fam(f: crate::state::Family) -> &'static str {
+    match f {
+        crate::state::Family::Ipv4 => "ipv4",
+        crate::state::Family::Ipv6 => "ipv6",
+    }
+}
+
+fn simple(action: Action, kind: &str, resource: String, op: Op) -> Change {
+    Change { action, kind: kind.into(), resource, before: None, after: None, diff: None, op }
+}
+
+fn route_text(r: &crate::state::Route) -> String {
+    match r.via {
+        Some(v) => format!("route {} via {v} dev {}", r.destination, r.device),
+        None => format!("route {} dev {}", r.destination, r.device),
+    }
+}
+
+fn jump_text(j: &crate::state::Jump) -> String {
+    format!("jump {} {}/{} -> {}", fam(j.family), j.table, j.from, j.to)
+}
+
+fn lines(rules: &[String]) -> String {
+    rules.iter().map(|r| format!("{r}\n")).collect()
+}
+
+/// A unified diff of two texts.
+pub fn unified(before: &str, after: &str) -> String {
+    similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(3)
+        .header("live", "desired")
+        .to_string()
+}
+
+fn file(live: Option<&ManagedFile>, desired: Option<&ManagedFile>, path: &str) -> Option<Change> {
+    let (action, op) = match (live, desired) {
+        (Some(l), Some(d)) if l == d => return None,
+        (None, None) => return None,
+        (None, Some(d)) => (Action::Add, Op::WriteFile { path: path.into(), content: d.content.clone(), mode: d.mode }),
+        (Some(_), Some(d)) => (Action::Change, Op::WriteFile { path: path.into(), content: d.content.clone(), mode: d.mode }),
+        (Some(_), None) => (Action::Remove, Op::RemoveFile { path: path.into() }),
+    };
+    let mode = |f: Option<&ManagedFile>| f.map(|f| format!("{:04o}", f.mode));
+    let text = |f: Option<&ManagedFile>| f.map(|f| f.content.clone()).unwrap_or_default();
+    let diff = unified(&text(live), &text(desired));
+    Some(Change {
+        action,
+        kind: "file".into(),
+        resource: format!("file {path}"),
+        before: mode(live).map(|m| format!("mode {m}")),
+        after: mode(desired).map(|m| format!("mode {m}")),
+        diff: (!diff.is_empty()).then_some(diff),
+        op,
+    })
+}
+
+fn peer_text(p: &Peer) -> String {
+    let mut s = format!(
+        "key {} allowed-ips {}",
+        p.public_key.as_ref().map_or_else(|| "(known after apply)".to_owned(), |k| k.short()),
+        p.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    );
+    if let Some(e) = &p.endpoint {
+        s.push_str(&format!(" endpoint {e}"));
+    }
+    if let Some(k) = p.persistent_keepalive {
+        s.push_str(&format!(" keepalive {k}"));
+    }
+    s
+}
+
+/// Whether a live endpoint matches the desired one, resolving a desired name with the
+/// addresses the host itself resolved.
+fn endpoint_matches(live: Option<&str>, desired: &str, resolved: &BTreeMap<String, Vec<std::net::IpAddr>>) -> bool {
+    let Some(live) = live else { return false };
+    if live == desired {
+        return true;
+    }
+    let split = |s: &str| -> Option<(String, String)> {
+        let (h, p) = s.rsplit_once(':')?;
+        Some((h.trim_start_matches('[').trim_end_matches(']').to_owned(), p.to_owned()))
+    };
+    match (split(live), split(desired)) {
+        (Some((lh, lp)), Some((dh, dp))) if lp == dp => {
+            resolved.get(&dh).is_some_and(|addrs| addrs.iter().any(|a| a.to_string() == lh))
+        }
+        _ => false,
+    }
+}
+
+fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &LiveHost, pinned: &PinnedKeys, d: &mut HostDiff) {
+    let Some(want) = desired else { return };
+    let name = want.name.to_string();
+    let Some(have) = live else {
+        d.changes.push(simple(Action::Add, "interface", format!("interface {name}"), Op::CreateInterface { interface: name.clone() }));
+        key_file(None, want, d);
+        for a in &want.addresses {
+            d.changes.push(simple(Action::Add, "address", format!("address {a} on {name}"), Op::AddAddress { interface: name.clone(), address: *a }));
+        }
+        if let Some(p) = want.listen_port {
+            d.changes.push(simple(Action::Add, "listen_port", format!("listen port {p} on {name}"), Op::SetListenPort { interface: name.clone(), port: p }));
+        }
+        for (peer_name, p) in &want.peers {
+            d.changes.push(Change {
+                action: Action::Add,
+                kind: "peer".into(),
+                resource: format!("peer {peer_name}"),
+                before: None,
+                after: Some(peer_text(p)),
+                diff: None,
+                op: Op::SetPeer { interface: name.clone(), name: peer_name.clone(), peer: p.clone() },
+            });
+        }
+        return;
+    };
+
+    key_file(have.private_key_file.mode, want, d);
+    if let (Some(pinned_key), Some(live_key)) = (&want.public_key, &have.public_key)
+        && pinned_key != live_key
+    {
+        d.warnings.push(format!(
+            "THE PUBLIC KEY OF THIS HOST CHANGED: pinned {}, live {} — a reinstall, or something worse; check the host, then accept it with `meshctl apply --accept-new-keys`",
+            pinned_key.short(),
+            live_key.short()
+        ));
+    }
+    for a in want.addresses.difference(&have.addresses) {
+        d.changes.push(simple(Action::Add, "address", format!("address {a} on {name}"), Op::AddAddress { interface: name.clone(), address: *a }));
+    }
+    for a in have.addresses.difference(&want.addresses) {
+        d.changes.push(simple(Action::Remove, "address", format!("address {a} on {name}"), Op::DelAddress { interface: name.clone(), address: *a }));
+    }
+    if let Some(p) = want.listen_port
+        && have.listen_port != Some(p)
+    {
+        d.changes.push(Change {
+            action: Action::Change,
+            kind: "listen_port".into(),
+            resource: format!("listen port on {name}"),
+            before: have.listen_port.map(|p| p.to_string()),
+            after: Some(p.to_string()),
+            diff: None,
+            op: Op::SetListenPort { interface: name.clone(), port: p },
+        });
+    }
+
+    // Live peers are keyed by public key; match desired peers by their pinned key.
+    let mut matched: BTreeSet<&str> = BTreeSet::new();
+    for (peer_name, p) in &want.peers {
+        let live_peer = p.public_key.as_ref().and_then(|k| have.peers.iter().find(|(_, lp)| lp.public_key.as_ref() == Some(k)));
+        let Some((live_id, lp)) = live_peer else {
+            d.changes.push(Change {
+                action: Action::Add,
+                kind: "peer".into(),
+                resource: format!("peer {peer_name}"),
+                before: None,
+                after: Some(peer_text(p)),
+                diff: None,
+                op: Op::SetPeer { interface: name.clone(), name: peer_name.clone(), peer: p.clone() },
+            });
+            continue;
+        };
+        matched.insert(live_id.as_str());
+        let endpoint_ok = match &p.endpoint {
+            None => true,
+            Some(e) => endpoint_matches(lp.endpoint.as_deref(), e, &host.resolved),
+        };
+        if lp.allowed_ips != p.allowed_ips || lp.persistent_keepalive != p.persistent_keepalive || !endpoint_ok {
+            let shown = Peer { endpoint: if p.endpoint.is_some() { lp.endpoint.clone() } else { None }, ..lp.clone() };
+            d.changes.push(Change {
+                action: Action::Change,
+                kind: "peer".into(),
+                resource: format!("peer {peer_name}"),
+                before: Some(peer_text(&shown)),
+                after: Some(peer_text(p)),
+                diff: None,
+                op: Op::SetPeer { interface: name.clone(), name: peer_name.clone(), peer: p.clone() },
+            });
+        }
+    }
+    for (live_id, lp) in &have.peers {
+        if matched.contains(live_id.as_str()) {
+            continue;
+        }
+        let Some(key) = &lp.public_key else { continue };
+        let who = pinned.owner(key.as_str()).map_or_else(|| key.short(), |h| h.to_string());
+        d.changes.push(Change {
+            action: Action::Remove,
+            kind: "peer".into(),
+            resource: format!("peer {who}"),
+            before: Some(peer_text(lp)),
+            after: None,
+            diff: None,
+            op: Op::RemovePeer { interface: name.clone(), public_key: key.to_string() },
+        });
+    }
+}
+
+fn key_file(live_mode: Option<u32>, want: &WgInterface, d: &mut HostDiff) {
+    let path = want.private_key_file.path.clone();
+    match live_mode {
+        None => d.changes.push(simple(Action::Add, "key", format!("private key {path} (generated on the host, never leaves it)"), Op::GenerateKey { path })),
+        Some(m) if m & 0o077 != 0 => d.changes.push(Change {
+            action: Action::Change,
+            kind: "key".into(),
+            resource: format!("mode of {path}"),
+            before: Some(format!("{m:04o}")),
+            after: Some("0600".into()),
+            diff: None,
+            op: Op::FixKeyMode { path },
+        }),
+        Some(_) => {}
+    }
+}

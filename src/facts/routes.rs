@@ -1,0 +1,149 @@
+//! meshctl's routes (`ip -j -4/-6 route show table all proto 157`) and NDP proxy entries
+//! (`ip -6 neigh show proxy`).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::records::{Records, excerpt, malformed};
+use super::{FactError, GatherSpec, failed, require};
+use crate::names::InterfaceName;
+use crate::state::{NdpProxy, Route};
+
+#[derive(Deserialize)]
+struct JsonRoute {
+    dst: String,
+    gateway: Option<IpAddr>,
+    dev: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    table: Option<String>,
+}
+
+/// Routes carrying meshctl's proto, from all tables. Routes meshctl cannot represent (no
+/// device: `unreachable`, multipath) are reported as warnings and left out.
+pub(crate) fn parse_routes(
+    recs: &Records<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeSet<Route>, FactError> {
+    let mut out = BTreeSet::new();
+    for (id, v6) in [("route4", false), ("route6", true)] {
+        let rec = require(recs, id)?;
+        if rec.rc != 0 {
+            let fam = if v6 { "-6" } else { "-4" };
+            let cmd = format!("ip -j {fam} route show table all proto 157");
+            return Err(failed(rec, id, &cmd));
+        }
+        let text = rec.text();
+        if text.trim().is_empty() {
+            continue;
+        }
+        let routes: Vec<JsonRoute> = serde_json::from_str(&text)
+            .map_err(|e| malformed(id, rec.line + e.line(), format!("bad JSON: {e}")))?;
+        for r in routes {
+            let destination = destination(&r.dst, v6).ok_or_else(|| {
+                malformed(id, rec.line, format!("bad destination {}", excerpt(&r.dst)))
+            })?;
+            let device = match (&r.dev, &r.kind) {
+                (Some(dev), None) => InterfaceName::parse(dev).map_err(|_| {
+                    malformed(id, rec.line, format!("bad device {}", excerpt(dev)))
+                })?,
+                _ => {
+                    warnings.push(format!(
+                        "route {destination} carries meshctl's proto 157 but is not a plain \
+                         device route; it is left alone"
+                    ));
+                    continue;
+                }
+            };
+            if let Some(table) = &r.table {
+                // Kept: meshctl's Route has no table. Noted so a route in another table is not
+                // mistaken for the main table's.
+                if table != "main" {
+                    warnings.push(format!(
+                        "route {destination} dev {device} with meshctl's proto is in table {table}"
+                    ));
+                }
+            }
+            out.insert(Route {
+                destination,
+                device,
+                via: r.gateway,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `default` → 0.0.0.0/0 or ::/0; a bare address → a host route (/32, /128).
+fn destination(dst: &str, v6: bool) -> Option<IpNet> {
+    if dst == "default" {
+        return Some(if v6 {
+            "::/0".parse().expect("valid")
+        } else {
+            "0.0.0.0/0".parse().expect("valid")
+        });
+    }
+    let net = if dst.contains('/') {
+        dst.parse::<IpNet>().ok()?
+    } else {
+        IpNet::from(dst.parse::<IpAddr>().ok()?)
+    };
+    (net.addr().is_ipv6() == v6).then_some(net)
+}
+
+/// NDP proxy entries inside `spec.ndp_range` (`ADDR dev IF proxy` lines).
+pub(crate) fn parse_ndp(
+    recs: &Records<'_>,
+    spec: &GatherSpec,
+) -> Result<BTreeSet<NdpProxy>, FactError> {
+    let mut out = BTreeSet::new();
+    let Some(range) = spec.ndp_range else {
+        return Ok(out);
+    };
+    let rec = require(recs, "ndp")?;
+    if rec.rc != 0 {
+        return Err(failed(rec, "ndp", "ip -6 neigh show proxy"));
+    }
+    for (n, line) in rec.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let bad = || {
+            malformed(
+                "ndp",
+                n,
+                format!("expected `ADDRESS dev DEVICE proxy`, got {}", excerpt(line)),
+            )
+        };
+        let [addr, "dev", dev, rest @ ..] = words.as_slice() else {
+            return Err(bad());
+        };
+        if !rest.contains(&"proxy") {
+            return Err(bad());
+        }
+        let address: Ipv6Addr = addr.parse().map_err(|_| bad())?;
+        if !range.contains(&address) {
+            continue;
+        }
+        let device = InterfaceName::parse(dev).map_err(|_| bad())?;
+        out.insert(NdpProxy { address, device });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations() {
+        assert_eq!(destination("default", false).unwrap().to_string(), "0.0.0.0/0");
+        assert_eq!(destination("default", true).unwrap().to_string(), "::/0");
+        assert_eq!(destination("10.9.0.5", false).unwrap().to_string(), "10.9.0.5/32");
+        assert_eq!(destination("2001:db8:30::1", true).unwrap().to_string(), "2001:db8:30::1/128");
+        assert_eq!(destination("10.0.0.0/8", false).unwrap().to_string(), "10.0.0.0/8");
+        assert!(destination("10.0.0.0/8", true).is_none());
+        assert!(destination("garbage", false).is_none());
+    }
+}

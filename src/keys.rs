@@ -1,0 +1,122 @@
+//! Pinned public keys: the file beside the inventory (`lab.yaml` → `lab.keys.yaml`) that records
+//! each host's WireGuard public key, learnt at apply or given in the inventory. Public keys are
+//! not secret, and pinning them means a plan never depends on every host being reachable, and a
+//! host whose key changed (a reinstall, or something worse) is noticed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::inventory::Inventory;
+use crate::names::{HostName, WgKey};
+
+/// Host name → public key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinnedKeys {
+    pub keys: BTreeMap<HostName, WgKey>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("cannot read pinned keys {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("pinned keys {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot write pinned keys {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+impl PinnedKeys {
+    /// Reads the pinned keys (an absent file is an empty set), then adds the keys the
+    /// inventory gives (`public_key:`), which take precedence.
+    pub fn load(inv: &Inventory) -> Result<Self, KeysError> {
+        let path = inv.keys_path();
+        let mut pinned = Self::read(&path)?;
+        for h in inv.hosts.values() {
+            if let Some(k) = &h.public_key {
+                pinned.keys.insert(h.name.clone(), k.clone());
+            }
+        }
+        Ok(pinned)
+    }
+
+    /// Reads one keys file.
+    pub fn read(path: &Path) -> Result<Self, KeysError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => return Err(KeysError::Read { path: path.to_owned(), source }),
+        };
+        let raw: BTreeMap<String, String> = if text.trim().is_empty() {
+            BTreeMap::new()
+        } else {
+            serde_saphyr::from_str(&text).map_err(|e| KeysError::Invalid {
+                path: path.to_owned(),
+                message: crate::inventory::yaml_error(&e, &path.display().to_string(), &text).to_string(),
+            })?
+        };
+        let mut keys = BTreeMap::new();
+        for (host, key) in raw {
+            let name = HostName::parse(&host).map_err(|e| KeysError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+            let key = WgKey::parse(&key).map_err(|e| KeysError::Invalid { path: path.to_owned(), message: format!("host {name}: {e}") })?;
+            keys.insert(name, key);
+        }
+        Ok(Self { keys })
+    }
+
+    pub fn get(&self, host: &HostName) -> Option<&WgKey> {
+        self.keys.get(host)
+    }
+
+    /// The host a public key belongs to.
+    pub fn owner(&self, key: &str) -> Option<&HostName> {
+        self.keys.iter().find(|(_, k)| k.as_str() == key).map(|(h, _)| h)
+    }
+
+    /// The file's text.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# WireGuard public keys pinned by meshctl (public keys only: commit this file).\n\
+             # A host whose live key differs is reported; `meshctl apply --accept-new-keys` re-pins it.\n",
+        );
+        for (h, k) in &self.keys {
+            out.push_str(&format!("{h}: \"{k}\"\n"));
+        }
+        out
+    }
+
+    /// Writes the file atomically (temp file in the same directory, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<(), KeysError> {
+        let err = |source| KeysError::Write { path: path.to_owned(), source };
+        let tmp = path.with_extension("yaml.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(self.render().as_bytes()).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.keys.yaml");
+        let mut p = PinnedKeys::default();
+        p.keys.insert(HostName::parse("vps").unwrap(), WgKey::parse("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=").unwrap());
+        p.save(&path).unwrap();
+        assert_eq!(PinnedKeys::read(&path).unwrap(), p);
+        assert_eq!(PinnedKeys::read(&dir.path().join("absent.yaml")).unwrap(), PinnedKeys::default());
+    }
+
+    #[test]
+    fn invalid_key_is_not_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.keys.yaml");
+        std::fs::write(&path, "vps: \"SECRETSECRETSECRET\"\n").unwrap();
+        let err = PinnedKeys::read(&path).unwrap_err().to_string();
+        assert!(!err.contains("SECRET"), "{err}");
+    }
+}

@@ -1,0 +1,166 @@
+//! The files that persist a host's state across a reboot, rendered from its desired state.
+//!
+//! The boot path is wg-quick's: `wg-quick up wg0` (enabled as `wg-quick@wg0` where systemd
+//! runs) reads `/etc/wireguard/wg0.conf`, whose `PostUp` lines load the private key from its
+//! 0600 file (the config never holds it) and run `/etc/meshctl/wg0-up.sh`, which restores the
+//! sysctls, meshctl's routes (`Table = off`: wg-quick adds no routes of its own, so every route
+//! is one meshctl owns and marks with `proto 157`), the NDP proxy entries, and meshctl's
+//! firewall chains from `/etc/meshctl/rules.v4|v6` with their tagged jumps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use crate::inventory::Inventory;
+use crate::shell::quote;
+use crate::state::{Family, HostState, JUMP_COMMENT, ManagedFile, ROUTE_PROTO, WgInterface};
+
+/// The sysctl drop-in.
+pub const SYSCTL_PATH: &str = "/etc/sysctl.d/90-meshctl.conf";
+
+/// Every path meshctl may manage for interface `wg`: gathered always, so that a file the
+/// inventory no longer needs is noticed.
+pub fn candidate_paths(wg: &str) -> Vec<String> {
+    vec![
+        conf_path(wg),
+        SYSCTL_PATH.to_owned(),
+        rules_path(Family::Ipv4),
+        rules_path(Family::Ipv6),
+        up_script_path(wg),
+    ]
+}
+
+pub fn conf_path(wg: &str) -> String {
+    format!("/etc/wireguard/{wg}.conf")
+}
+
+pub fn rules_path(family: Family) -> String {
+    match family {
+        Family::Ipv4 => "/etc/meshctl/rules.v4".to_owned(),
+        Family::Ipv6 => "/etc/meshctl/rules.v6".to_owned(),
+    }
+}
+
+pub fn up_script_path(wg: &str) -> String {
+    format!("/etc/meshctl/{wg}-up.sh")
+}
+
+/// The files for `state` (whose interface, sysctls, routes and firewall are already set).
+pub fn files(state: &HostState, inv: &Inventory) -> BTreeMap<String, ManagedFile> {
+    let mut files = BTreeMap::new();
+    let Some(wg) = &state.interface else { return files };
+    let name = wg.name.as_str();
+    files.insert(conf_path(name), ManagedFile { content: wg_conf(wg, inv.network.mtu, &up_script_path(name)), mode: 0o600 });
+    if !state.sysctls.is_empty() {
+        files.insert(SYSCTL_PATH.to_owned(), ManagedFile { content: sysctl_conf(state), mode: 0o644 });
+    }
+    for family in [Family::Ipv4, Family::Ipv6] {
+        if let Some(rules) = rules_file(state, family) {
+            files.insert(rules_path(family), ManagedFile { content: rules, mode: 0o644 });
+        }
+    }
+    files.insert(up_script_path(name), ManagedFile { content: up_script(state), mode: 0o755 });
+    files
+}
+
+/// `/etc/wireguard/wg0.conf`: everything but the private key, which PostUp loads from its file.
+pub fn wg_conf(wg: &WgInterface, mtu: Option<u16>, up_script: &str) -> String {
+    let mut s = String::from("# Written by meshctl; changes made here are overwritten. No private key in here:\n# PostUp loads it from its 0600 file.\n[Interface]\n");
+    let addrs: Vec<String> = wg.addresses.iter().map(ToString::to_string).collect();
+    writeln!(s, "Address = {}", addrs.join(", ")).ok();
+    if let Some(p) = wg.listen_port {
+        writeln!(s, "ListenPort = {p}").ok();
+    }
+    if let Some(m) = mtu {
+        writeln!(s, "MTU = {m}").ok();
+    }
+    s.push_str("Table = off\n");
+    writeln!(s, "PostUp = wg set %i private-key {}", wg.private_key_file.path).ok();
+    writeln!(s, "PostUp = {up_script}").ok();
+    for (name, peer) in &wg.peers {
+        writeln!(s, "\n# {name}\n[Peer]").ok();
+        match &peer.public_key {
+            Some(k) => writeln!(s, "PublicKey = {k}").ok(),
+            None => writeln!(s, "PublicKey = (known after apply)").ok(),
+        };
+        let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
+        writeln!(s, "AllowedIPs = {}", allowed.join(", ")).ok();
+        if let Some(e) = &peer.endpoint {
+            writeln!(s, "Endpoint = {e}").ok();
+        }
+        if let Some(k) = peer.persistent_keepalive {
+            writeln!(s, "PersistentKeepalive = {k}").ok();
+        }
+    }
+    s
+}
+
+fn sysctl_conf(state: &HostState) -> String {
+    let mut s = String::from("# Written by meshctl.\n");
+    for (k, v) in &state.sysctls {
+        writeln!(s, "{k} = {v}").ok();
+    }
+    s
+}
+
+/// An `iptables-restore --noflush` file that (re)creates meshctl's chains of one family: a
+/// chain declared here is flushed and refilled, every other chain is left alone.
+pub fn rules_file(state: &HostState, family: Family) -> Option<String> {
+    let chains: Vec<_> = state.firewall.chains.iter().filter(|(id, _)| id.family == family).collect();
+    if chains.is_empty() {
+        return None;
+    }
+    let tables: BTreeSet<&str> = chains.iter().map(|(id, _)| id.table.as_str()).collect();
+    let mut s = String::from("# Written by meshctl: its own chains only (restored with --noflush).\n");
+    for table in tables {
+        writeln!(s, "*{table}").ok();
+        for (id, _) in chains.iter().filter(|(id, _)| id.table == table) {
+            writeln!(s, ":{} - [0:0]", id.chain).ok();
+        }
+        for (id, rules) in chains.iter().filter(|(id, _)| id.table == table) {
+            for r in *rules {
+                writeln!(s, "-A {} {r}", id.chain).ok();
+            }
+        }
+        s.push_str("COMMIT\n");
+    }
+    Some(s)
+}
+
+/// The shell command that inserts a tagged jump at the top of its chain unless it is there.
+pub fn ensure_jump_command(j: &crate::state::Jump) -> String {
+    let rule = |op: &str, position: &str| {
+        format!(
+            "{} -w -t {} {op} {}{position} -m comment --comment {JUMP_COMMENT} -j {}",
+            j.family.iptables(),
+            quote(&j.table),
+            quote(&j.from),
+            quote(&j.to)
+        )
+    };
+    format!("{} 2>/dev/null || {}", rule("-C", ""), rule("-I", " 1"))
+}
+
+fn up_script(state: &HostState) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n# Written by meshctl: restores what the WireGuard interface needs (run by wg-quick's PostUp).\nset -e\n",
+    );
+    if !state.sysctls.is_empty() {
+        writeln!(s, "sysctl -q -p {SYSCTL_PATH}").ok();
+    }
+    for r in &state.routes {
+        let via = r.via.map(|v| format!(" via {}", quote(&v.to_string()))).unwrap_or_default();
+        writeln!(s, "ip route replace {}{via} dev {} proto {ROUTE_PROTO}", quote(&r.destination.to_string()), quote(r.device.as_str())).ok();
+    }
+    for n in &state.ndp_proxies {
+        writeln!(s, "ip -6 neigh replace proxy {} dev {}", quote(&n.address.to_string()), quote(n.device.as_str())).ok();
+    }
+    for family in [Family::Ipv4, Family::Ipv6] {
+        if state.firewall.chains.keys().any(|c| c.family == family) {
+            writeln!(s, "{}-restore -w --noflush {}", family.iptables(), rules_path(family)).ok();
+        }
+    }
+    for j in &state.firewall.jumps {
+        writeln!(s, "{}", ensure_jump_command(j)).ok();
+    }
+    s
+}

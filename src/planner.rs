@@ -1,0 +1,195 @@
+//! Builds the plan from the inputs (inventory, roles, pinned keys), the desired states and the
+//! live states gathered: pure, so planner cases are tested with facts fixtures and snapshots.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sha2::Digest;
+
+use crate::desired::{self, Desired};
+use crate::diff;
+use crate::facts::GatherSpec;
+use crate::inventory::{Inventory, Role};
+use crate::keys::PinnedKeys;
+use crate::names::HostName;
+use crate::persist;
+use crate::plan::{HostPlan, HostStatus, ManualStep, PLAN_VERSION, Plan};
+use crate::roles::Roles;
+use crate::state::{ChainId, HostState, LiveHost};
+
+/// Everything a plan is computed from.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub inventory: Inventory,
+    pub roles: Roles,
+    pub keys: PinnedKeys,
+    /// SHA-256 over the inventory text, the roles and the pinned keys.
+    pub digest: String,
+}
+
+/// Why the inputs could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Inventory(#[from] crate::inventory::InventoryError),
+    #[error(transparent)]
+    Roles(#[from] crate::roles::RoleError),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeysError),
+}
+
+impl Inputs {
+    /// Reads and validates the inventory, roles and pinned keys. No host is contacted.
+    pub fn load(inventory: &Path, roles_dir: Option<&Path>) -> Result<Self, InputError> {
+        let inv = crate::inventory::load(inventory)?;
+        let roles = Roles::load(roles_dir)?;
+        let keys = PinnedKeys::load(&inv)?;
+        let text = std::fs::read(inventory).unwrap_or_default();
+        let digest = digest_of(&text, &roles, &keys);
+        Ok(Self { inventory: inv, roles, keys, digest })
+    }
+
+    /// The desired state of every managed host.
+    pub fn desired(&self) -> BTreeMap<HostName, Desired> {
+        desired::all(&self.inventory, &self.roles, &self.keys)
+    }
+}
+
+fn digest_of(inventory: &[u8], roles: &Roles, keys: &PinnedKeys) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(inventory);
+    h.update(format!("{:?}", roles.by_name).as_bytes());
+    h.update(keys.render().as_bytes());
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What to gather on a host: everything its desired state names, plus every chain and file
+/// meshctl could own, so that one the inventory dropped is seen (and removed).
+pub fn gather_spec(d: &Desired, roles: &Roles) -> GatherSpec {
+    let mut spec = GatherSpec::from_desired(&d.state, d.resolve.clone(), d.ndp_range);
+    for role in roles.by_name.values() {
+        for c in &role.chains {
+            let id = ChainId { family: c.family, table: c.table.clone(), chain: c.chain.clone() };
+            if !spec.chains.contains(&id) {
+                spec.chains.push(id);
+            }
+        }
+    }
+    for p in persist::candidate_paths(spec.interface.as_str()) {
+        if !spec.files.contains(&p) {
+            spec.files.push(p);
+        }
+    }
+    spec
+}
+
+/// The live state restricted to what meshctl compares: roaming endpoints and a listen port it
+/// does not set are dropped, so the fingerprint only moves when something meshctl owns moves.
+pub fn normalise(live: &HostState, desired: &HostState) -> HostState {
+    let mut n = live.clone();
+    if let (Some(l), Some(d)) = (n.interface.as_mut(), desired.interface.as_ref()) {
+        if d.listen_port.is_none() {
+            l.listen_port = None;
+        }
+        let roaming: Vec<_> = d.peers.values().filter(|p| p.endpoint.is_none()).filter_map(|p| p.public_key.clone()).collect();
+        for p in l.peers.values_mut() {
+            if p.public_key.as_ref().is_some_and(|k| roaming.contains(k)) || d.peers.values().all(|dp| dp.endpoint.is_none()) {
+                p.endpoint = None;
+            }
+        }
+    }
+    n
+}
+
+/// SHA-256 of the normalised live state.
+pub fn fingerprint(live: &HostState, desired: &HostState) -> String {
+    let json = serde_json::to_vec(&normalise(live, desired)).expect("state serialises");
+    hex(&sha2::Sha256::digest(&json))
+}
+
+/// The result of gathering one host: its live state, or why it could not be gathered.
+pub type Gathered = Result<LiveHost, String>;
+
+/// Builds the plan.
+pub fn build(inputs: &Inputs, desired: &BTreeMap<HostName, Desired>, live: &BTreeMap<HostName, Gathered>) -> Plan {
+    let inv = &inputs.inventory;
+    let mut hosts = Vec::new();
+    for (name, d) in desired {
+        let host = &inv.hosts[name];
+        let target = host.ssh.as_ref().map(ToString::to_string).unwrap_or_default();
+        let mut hp = HostPlan {
+            host: name.clone(),
+            role: host.role.name().to_owned(),
+            target,
+            status: HostStatus::Planned,
+            error: None,
+            changes: vec![],
+            warnings: vec![],
+            skipped: vec![],
+            notes: d.notes.clone(),
+            fingerprint: None,
+        };
+        match live.get(name) {
+            Some(Ok(l)) => {
+                let hd = diff::diff_host(&d.state, l, &inputs.keys);
+                hp.changes = hd.changes;
+                hp.warnings = hd.warnings;
+                hp.skipped = hd.skipped;
+                hp.fingerprint = Some(fingerprint(&l.state, &d.state));
+            }
+            Some(Err(e)) => {
+                hp.status = HostStatus::Failed;
+                hp.error = Some(e.clone());
+            }
+            None => {
+                hp.status = HostStatus::Failed;
+                hp.error = Some("not gathered".into());
+            }
+        }
+        hosts.push(hp);
+    }
+    Plan {
+        version: PLAN_VERSION,
+        network: inv.network.name.clone(),
+        inventory: inv.path.display().to_string(),
+        inventory_digest: inputs.digest.clone(),
+        hosts,
+        manual_steps: manual_steps(inv, &inputs.keys),
+    }
+}
+
+/// Steps meshctl cannot do: the routers' static routes and the unmanaged clients' configs.
+pub fn manual_steps(inv: &Inventory, keys: &PinnedKeys) -> Vec<ManualStep> {
+    let mut steps = Vec::new();
+    for r in inv.routers.values() {
+        let gw = &inv.hosts[&r.gateway];
+        if let Role::Gateway(g) = &gw.role {
+            steps.push(ManualStep {
+                subject: r.name.to_string(),
+                text: format!(
+                    "on {} add route {} via {} (the VPN through {})",
+                    r.name, inv.network.ipv4, g.lan.address, gw.name
+                ),
+            });
+            if let (Some(_), Some(v6)) = (g.lan.ipv6_prefix, &inv.network.ipv6) {
+                steps.push(ManualStep {
+                    subject: r.name.to_string(),
+                    text: format!("on {} add IPv6 route {} via {}'s LAN address", r.name, v6.clients, gw.name),
+                });
+            }
+        }
+    }
+    for h in inv.hosts.values().filter(|h| !h.is_managed()) {
+        let text = if keys.get(&h.name).is_some() {
+            format!("run `meshctl client {} --qr` and scan the code with the WireGuard app (after changes to the hub)", h.name)
+        } else {
+            format!("run `meshctl client {} --qr` and scan the code with the WireGuard app (its key is made then; then apply again so the hub knows it)", h.name)
+        };
+        steps.push(ManualStep { subject: h.name.to_string(), text });
+    }
+    steps
+}

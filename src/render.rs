@@ -1,0 +1,130 @@
+//! Rendering a plan for humans (Terraform-like text) or machines (JSON). It reads the plan and
+//! decides nothing.
+
+use std::fmt::Write;
+
+use crate::plan::{Action, HostStatus, Plan};
+
+/// Colours, on only for a terminal and never with NO_COLOR or `--no-color`.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    /// Colour when `is_tty`, unless NO_COLOR is set (to anything) or `no_color`.
+    pub fn detect(is_tty: bool, no_color: bool) -> Self {
+        let env_off = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Self { color: is_tty && !no_color && !env_off }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+    }
+
+    fn action(&self, a: Action, text: &str) -> String {
+        match a {
+            Action::Add => self.paint("32", text),
+            Action::Change => self.paint("33", text),
+            Action::Remove => self.paint("31", text),
+        }
+    }
+}
+
+/// The plan as text.
+pub fn text(plan: &Plan, style: Style) -> String {
+    let mut s = String::new();
+    let mut in_sync = Vec::new();
+    for h in &plan.hosts {
+        if h.status == HostStatus::Planned && h.changes.is_empty() && h.warnings.is_empty() {
+            in_sync.push(h.host.to_string());
+            continue;
+        }
+        writeln!(s, "{} ({}, {})", style.paint("1", h.host.as_str()), h.role, h.target).ok();
+        if let Some(e) = &h.error {
+            writeln!(s, "  {} {}", style.paint("31;1", "error:"), e).ok();
+        }
+        for w in &h.warnings {
+            writeln!(s, "  {} {w}", style.paint("33;1", "warning:")).ok();
+        }
+        for c in &h.changes {
+            let mut line = format!("  {} {}", c.action.symbol(), c.resource);
+            match (&c.before, &c.after) {
+                (Some(b), Some(a)) if !b.contains('\n') && !a.contains('\n') => {
+                    write!(line, ": {b} → {a}").ok();
+                }
+                (None, Some(a)) if !a.contains('\n') => {
+                    write!(line, ": {a}").ok();
+                }
+                (Some(b), None) if !b.contains('\n') => {
+                    write!(line, ": {b}").ok();
+                }
+                _ => {}
+            }
+            writeln!(s, "{}", style.action(c.action, &line)).ok();
+            if let Some(d) = &c.diff {
+                for l in d.lines().filter(|l| !l.starts_with("---") && !l.starts_with("+++")) {
+                    let painted = match l.chars().next() {
+                        Some('+') => style.paint("32", l),
+                        Some('-') => style.paint("31", l),
+                        Some('@') => style.paint("36", l),
+                        _ => l.to_owned(),
+                    };
+                    writeln!(s, "      {painted}").ok();
+                }
+            }
+        }
+        for k in &h.skipped {
+            writeln!(s, "  skipped: {k}").ok();
+        }
+        for n in &h.notes {
+            writeln!(s, "  note: {n}").ok();
+        }
+        s.push('\n');
+    }
+    if !in_sync.is_empty() {
+        writeln!(s, "No changes: {}\n", in_sync.join(", ")).ok();
+    }
+    if !plan.manual_steps.is_empty() {
+        writeln!(s, "{}", style.paint("1", "Manual steps (meshctl cannot do these):")).ok();
+        for m in &plan.manual_steps {
+            writeln!(s, "  - {}: {}", m.subject, m.text).ok();
+        }
+        s.push('\n');
+    }
+    s.push_str(&summary(plan));
+    s
+}
+
+/// "Plan: N to add, N to change, N to remove." with the counts per host.
+pub fn summary(plan: &Plan) -> String {
+    let c = plan.counts();
+    let per_host: Vec<String> = plan
+        .hosts
+        .iter()
+        .map(|h| match h.status {
+            HostStatus::Failed => format!("{}: failed", h.host),
+            HostStatus::Planned => {
+                let c = h.counts();
+                format!("{}: +{} ~{} -{}", h.host, c.add, c.change, c.remove)
+            }
+        })
+        .collect();
+    let failed = plan.failed_hosts().count();
+    let mut s = format!(
+        "Plan: {} to add, {} to change, {} to remove ({}).\n",
+        c.add,
+        c.change,
+        c.remove,
+        per_host.join(", ")
+    );
+    if failed > 0 {
+        writeln!(s, "{failed} host(s) could not be planned; see the errors above.").ok();
+    }
+    s
+}
+
+/// The plan as pretty JSON (schema: see `plan`).
+pub fn json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).expect("a plan always serialises") + "\n"
+}

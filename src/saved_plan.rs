@@ -1,0 +1,61 @@
+//! Saved plans (`meshctl plan -o plan.json`): written with the live-state fingerprints, read
+//! back with every check a hand-edited or stale file needs before `apply` trusts it.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::plan::{PLAN_VERSION, Plan};
+
+/// Why a saved plan is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SavedPlanError {
+    #[error("cannot read the saved plan {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("the saved plan {path} is not a meshctl plan (corrupt or hand-edited?): {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("the saved plan {path} has schema version {found}; this meshctl reads version {PLAN_VERSION}: make a new plan")]
+    Version { path: String, found: u64 },
+    #[error("the saved plan {path} was made from other inputs (inventory, roles or pinned keys differ): make a new plan")]
+    OtherInputs { path: String },
+    #[error("host {host} has changed since the plan {path} was made: make a new plan")]
+    Moved { path: String, host: String },
+}
+
+/// Writes the plan as JSON, 0600 (it names the network's layout).
+pub fn save(plan: &Plan, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(crate::render::json(plan).as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads a saved plan, checking its schema version first.
+pub fn load(path: &Path) -> Result<Plan, SavedPlanError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| SavedPlanError::Read { path: p.clone(), source })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| SavedPlanError::Corrupt { path: p.clone(), reason: e.to_string() })?;
+    let version = value.get("version").and_then(serde_json::Value::as_u64).ok_or_else(|| SavedPlanError::Corrupt { path: p.clone(), reason: "no `version` field".into() })?;
+    if version != u64::from(PLAN_VERSION) {
+        return Err(SavedPlanError::Version { path: p, found: version });
+    }
+    serde_json::from_value(value).map_err(|e| SavedPlanError::Corrupt { path: p, reason: e.to_string() })
+}
+
+/// Checks a saved plan against a fresh one made now: same inputs, and every host's live state
+/// unchanged (by fingerprint). A host that was empty when planned counts too.
+pub fn check(saved: &Plan, now: &Plan, path: &Path) -> Result<(), SavedPlanError> {
+    let p = path.display().to_string();
+    if saved.inventory_digest != now.inventory_digest {
+        return Err(SavedPlanError::OtherInputs { path: p });
+    }
+    for h in &saved.hosts {
+        let current = now.hosts.iter().find(|n| n.host == h.host);
+        let same = current.is_some_and(|c| c.fingerprint.is_some() && c.fingerprint == h.fingerprint);
+        if !same {
+            return Err(SavedPlanError::Moved { path: p, host: h.host.to_string() });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Shared support for end-to-end tests that run against a lab of real hosts (`meshctl lab`).
+//!
+//! ```ignore
+//! mod support;
+//! use support::TestLab;
+//!
+//! let lab = TestLab::up("plan_no_changes", Path::new("inventory/lab.yaml"));
+//! let out = lab.meshctl(&["plan", "--detailed-exitcode"]);   // uses the lab's ssh_config
+//! let (connections, sessions) = lab.sshd_counts("vps");
+//! // dropping `lab` runs `meshctl lab down`
+//! ```
+//!
+//! Each `TestLab` has its own directory under `target/test-labs/<name>` and therefore its own
+//! namespace prefix, so tests run in parallel. Give every test its own name (test files may
+//! share no lab). Lab tests need root; they never skip: without root `TestLab::up` panics, so a
+//! CI run that cannot build the lab fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use meshctl::lab::LabState;
+
+/// The built `meshctl` binary.
+pub const MESHCTL: &str = env!("CARGO_BIN_EXE_meshctl");
+
+/// A lab built for one test; `Drop` tears it down.
+pub struct TestLab {
+    /// The lab directory (canonical): `lab.json`, `ssh_config`, keys, `logs/<host>.sshd.log`.
+    pub dir: PathBuf,
+    /// The inventory the lab was built from (absolute).
+    pub inventory: PathBuf,
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Panics with the command's output unless it succeeded; returns its stdout.
+pub fn assert_success(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    meshctl::lab::sys::alive(pid)
+}
+
+impl TestLab {
+    /// Builds a lab from `inventory` (relative paths are taken from the crate root) in
+    /// `target/test-labs/<name>`, after removing whatever a previous run left there.
+    /// Panics with a clear message when it cannot (not root, a package missing, ...).
+    pub fn up(name: &str, inventory: &Path) -> TestLab {
+        assert!(
+            is_root(),
+            "lab test {name} needs root (it builds network namespaces): run the tests as root, e.g. `ci/test`"
+        );
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let inventory = root.join(inventory);
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("CARGO_TARGET_TMPDIR is <target>/tmp")
+            .to_path_buf();
+        let dir = target.join("test-labs").join(name);
+        if dir.exists() {
+            let _ = Command::new(MESHCTL)
+                .args(["lab", "down", "--dir"])
+                .arg(&dir)
+                .output();
+            std::fs::remove_dir_all(&dir).expect("remove the previous test lab directory");
+        }
+        std::fs::create_dir_all(&dir).expect("create the test lab directory");
+        let dir = dir.canonicalize().expect("canonical test lab directory");
+        let lab = TestLab { dir, inventory };
+        let out = Command::new(MESHCTL)
+            .args(["lab", "up", "-i"])
+            .arg(&lab.inventory)
+            .arg("--dir")
+            .arg(&lab.dir)
+            .output()
+            .expect("run meshctl lab up");
+        assert_success(&out, &format!("meshctl lab up for test {name}"));
+        lab
+    }
+
+    /// The lab's ssh_config (`ssh -F <it> root@vps`).
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.join("ssh_config")
+    }
+
+    /// The lab's state (`lab.json`): prefix, namespaces, kinds, addresses, sshd pids.
+    pub fn state(&self) -> LabState {
+        meshctl::lab::load(&self.dir).expect("read lab.json")
+    }
+
+    /// The namespace prefix of this lab (`<prefix>-<host>`).
+    pub fn prefix(&self) -> String {
+        self.state().prefix
+    }
+
+    /// Runs `sh -c sh_cmd` in lab host `host` (`meshctl lab exec`: network and mount namespace).
+    pub fn exec(&self, host: &str, sh_cmd: &str) -> Output {
+        Command::new(MESHCTL)
+            .args(["lab", "exec", "--dir"])
+            .arg(&self.dir)
+            .args([host, "--", "sh", "-c", sh_cmd])
+            .output()
+            .expect("run meshctl lab exec")
+    }
+
+    /// Runs `sh_cmd` on `host` over SSH with the lab's ssh_config (strict host key checking).
+    pub fn ssh(&self, host: &str, sh_cmd: &str) -> Output {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(self.ssh_config())
+            .args([host, sh_cmd])
+            .output()
+            .expect("run ssh")
+    }
+
+    /// Runs the meshctl binary with `args`, from the crate root, with `MESHCTL_SSH_CONFIG` set
+    /// to the lab's ssh_config and `MESHCTL_INVENTORY` to the lab's inventory.
+    pub fn meshctl(&self, args: &[&str]) -> Output {
+        Command::new(MESHCTL)
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("MESHCTL_SSH_CONFIG", self.ssh_config())
+            .env("MESHCTL_INVENTORY", &self.inventory)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run meshctl")
+    }
+
+    /// `(connections, sessions)` that `host`'s sshd has logged so far: `Accepted publickey` and
+    /// `Starting session:` lines (one per remote command). Compare before and after an action.
+    pub fn sshd_counts(&self, host: &str) -> (usize, usize) {
+        meshctl::lab::sshd_counts(&self.dir, host)
+    }
+
+    /// Runs `meshctl lab down` (idempotent; `Drop` calls it too) and returns its output.
+    pub fn down(&self) -> Output {
+        Command::new(MESHCTL)
+            .args(["lab", "down", "--dir"])
+            .arg(&self.dir)
+            .output()
+            .expect("run meshctl lab down")
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let out = self.down();
+        if !out.status.success() {
+            eprintln!(
+                "meshctl lab down --dir {} failed: {}",
+                self.dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
