@@ -171,14 +171,14 @@ pub fn manual_steps(inv: &Inventory, keys: &PinnedKeys) -> Vec<ManualStep> {
             steps.push(ManualStep {
                 subject: r.name.to_string(),
                 text: format!(
-                    "on {} add route {} via {} (the VPN through {})",
-                    r.name, inv.network.ipv4, g.lan.address, gw.name
+                    "add the static IPv4 route {} via {} (the VPN through {})",
+                    inv.network.ipv4, g.lan.address, gw.name
                 ),
             });
             if let (Some(_), Some(v6)) = (g.lan.ipv6_prefix, &inv.network.ipv6) {
                 steps.push(ManualStep {
                     subject: r.name.to_string(),
-                    text: format!("on {} add IPv6 route {} via {}'s LAN address", r.name, v6.clients, gw.name),
+                    text: format!("add the static IPv6 route {} via {}'s LAN address", v6.clients, gw.name),
                 });
             }
         }

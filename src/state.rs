@@ -109,6 +109,7 @@ impl Family {
 /// meshctl's firewall: its own chains, each jumped to from a built-in chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Firewall {
+    #[serde(with = "chain_list")]
     pub chains: BTreeMap<ChainId, Vec<String>>,
     /// Jumps from built-in chains, each a single rule tagged `-m comment --comment meshctl`.
     pub jumps: BTreeSet<Jump>,
@@ -183,4 +184,29 @@ pub struct LiveHost {
     /// Endpoint names resolved on the host (`getent ahosts`), so a configured name compares
     /// with the address the kernel shows.
     pub resolved: BTreeMap<String, Vec<std::net::IpAddr>>,
+}
+
+/// JSON maps need string keys: chains are (de)serialised as a list of `{chain, rules}`.
+mod chain_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::ChainId;
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        chain: ChainId,
+        rules: Vec<String>,
+    }
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<ChainId, Vec<String>>, s: S) -> Result<S::Ok, S::Error> {
+        let entries: Vec<Entry> = map.iter().map(|(c, r)| Entry { chain: c.clone(), rules: r.clone() }).collect();
+        entries.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<ChainId, Vec<String>>, D::Error> {
+        let entries = Vec::<Entry>::deserialize(d)?;
+        Ok(entries.into_iter().map(|e| (e.chain, e.rules)).collect())
+    }
 }

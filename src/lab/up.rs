@@ -89,15 +89,15 @@ pub fn up(inventory: &Path, dir: &Path) -> anyhow::Result<u8> {
         .filter(|h| h.sshd)
         .map(|h| h.name.as_str())
         .collect();
+    let sshd_on = match managed.len() {
+        0 => "none".to_owned(),
+        n if n <= 8 => managed.join(", "),
+        n => format!("{n} hosts"),
+    };
     println!(
-        "lab {prefix} is up in {} ({} hosts, sshd on {}) in {:.1}s",
+        "lab {prefix} is up in {} ({} hosts, sshd on {sshd_on}) in {:.1}s",
         dir.display(),
         topo.hosts.len(),
-        if managed.is_empty() {
-            "none".to_owned()
-        } else {
-            managed.join(", ")
-        },
         started.elapsed().as_secs_f64()
     );
     if let Some(first) = managed.first() {
