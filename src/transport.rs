@@ -261,10 +261,12 @@ impl Session {
             Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(127),
             Err(openssh::Error::RemoteProcessTerminated) | Err(openssh::Error::Disconnected) => {
                 // 255: either the remote shell died/exited 255, or the connection is gone.
-                if let Err(e) = self.inner.check().await {
-                    return Err(
-                        self.exec_error(format!("the connection was lost: {}", reason_of(&e)))
-                    );
+                if self.inner.check().await.is_err() {
+                    return Err(self.exec_error(
+                        "the SSH connection was lost (the host went down, the network was cut, or \
+                         the connection sat idle longer than the master's idle timeout)"
+                            .to_owned(),
+                    ));
                 }
                 None
             }

@@ -63,6 +63,12 @@ const CASES: &[(&str, &str)] = &[
 1 error in the inventory; nothing was changed on any host",
     ),
     (
+        "dns_not_an_address",
+        "tests/fixtures/inventory/dns_not_an_address.yaml:7:7: `network.dns`: expected an IP address such as 10.8.0.1, found `dns.example.net`
+  help: write an IP address such as 10.8.0.1
+1 error in the inventory; nothing was changed on any host",
+    ),
+    (
         "duplicate_host",
         "tests/fixtures/inventory/duplicate_host.yaml:28:3: duplicate key `laptop` in `hosts` (first given at line 24)
   help: keep only one of them: YAML would otherwise silently use just one
@@ -121,6 +127,12 @@ tests/fixtures/inventory/field_for_other_role.yaml:30:10: `nat` does not apply t
 3 errors in the inventory; nothing was changed on any host",
     ),
     (
+        "flow_mapping_type_error",
+        "tests/fixtures/inventory/flow_mapping_type_error.yaml:20:63: `lan.address` of host `nas`: expected an IPv4 address such as 10.8.0.2, found `192.168.178.300`
+  help: write an IPv4 address such as 10.8.0.2
+1 error in the inventory; nothing was changed on any host",
+    ),
+    (
         "full_tunnel_managed",
         "tests/fixtures/inventory/full_tunnel_managed.yaml:28:13: full tunnel on a managed host (`laptop`) is not supported yet
   help: use `tunnel: split` for hosts meshctl manages over SSH; unmanaged clients (phones) may use `full`
@@ -140,7 +152,7 @@ tests/fixtures/inventory/field_for_other_role.yaml:30:10: `nat` does not apply t
     ),
     (
         "host_name_lookalike",
-        "tests/fixtures/inventory/host_name_lookalike.yaml:24:3: host name \"lаptop\" is not allowed: it contains 'а' (U+0430), which is not an ASCII letter even if it looks like one
+        "tests/fixtures/inventory/host_name_lookalike.yaml:24:3: host name \"lаptop\" is not allowed: it contains 'а' (U+0430), which only looks like an ASCII letter or digit
   help: use 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit
 1 error in the inventory; nothing was changed on any host",
     ),
@@ -187,9 +199,9 @@ tests/fixtures/inventory/field_for_other_role.yaml:30:10: `nat` does not apply t
 1 error in the inventory; nothing was changed on any host",
     ),
     (
-        "lan6_in_hub_prefix",
-        "tests/fixtures/inventory/lan6_in_hub_prefix.yaml:24:20: LAN IPv6 prefix 2001:db8:42::/64 of gateway `nas` overlaps the hub's IPv6 prefix 2001:db8:42::/64
-  help: the home LAN's IPv6 prefix comes from the home router, not from the hub's prefix
+        "lan6_overlaps_clients",
+        "tests/fixtures/inventory/lan6_overlaps_clients.yaml:24:20: LAN IPv6 prefix 2001:db8:42::/64 of gateway `nas` overlaps the clients' IPv6 range 2001:db8:42:0:100::/72
+  help: give the home LAN its own IPv6 prefix (from the home router), outside `network.ipv6.clients`
 1 error in the inventory; nothing was changed on any host",
     ),
     (
@@ -228,7 +240,7 @@ tests/fixtures/inventory/many_errors.yaml:23:16: LAN address 192.168.179.10 of g
   help: give the gateway's own address inside `subnet`
 tests/fixtures/inventory/many_errors.yaml:27:14: address 10.8.0.2 of host `laptop` is already used by host `nas`
   help: give every host its own address
-tests/fixtures/inventory/many_errors.yaml:32:14: unknown host \"nass\"
+tests/fixtures/inventory/many_errors.yaml:32:14: gateway \"nass\" of router `fritzbox` is not a host of the inventory
   help: did you mean `nas`?
 5 errors in the inventory; nothing was changed on any host",
     ),
@@ -306,7 +318,7 @@ tests/fixtures/inventory/many_errors.yaml:32:14: unknown host \"nass\"
     ),
     (
         "router_gateway_not_gateway",
-        "tests/fixtures/inventory/router_gateway_not_gateway.yaml:32:14: host `laptop` is a client, not a gateway
+        "tests/fixtures/inventory/router_gateway_not_gateway.yaml:32:14: gateway `laptop` of router `fritzbox` is a client, not a gateway
   help: a router sends the VPN range to a host of role gateway
 1 error in the inventory; nothing was changed on any host",
     ),
@@ -330,7 +342,7 @@ tests/fixtures/inventory/many_errors.yaml:32:14: unknown host \"nass\"
     ),
     (
         "ssh_lookalike",
-        "tests/fixtures/inventory/ssh_lookalike.yaml:26:10: ssh target \"me@lаptop\" of host `laptop` is not user@host[:port]: it contains 'а' (U+0430), which is not an ASCII letter even if it looks like one
+        "tests/fixtures/inventory/ssh_lookalike.yaml:26:10: ssh target \"me@lаptop\" of host `laptop` is not user@host[:port]: it contains 'а' (U+0430), which only looks like an ASCII letter or digit
   help: write e.g. `root@vps.example.net` or `admin@nas:2222` (letters, digits, '.', '-' and '_'; no leading '-')
 1 error in the inventory; nothing was changed on any host",
     ),
@@ -414,7 +426,7 @@ tests/fixtures/inventory/many_errors.yaml:32:14: unknown host \"nass\"
     ),
     (
         "unknown_gateway",
-        "tests/fixtures/inventory/unknown_gateway.yaml:32:14: unknown host \"nsa\"
+        "tests/fixtures/inventory/unknown_gateway.yaml:32:14: gateway \"nsa\" of router `fritzbox` is not a host of the inventory
   help: did you mean `nas`?
 1 error in the inventory; nothing was changed on any host",
     ),

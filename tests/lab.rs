@@ -129,6 +129,20 @@ fn hosts_do_not_share_wireguard_or_meshctl_dirs() {
             "the machine sees nas's {dir}/{marker}"
         );
     }
+    // Each host has its own hostname (its inventory name); the machine keeps its own.
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        assert_success(&lab.ssh("nas", "hostname"), "hostname").trim(),
+        "nas"
+    );
+    assert_eq!(
+        assert_success(&lab.exec("vps", "hostname"), "hostname").trim(),
+        "vps"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        machine
+    );
     // Each host has a clean /root and no systemd directory of the machine.
     assert_success(
         &lab.ssh(

@@ -374,7 +374,7 @@ exit 3
     );
     assert_eq!(
         count(&log, "Starting session: command"),
-        7,
+        6,
         "one exec per run_script: {log}"
     );
     assert!(
@@ -391,6 +391,7 @@ async fn unknown_host_key_is_refused_unless_accepting_new_keys() {
     let target = lab.target(None, "labhost");
 
     let err = Session::connect(&target, &lab.opts()).await.unwrap_err();
+    eprintln!("{err}");
     assert!(
         matches!(err, TransportError::HostKeyUnknown { ref host } if host == "labhost"),
         "{err:?}"
@@ -435,6 +436,7 @@ async fn changed_host_key_is_refused_even_when_accepting_new_keys() {
             ..lab.opts()
         };
         let err = Session::connect(&target, &opts).await.unwrap_err();
+        eprintln!("{err}");
         assert!(
             matches!(err, TransportError::HostKeyChanged { ref host } if host == "labhost"),
             "{err:?}"
@@ -469,6 +471,7 @@ async fn unreachable_host_is_a_quick_connect_error() {
     let err = Session::connect(&lab.target(None, "blackhole"), &opts)
         .await
         .unwrap_err();
+    eprintln!("{err}");
     let took = start.elapsed();
     assert!(
         matches!(err, TransportError::Connect { ref host, .. } if host == "blackhole"),
@@ -485,6 +488,7 @@ async fn unreachable_host_is_a_quick_connect_error() {
     let err = Session::connect(&lab.target(None, "closedport"), &opts)
         .await
         .unwrap_err();
+    eprintln!("{err}");
     assert!(
         matches!(err, TransportError::Connect { ref host, .. } if host == "closedport"),
         "{err:?}"
@@ -510,6 +514,7 @@ async fn refused_login_is_an_auth_error() {
     let err = Session::connect(&lab.target(None, "labhost"), &lab.opts())
         .await
         .unwrap_err();
+    eprintln!("{err}");
     assert!(
         matches!(err, TransportError::Auth { ref host, .. } if host == "labhost"),
         "{err:?}"
@@ -527,6 +532,7 @@ async fn non_root_login_without_sudo_is_a_sudo_error() {
             .run_script("echo must-not-run; touch /tmp/meshctl-tpt-must-not-exist")
             .await
             .unwrap_err();
+        eprintln!("{err}");
         match &err {
             TransportError::Sudo { host, user, reason } => {
                 assert_eq!((host.as_str(), user.as_str()), ("labhost", TEST_USER));
@@ -608,4 +614,24 @@ async fn a_killed_meshctl_leaves_no_master_behind_for_long() {
         "the master removed its socket"
     );
     std::fs::remove_dir_all(&control_dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_session_whose_master_expired_is_an_exec_error() {
+    let lab = Lab::new(Sudo::Machine);
+    let opts = SshOptions {
+        master_idle_timeout: Duration::from_secs(1),
+        ..lab.opts()
+    };
+    let s = Session::connect(&lab.target(None, "labhost"), &opts)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let err = s.run_script("echo late").await.unwrap_err();
+    eprintln!("{err}");
+    assert!(
+        matches!(err, TransportError::Exec { ref host, ref reason } if host == "labhost" && reason.contains("connection was lost")),
+        "{err:?}"
+    );
+    let _ = s.close().await;
 }

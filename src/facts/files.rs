@@ -105,7 +105,11 @@ pub(crate) fn parse_services(
         // (disabled, masked, static, not-found, or nothing for an unknown unit on old systemd).
         let state = rec.first_line().unwrap_or("");
         if rec.rc == super::script::RC_NOT_FOUND {
-            return Err(failed(rec, &format!("service {unit}"), "systemctl is-enabled"));
+            return Err(failed(
+                rec,
+                &format!("service {unit}"),
+                "systemctl is-enabled",
+            ));
         }
         out.insert(
             unit.clone(),

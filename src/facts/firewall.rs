@@ -121,7 +121,9 @@ fn parse_save<'a>(
 ) -> Result<Vec<Table>, FactError> {
     let mut tables: Vec<Table> = Vec::new();
     let mut current: Option<Table> = None;
+    let mut last = 0;
     for (n, raw) in lines {
+        last = n;
         let line = raw.trim_end();
         if line.trim().is_empty() {
             continue;
@@ -176,7 +178,7 @@ fn parse_save<'a>(
     if let Some(t) = current {
         return Err(malformed(
             section,
-            0,
+            last,
             format!("table {} has no COMMIT (output cut off?)", t.name),
         ));
     }
@@ -381,7 +383,10 @@ mod tests {
             words(r#"-m comment --comment "a \"b\" c" -j DROP"#),
             vec!["-m", "comment", "--comment", "a \"b\" c", "-j", "DROP"]
         );
-        assert_eq!(target(&words("-s 1.2.3.4/32 -j REJECT --reject-with x")), Some("REJECT"));
+        assert_eq!(
+            target(&words("-s 1.2.3.4/32 -j REJECT --reject-with x")),
+            Some("REJECT")
+        );
         assert_eq!(target(&words("-s 1.2.3.4/32")), None);
     }
 
@@ -391,7 +396,10 @@ mod tests {
             meshctl_jump("-m comment --comment meshctl -j MESHCTL-FORWARD"),
             Some("MESHCTL-FORWARD")
         );
-        assert_eq!(meshctl_jump("-i eth0 -m comment --comment meshctl -j X"), None);
+        assert_eq!(
+            meshctl_jump("-i eth0 -m comment --comment meshctl -j X"),
+            None
+        );
         assert_eq!(meshctl_jump("-m comment --comment meshctl -j "), None);
         assert_eq!(meshctl_jump("-m comment --comment meshctl2 -j X"), None);
     }

@@ -188,12 +188,19 @@ mod tests {
     #[test]
     fn truncation_and_missing_header_are_errors() {
         let cut = "@@meshctl facts 1@@\n@@meshctl begin a@@\nx\n";
-        assert!(matches!(split(cut), Err(FactError::Truncated { ref section, .. }) if section == "a"));
+        assert!(
+            matches!(split(cut), Err(FactError::Truncated { ref section, .. }) if section == "a")
+        );
         let no_done = "@@meshctl facts 1@@\n@@meshctl begin a@@\n@@meshctl end a rc=0@@\n";
         assert!(matches!(split(no_done), Err(FactError::Truncated { .. })));
         let nested = "@@meshctl facts 1@@\n@@meshctl begin a@@\n@@meshctl begin b@@\n";
-        assert!(matches!(split(nested), Err(FactError::Truncated { ref section, .. }) if section == "a"));
-        assert_eq!(split("sudo: a password is required\n").unwrap_err(), FactError::NoHeader);
+        assert!(
+            matches!(split(nested), Err(FactError::Truncated { ref section, .. }) if section == "a")
+        );
+        assert_eq!(
+            split("sudo: a password is required\n").unwrap_err(),
+            FactError::NoHeader
+        );
         assert_eq!(split("").unwrap_err(), FactError::NoHeader);
         let bad_rc = "@@meshctl facts 1@@\n@@meshctl begin a@@\n@@meshctl end a rc=x@@\n";
         assert!(matches!(split(bad_rc), Err(FactError::Malformed { .. })));

@@ -47,9 +47,8 @@ pub(crate) fn parse_routes(
                 malformed(id, rec.line, format!("bad destination {}", excerpt(&r.dst)))
             })?;
             let device = match (&r.dev, &r.kind) {
-                (Some(dev), None) => InterfaceName::parse(dev).map_err(|_| {
-                    malformed(id, rec.line, format!("bad device {}", excerpt(dev)))
-                })?,
+                (Some(dev), None) => InterfaceName::parse(dev)
+                    .map_err(|_| malformed(id, rec.line, format!("bad device {}", excerpt(dev))))?,
                 _ => {
                     warnings.push(format!(
                         "route {destination} carries meshctl's proto 157 but is not a plain \
@@ -138,11 +137,23 @@ mod tests {
 
     #[test]
     fn destinations() {
-        assert_eq!(destination("default", false).unwrap().to_string(), "0.0.0.0/0");
+        assert_eq!(
+            destination("default", false).unwrap().to_string(),
+            "0.0.0.0/0"
+        );
         assert_eq!(destination("default", true).unwrap().to_string(), "::/0");
-        assert_eq!(destination("10.9.0.5", false).unwrap().to_string(), "10.9.0.5/32");
-        assert_eq!(destination("2001:db8:30::1", true).unwrap().to_string(), "2001:db8:30::1/128");
-        assert_eq!(destination("10.0.0.0/8", false).unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            destination("10.9.0.5", false).unwrap().to_string(),
+            "10.9.0.5/32"
+        );
+        assert_eq!(
+            destination("2001:db8:30::1", true).unwrap().to_string(),
+            "2001:db8:30::1/128"
+        );
+        assert_eq!(
+            destination("10.0.0.0/8", false).unwrap().to_string(),
+            "10.0.0.0/8"
+        );
         assert!(destination("10.0.0.0/8", true).is_none());
         assert!(destination("garbage", false).is_none());
     }

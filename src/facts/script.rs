@@ -54,15 +54,21 @@ pub(crate) const WG_SHOW: &[&str] = &[
 
 /// Fixed prologue: helper functions. `r ID CMD...` runs CMD between the record markers and
 /// leaves its status in `$m_rc`.
+///
+/// Commands get stdin from /dev/null one by one (not `exec </dev/null`, which would cut off a
+/// script that is itself read from stdin by `sh -s`).
+///
+/// `m_read` uses `cat`, not the shell's `read`: dash reads a byte at a time, and most
+/// `/proc/sys` entries answer a read at a non-zero offset with end-of-file, so dash would see
+/// `3` for `32768 60999` (found by experiment).
 const PROLOGUE: &str = r#"# meshctl gather: reads only, writes nothing
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 LC_ALL=C
 export PATH LC_ALL
-exec </dev/null
 r() {
   m_id=$1; shift
   printf '@@meshctl begin %s@@\n' "$m_id"
-  "$@"
+  "$@" </dev/null
   m_rc=$?
   printf '@@meshctl end %s rc=%s@@\n' "$m_id" "$m_rc"
 }
@@ -86,7 +92,7 @@ m_tools() {
 }
 m_read() {
   [ -e "$1" ] || return 3
-  while IFS= read -r m_l || [ -n "$m_l" ]; do printf '%s\n' "$m_l"; done <"$1"
+  cat "$1"
 }
 m_mode() {
   [ -e "$1" ] || return 3
@@ -157,7 +163,10 @@ pub(crate) fn sysctl_path(key: &str) -> Option<String> {
         }
         dotted
     };
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
         return None;
     }
     Some(format!("/proc/sys/{}", parts.join("/")))
@@ -197,11 +206,19 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     rec(&mut s, "link", &format!("ip -j addr show dev {iface}"));
     s.push_str("if [ \"$m_rc\" = 0 ]; then\n");
     for what in WG_SHOW {
-        rec(&mut s, &format!("wg.{what}"), &format!("wg show {iface} {what}"));
+        rec(
+            &mut s,
+            &format!("wg.{what}"),
+            &format!("wg show {iface} {what}"),
+        );
     }
     s.push_str("fi\n");
     if file_path_ok(&spec.key_file) {
-        rec(&mut s, "keyfile", &format!("m_mode {}", quote(&spec.key_file)));
+        rec(
+            &mut s,
+            "keyfile",
+            &format!("m_mode {}", quote(&spec.key_file)),
+        );
     } else {
         rec(&mut s, "keyfile", "m_invalid");
     }
@@ -213,7 +230,11 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     // sysctls
     for (i, key) in spec.sysctls.iter().enumerate() {
         match sysctl_path(key) {
-            Some(path) => rec(&mut s, &format!("sysctl.{i}"), &format!("m_read {}", quote(&path))),
+            Some(path) => rec(
+                &mut s,
+                &format!("sysctl.{i}"),
+                &format!("m_read {}", quote(&path)),
+            ),
             None => rec(&mut s, &format!("sysctl.{i}"), "m_invalid"),
         }
     }
@@ -242,7 +263,11 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     // files
     for (i, path) in spec.files.iter().enumerate() {
         if file_path_ok(path) {
-            rec(&mut s, &format!("file.{i}"), &format!("m_file {}", quote(path)));
+            rec(
+                &mut s,
+                &format!("file.{i}"),
+                &format!("m_file {}", quote(path)),
+            );
         } else {
             rec(&mut s, &format!("file.{i}"), "m_invalid");
         }
@@ -263,7 +288,11 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
 
     // endpoint names
     for (i, name) in spec.resolve.iter().enumerate() {
-        rec(&mut s, &format!("resolve.{i}"), &format!("getent ahosts {}", quote(name)));
+        rec(
+            &mut s,
+            &format!("resolve.{i}"),
+            &format!("getent ahosts {}", quote(name)),
+        );
     }
 
     s.push_str("printf '%s\\n' '@@meshctl done@@'\n");
@@ -292,7 +321,15 @@ mod tests {
             sysctl_path("net/ipv6/conf/eth0.1/proxy_ndp").unwrap(),
             "/proc/sys/net/ipv6/conf/eth0.1/proxy_ndp"
         );
-        for bad in ["", "net..x", "net/../../etc/shadow", "a b", "x;id", "net.ipv4.'x'", "/x"] {
+        for bad in [
+            "",
+            "net..x",
+            "net/../../etc/shadow",
+            "a b",
+            "x;id",
+            "net.ipv4.'x'",
+            "/x",
+        ] {
             assert!(sysctl_path(bad).is_none(), "{bad:?} accepted");
         }
     }

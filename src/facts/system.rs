@@ -19,7 +19,11 @@ pub(crate) fn parse(recs: &Records<'_>) -> Result<SystemInfo, FactError> {
     for (n, line) in tools.lines() {
         let t = line.trim();
         if !TOOLS.contains(&t) {
-            return Err(malformed("tools", n, format!("unknown tool {}", excerpt(t))));
+            return Err(malformed(
+                "tools",
+                n,
+                format!("unknown tool {}", excerpt(t)),
+            ));
         }
         info.tools.insert(t.to_owned());
     }

@@ -15,6 +15,7 @@ use crate::state::{KeyFile, Peer, WgInterface};
 
 #[derive(Deserialize)]
 struct Link {
+    ifname: String,
     #[serde(default)]
     addr_info: Vec<AddrInfo>,
 }
@@ -35,9 +36,15 @@ pub(crate) fn parse(
         0 => {}
         // `Device "wg0" does not exist.`
         1 => return Ok(None),
-        _ => return Err(failed(link, "link", &format!("ip -j addr show dev {iface}"))),
+        _ => {
+            return Err(failed(
+                link,
+                "link",
+                &format!("ip -j addr show dev {iface}"),
+            ));
+        }
     }
-    let addresses = parse_addresses(link)?;
+    let addresses = parse_addresses(link, iface)?;
 
     let wg = |what: &str| -> Result<&Record<'_>, FactError> {
         let id = format!("wg.{what}");
@@ -87,7 +94,11 @@ pub(crate) fn parse(
         }
         for ip in value.split_whitespace() {
             let net: IpNet = ip.parse().map_err(|_| {
-                malformed("wg.allowed-ips", n, format!("not an address range: {}", excerpt(ip)))
+                malformed(
+                    "wg.allowed-ips",
+                    n,
+                    format!("not an address range: {}", excerpt(ip)),
+                )
             })?;
             peers.get_mut(&k).expect("checked").allowed_ips.insert(net);
         }
@@ -97,7 +108,11 @@ pub(crate) fn parse(
             peers.get_mut(&k).expect("checked").endpoint = Some(value.to_owned());
         }
     }
-    for (n, k, value) in per_peer(wg("persistent-keepalive")?, "wg.persistent-keepalive", &peers)? {
+    for (n, k, value) in per_peer(
+        wg("persistent-keepalive")?,
+        "wg.persistent-keepalive",
+        &peers,
+    )? {
         let keepalive = match value {
             "off" => None,
             v => Some(v.parse::<u16>().map_err(|_| {
@@ -132,7 +147,13 @@ fn parse_key_file(recs: &Records<'_>, spec: &GatherSpec) -> Result<KeyFile, Fact
                 what: format!("key file {:?}", spec.key_file),
             });
         }
-        _ => return Err(failed(rec, "keyfile", &format!("stat -c %a {}", spec.key_file))),
+        _ => {
+            return Err(failed(
+                rec,
+                "keyfile",
+                &format!("stat -c %a {}", spec.key_file),
+            ));
+        }
     };
     Ok(KeyFile {
         path: spec.key_file.clone(),
@@ -148,7 +169,11 @@ pub(crate) fn parse_mode(rec: &Record<'_>, section: &str) -> Result<u32, FactErr
         .ok_or_else(|| malformed(section, rec.line, "no mode in the output"))?;
     let t = line.trim();
     if t.is_empty() || t.len() > 4 || !t.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(malformed(section, n, format!("not an octal mode: {}", excerpt(t))));
+        return Err(malformed(
+            section,
+            n,
+            format!("not an octal mode: {}", excerpt(t)),
+        ));
     }
     u32::from_str_radix(t, 8).map_err(|_| malformed(section, n, "not an octal mode"))
 }
@@ -187,9 +212,16 @@ fn per_peer<'r>(
 }
 
 /// Global addresses of the interface; link-local `fe80::/10` ones are the kernel's, not ours.
-fn parse_addresses(link: &Record<'_>) -> Result<BTreeSet<IpNet>, FactError> {
+fn parse_addresses(link: &Record<'_>, iface: &str) -> Result<BTreeSet<IpNet>, FactError> {
     let links: Vec<Link> = serde_json::from_str(&link.text())
         .map_err(|e| malformed("link", link.line + e.line(), format!("bad JSON: {e}")))?;
+    if links.len() != 1 || links[0].ifname != iface {
+        return Err(malformed(
+            "link",
+            link.line,
+            format!("expected exactly interface {iface}"),
+        ));
+    }
     let mut out = BTreeSet::new();
     for info in links.iter().flat_map(|l| &l.addr_info) {
         let (Some(addr), Some(len)) = (info.local, info.prefixlen) else {

@@ -81,8 +81,7 @@ impl Collector {
         if self.found.is_empty() {
             return Ok(());
         }
-        self.found
-            .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        self.found.sort_by_key(|d| (d.line, d.column));
         self.found.dedup();
         Err(Diagnostics(self.found))
     }
@@ -136,11 +135,20 @@ impl<'a> Source<'a> {
         let here = self.line(line)?;
         let mut path = Vec::new();
         let indent_here = here.len() - here.trim_start_matches(' ').len();
-        // Keys strictly less indented than `limit` are ancestors (`<=` for a `- item` line,
-        // which may sit at its parent key's indentation).
-        let (mut limit, mut or_equal) = match Self::key_of(here) {
+        // Keys strictly less indented than `limit` are ancestors; a `- item` line may also sit
+        // at its parent key's indentation (`in_list`).
+        let (mut limit, mut in_list) = match Self::key_of(here) {
             Some((indent, key)) => {
                 if column > (indent + 1) as u64 {
+                    // Inside a flow mapping on this line (`lan: {subnet: x, address: y}`):
+                    // the key just before the spot. (`path` is built innermost first.)
+                    if let Some((k, col)) = Self::flow_key_before(here, column) {
+                        path.push(KeyAt {
+                            key: k.to_owned(),
+                            line,
+                            column: col,
+                        });
+                    }
                     path.push(KeyAt {
                         key: key.to_owned(),
                         line,
@@ -152,7 +160,7 @@ impl<'a> Source<'a> {
             None => (indent_here, here.trim_start().starts_with('-')),
         };
         let mut n = line;
-        while limit > 0 || or_equal {
+        while limit > 0 || in_list {
             n = n.checked_sub(1).filter(|n| *n > 0)?;
             let l = self.line(n)?;
             let t = l.trim_start_matches(' ');
@@ -160,7 +168,9 @@ impl<'a> Source<'a> {
                 continue;
             }
             let indent = l.len() - t.len();
-            if indent > limit || (indent == limit && !or_equal) {
+            let is_item = t.starts_with('-');
+            if indent > limit || (indent == limit && (is_item || !in_list)) {
+                // Deeper, a sibling key, or a sibling list item.
                 continue;
             }
             let (indent, key) = Self::key_of(l)?;
@@ -170,10 +180,31 @@ impl<'a> Source<'a> {
                 column: (indent + 1) as u64,
             });
             limit = indent;
-            or_equal = false;
+            in_list = false;
         }
         path.reverse();
         Some(path)
+    }
+
+    /// In a flow mapping, the plain key right before `column` (`{name: x, mtu: big}` at
+    /// `big` gives `mtu`), with its column.
+    fn flow_key_before(line: &str, column: u64) -> Option<(&str, u64)> {
+        let before: String = line
+            .chars()
+            .take(usize::try_from(column.saturating_sub(1)).ok()?)
+            .collect();
+        if !before.contains('{') {
+            return None;
+        }
+        // `before` is a prefix of `line`, so its byte offsets are `line`'s.
+        let head = before.trim_end().strip_suffix(':')?.len();
+        let start = before[..head].rfind(['{', ',', ' ']).map_or(0, |i| i + 1);
+        let key = &line[start..head];
+        let plain = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        plain.then(|| (key, line[..start].chars().count() as u64 + 1))
     }
 
     /// Where `key` was first given in the same mapping as the key at `line`:`column`.
@@ -292,10 +323,12 @@ pub fn shown_long(s: &str) -> String {
 /// `о` looks exactly like a Latin `o`).
 pub fn non_ascii_hint(s: &str) -> Option<String> {
     s.chars().find(|c| !c.is_ascii()).map(|c| {
-        format!(
-            "it contains {c:?} (U+{:04X}), which is not an ASCII letter even if it looks like one",
-            u32::from(c)
-        )
+        let what = if c.is_alphanumeric() {
+            "which only looks like an ASCII letter or digit"
+        } else {
+            "an invisible or non-ASCII character"
+        };
+        format!("it contains {:?} (U+{:04X}), {what}", c, u32::from(c))
     })
 }
 

@@ -75,7 +75,9 @@ pub fn yaml_options() -> serde_saphyr::Options {
 /// What a field of the inventory holds, for "expected ..." messages; `path` is the field's
 /// keys from the top (`["hosts", "vps", "nat"]`).
 fn expected_for(path: &[&str]) -> Option<&'static str> {
-    let last = *path.last()?;
+    let Some(&last) = path.last() else {
+        return Some("a mapping with `network` and `hosts` (see inventory/example.yaml)");
+    };
     Some(match (path[0], path.len(), last) {
         (_, 1, "network") => "a mapping with `name`, `ipv4` and the other network settings",
         (_, 1, "hosts") => "a mapping from host names to hosts",
@@ -135,11 +137,18 @@ fn inside(path: &[&str]) -> String {
 pub fn yaml_error(e: &serde_saphyr::Error, file: &str, text: &str) -> Diagnostic {
     use serde_saphyr::Error as E;
     let mut e = e.without_snippet();
-    while let E::AliasError { error, .. } = e {
+    // An error in an aliased value is reported where the alias is used.
+    let mut used_at = None;
+    while let E::AliasError {
+        error, locations, ..
+    } = e
+    {
+        used_at = used_at.or(Some(locations.reference_location));
         e = error.without_snippet();
     }
-    let (mut line, mut column) = e
-        .location()
+    let (mut line, mut column) = used_at
+        .filter(|l| l.line() > 0)
+        .or(e.location())
         .map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
     let src = diagnostic::Source::new(text);
     let keys = src.path_at(line, column);
@@ -264,12 +273,38 @@ pub fn yaml_error(e: &serde_saphyr::Error, file: &str, text: &str) -> Diagnostic
                 type_error(exp)
             }
         }
-        E::InvalidScalar { .. }
-        | E::SerdeInvalidType { .. }
-        | E::SerdeInvalidValue { .. }
-        | E::Message { .. }
-        | E::NullIntoString { .. }
-        | E::Unexpected { .. } => type_error("another kind of value"),
+        E::Message { msg, .. } if expected.is_none() => (
+            format!(
+                "{}: {}, found {found_text}",
+                describe(&path),
+                diagnostic::shown_long(msg)
+            ),
+            "fix the value (see inventory/example.yaml)".to_owned(),
+        ),
+        E::InvalidScalar { ty, .. } => type_error(match *ty {
+            "bool" => "a boolean (true/false)",
+            t if t.starts_with(['u', 'i']) => "a whole number",
+            t if t.starts_with('f') => "a number",
+            _ => "another kind of value",
+        }),
+        E::SerdeInvalidType { expected: exp, .. } | E::SerdeInvalidValue { expected: exp, .. } => {
+            type_error(if exp.starts_with("struct ") || exp.starts_with("a map") {
+                "a mapping"
+            } else if exp.starts_with("a sequence") {
+                "a list"
+            } else if exp.starts_with("a string") {
+                "a string"
+            } else {
+                "another kind of value"
+            })
+        }
+        E::Unexpected { expected: exp, .. } => type_error(match *exp {
+            "mapping start" => "a mapping",
+            "sequence start" => "a list",
+            "string scalar" => "a single value",
+            _ => "another kind of value",
+        }),
+        E::Message { .. } | E::NullIntoString { .. } => type_error("a value"),
         E::Eof { .. }
             if text.lines().all(|l| {
                 let t = l.trim();

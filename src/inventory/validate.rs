@@ -722,7 +722,7 @@ fn check_unique_keys(hosts: &[(&Key, &Spanned<RawHost>)], c: &mut Collector) {
 }
 
 /// Ranges that must not overlap the VPN: the home LANs (each is routed through the tunnel),
-/// and LAN IPv6 prefixes that must stay clear of the hub's public prefix.
+/// and LAN IPv6 prefixes that must stay clear of the clients' range.
 fn check_subnets(hosts: &[(&Key, &Spanned<RawHost>)], net: &Network, c: &mut Collector) {
     for (name, h) in hosts {
         let (RawRole::Gateway, Some(lan)) = (h.value.role.value, &h.value.lan) else {
@@ -741,24 +741,21 @@ fn check_subnets(hosts: &[(&Key, &Spanned<RawHost>)], net: &Network, c: &mut Col
                 "the VPN and every home LAN need distinct, non-overlapping ranges",
             );
         }
-        if let (Some(p6), Some(plan)) = (&lan.value.ipv6_prefix, &net.ipv6) {
-            let hit = [
-                (plan.prefix, "the hub's IPv6 prefix"),
-                (plan.clients, "the clients' IPv6 range"),
-            ]
-            .into_iter()
-            .find(|(n, _)| overlaps(IpNet::V6(*n), IpNet::V6(p6.value)));
-            if let Some((n, what)) = hit {
-                c.error(
-                    p6.referenced,
-                    format!(
-                        "LAN IPv6 prefix {} of gateway `{}` overlaps {what} {n}",
-                        p6.value,
-                        shown(&name.value)
-                    ),
-                    "the home LAN's IPv6 prefix comes from the home router, not from the hub's prefix",
-                );
-            }
+        // A LAN prefix may be a slice of a routed hub prefix, but never of the clients' range:
+        // the hub routes those addresses to the clients themselves.
+        if let (Some(p6), Some(plan)) = (&lan.value.ipv6_prefix, &net.ipv6)
+            && overlaps(IpNet::V6(plan.clients), IpNet::V6(p6.value))
+        {
+            c.error(
+                p6.referenced,
+                format!(
+                    "LAN IPv6 prefix {} of gateway `{}` overlaps the clients' IPv6 range {}",
+                    p6.value,
+                    shown(&name.value),
+                    plan.clients
+                ),
+                "give the home LAN its own IPv6 prefix (from the home router), outside `network.ipv6.clients`",
+            );
         }
     }
 }
@@ -821,7 +818,7 @@ fn check_allowed_ips(hosts: &[(&Key, &Spanned<RawHost>)], net: &Network, c: &mut
     let lan6_in_clients = |n: IpNet| {
         net.ipv6
             .as_ref()
-            .is_some_and(|p| overlaps(IpNet::V6(p.prefix), n) || overlaps(IpNet::V6(p.clients), n))
+            .is_some_and(|p| overlaps(IpNet::V6(p.clients), n))
     };
     for (j, later) in ranges.iter().enumerate() {
         for earlier in &ranges[..j] {
@@ -918,8 +915,9 @@ fn routers(
             Some(h) => c.error(
                 r.gateway.referenced,
                 format!(
-                    "host `{}` is a {}, not a gateway",
+                    "gateway `{}` of router `{}` is a {}, not a gateway",
                     shown(gw),
+                    shown(&name.value),
                     role_name(h.role.value)
                 ),
                 "a router sends the VPN range to a host of role gateway",
@@ -935,7 +933,12 @@ fn routers(
                 };
                 c.error(
                     r.gateway.referenced,
-                    format!("unknown host {}{}", quoted(gw), lookalike(gw)),
+                    format!(
+                        "gateway {} of router `{}` is not a host of the inventory{}",
+                        quoted(gw),
+                        shown(&name.value),
+                        lookalike(gw)
+                    ),
                     help,
                 );
             }

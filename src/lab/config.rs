@@ -25,6 +25,7 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layout of the lab in `dir` (pass the canonical path: it ends up in configs).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
     }
@@ -32,21 +33,27 @@ impl Layout {
     pub fn client_key(&self) -> PathBuf {
         self.dir.join("id_ed25519")
     }
+    /// The client's public key: every lab sshd's AuthorizedKeysFile.
     pub fn client_pubkey(&self) -> PathBuf {
         self.dir.join("id_ed25519.pub")
     }
+    /// Every managed host's key under its inventory name.
     pub fn known_hosts(&self) -> PathBuf {
         self.dir.join("known_hosts")
     }
+    /// The client's ssh_config (`ssh -F`, `--ssh-config`, `MESHCTL_SSH_CONFIG`).
     pub fn ssh_config(&self) -> PathBuf {
         self.dir.join("ssh_config")
     }
+    /// A host's sshd host key (private; `.pub` beside it).
     pub fn host_key(&self, host: &str) -> PathBuf {
         self.dir.join("keys").join(format!("{host}_host_ed25519"))
     }
+    /// A host's sshd_config.
     pub fn sshd_config(&self, host: &str) -> PathBuf {
         self.dir.join("sshd").join(format!("{host}.sshd_config"))
     }
+    /// A host's sshd PidFile.
     pub fn sshd_pidfile(&self, host: &str) -> PathBuf {
         self.dir.join("run").join(format!("{host}.sshd.pid"))
     }
@@ -138,15 +145,16 @@ pub fn known_hosts(pubkeys: &[(String, String)]) -> String {
         .collect()
 }
 
-/// The script run as `ip netns exec NS unshare -m --propagation private sh -c SCRIPT`: private
-/// tmpfs over [`PRIVATE_DIRS`], then sshd (which daemonizes once it listens).
+/// The script run as `ip netns exec NS unshare -m -u --propagation private sh -c SCRIPT`: the
+/// host's own hostname (its inventory name), private tmpfs over [`PRIVATE_DIRS`], then sshd
+/// (which daemonizes once it listens).
 ///
 /// If the lab directory itself lies under one of those directories (a checkout in /root), it is
 /// bound back on top through a file descriptor opened before the tmpfs covered it.
 pub fn sshd_launch_script(layout: &Layout, host: &str, sshd: &Path) -> String {
     let dir = layout.dir.display().to_string();
     let covered = PRIVATE_DIRS.iter().any(|d| layout.dir.starts_with(d));
-    let mut s = String::from("set -e\n");
+    let mut s = format!("set -e\nhostname {host}\n");
     if covered {
         let _ = writeln!(s, "exec 3< {dir}");
     }
@@ -285,7 +293,7 @@ Host nas nas.home.example
             "vps",
             Path::new("/usr/sbin/sshd"),
         );
-        assert!(s.starts_with("set -e\nexec 3< /root/src/lab\n"));
+        assert!(s.starts_with("set -e\nhostname vps\nexec 3< /root/src/lab\n"));
         assert!(s.contains("mount -c --bind /proc/self/fd/3 /root/src/lab\nexec 3<&-\n"));
     }
 

@@ -11,8 +11,8 @@ use super::config::Layout;
 use super::state;
 use super::sys;
 
-/// Runs `command` in lab host `host`: for a host with sshd, in that sshd's network *and* mount
-/// namespace (so `wg show` finds wireguard-go's socket in the host's own /run/wireguard);
+/// Runs `command` in lab host `host`: for a host with sshd, in that sshd's network, mount (and
+/// UTS) namespace (so `wg show` finds wireguard-go's socket in the host's own /run/wireguard);
 /// otherwise in its network namespace. Returns the command's exit code.
 pub fn exec(dir: &Path, host: &str, command: &[String]) -> anyhow::Result<u8> {
     sys::require_root()?;
@@ -26,6 +26,7 @@ pub fn exec(dir: &Path, host: &str, command: &[String]) -> anyhow::Result<u8> {
                 pid.to_string(),
                 "-n".into(),
                 "-m".into(),
+                "-u".into(),
                 "--".into(),
             ]
         }

@@ -19,6 +19,7 @@ pub const STATE_VERSION: u32 = 1;
 /// What one lab directory made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabState {
+    /// [`STATE_VERSION`] of the writer.
     pub version: u32,
     /// Namespace prefix: every namespace of this lab is named `<prefix>-<host>`.
     pub prefix: String,
@@ -35,6 +36,7 @@ pub struct LabState {
 /// One host of the lab (one network namespace).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabHost {
+    /// What the host stands for.
     pub kind: HostKind,
     /// The network namespace (`ip netns exec <namespace> ...`).
     pub namespace: String,
@@ -67,6 +69,7 @@ pub enum HostKind {
 }
 
 impl HostKind {
+    /// The kind as `lab status` and `lab.json` spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             HostKind::Internet => "internet",

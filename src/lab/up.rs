@@ -303,6 +303,7 @@ fn start_sshd(layout: &Layout, h: &NetHost, sshd: &Path) -> anyhow::Result<u32> 
             &h.namespace,
             "unshare",
             "-m",
+            "-u",
             "--propagation",
             "private",
             "sh",

@@ -1,0 +1,816 @@
+//! Planner cases, pyinfra style: inputs (inventory + pinned keys + a live state per host) in,
+//! expected plan out, snapshotted as text and JSON. Live states are the desired ones, cloned and
+//! mutated the way a host drifts, with peers keyed by public key as facts produce them. Plus the
+//! checks `meshctl apply plan.json` makes on a saved plan.
+
+#[path = "fixtures/core/support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use meshctl::desired::Desired;
+use meshctl::names::{HostName, InterfaceName, WgKey};
+use meshctl::plan::{Action, Counts, HostStatus, Op, Plan};
+use meshctl::planner::{self, Gathered};
+use meshctl::render::{self, Style};
+use meshctl::saved_plan::{self, SavedPlanError};
+use meshctl::state::{
+    ChainId, Family, Jump, LiveHost, ManagedFile, NdpProxy, Peer, Route, WgInterface,
+};
+use support::*;
+
+/// One case: the fixture, the desired states and the live states gathered.
+struct Case {
+    fx: Fixture,
+    desired: BTreeMap<HostName, Desired>,
+    live: BTreeMap<HostName, Gathered>,
+}
+
+impl Case {
+    /// The reference topology (`inventory/example.yaml`), every key pinned, every managed host
+    /// converged.
+    fn converged() -> Self {
+        Self::from_fixture(Fixture::repo("example.yaml", &ALL_HOST_KEYS))
+    }
+
+    fn from_fixture(fx: Fixture) -> Self {
+        let desired = fx.desired();
+        let live = desired
+            .iter()
+            .map(|(h, d)| (h.clone(), Ok(converged(h.as_str(), d))))
+            .collect();
+        Self { fx, desired, live }
+    }
+
+    fn live(&mut self, name: &str) -> &mut LiveHost {
+        self.live.get_mut(&host(name)).unwrap().as_mut().unwrap()
+    }
+
+    fn wg(&mut self, name: &str) -> &mut WgInterface {
+        self.live(name).state.interface.as_mut().unwrap()
+    }
+
+    /// A live peer of `name`, found by public key (live peers are keyed by it).
+    fn peer(&mut self, name: &str, key: &str) -> &mut Peer {
+        self.wg(name).peers.get_mut(key).unwrap()
+    }
+
+    fn plan(&self) -> Plan {
+        planner::build(&self.fx.inputs, &self.desired, &self.live)
+    }
+
+    /// Builds the plan, snapshots its text and JSON under `name`, checks the JSON round-trips
+    /// and carries no private key, and returns the plan.
+    fn snapshot(&self, name: &str) -> Plan {
+        let plan = self.plan();
+        let json = render::json(&plan);
+        assert_eq!(
+            serde_json::from_str::<Plan>(&json).expect("the JSON reads back"),
+            plan,
+            "{name}: round trip"
+        );
+        assert_json_no_private_key(&json, name);
+        let text = render::text(&plan, Style { color: false });
+        assert_no_private_key(&text, name);
+        assert!(
+            !text.contains('\x1b'),
+            "{name}: no colour without a terminal"
+        );
+        let shown = normalised(&plan);
+        insta::assert_snapshot!(
+            format!("{name}_text"),
+            render::text(&shown, Style { color: false })
+        );
+        insta::assert_snapshot!(format!("{name}_json"), render::json(&shown));
+        plan
+    }
+}
+
+fn counts(add: usize, change: usize, remove: usize) -> Counts {
+    Counts {
+        add,
+        change,
+        remove,
+    }
+}
+
+fn host_counts(plan: &Plan, name: &str) -> Counts {
+    plan.hosts
+        .iter()
+        .find(|h| h.host.as_str() == name)
+        .unwrap()
+        .counts()
+}
+
+fn ops(plan: &Plan, name: &str) -> Vec<Op> {
+    plan.hosts
+        .iter()
+        .find(|h| h.host.as_str() == name)
+        .unwrap()
+        .changes
+        .iter()
+        .map(|c| c.op.clone())
+        .collect()
+}
+
+fn wg0() -> InterfaceName {
+    InterfaceName::parse("wg0").unwrap()
+}
+
+fn chain(family: Family, table: &str, name: &str) -> ChainId {
+    ChainId {
+        family,
+        table: table.into(),
+        chain: name.into(),
+    }
+}
+
+fn key(k: &str) -> WgKey {
+    WgKey::parse(k).unwrap()
+}
+
+#[test]
+fn fresh_hosts_get_everything() {
+    let mut case = Case::converged();
+    for h in ["vps", "nas", "laptop"] {
+        case.live.insert(host(h), Ok(fresh(h)));
+    }
+    let plan = case.snapshot("fresh");
+    assert!(plan.has_changes());
+    for h in &plan.hosts {
+        assert_eq!(h.status, HostStatus::Planned);
+        assert!(
+            h.changes.iter().all(|c| c.action == Action::Add),
+            "{}: everything is +",
+            h.host
+        );
+        // The key is made on the host, first.
+        assert_eq!(
+            h.changes[0].op,
+            Op::CreateInterface {
+                interface: "wg0".into()
+            }
+        );
+        assert_eq!(
+            h.changes[1].op,
+            Op::GenerateKey {
+                path: "/etc/wireguard/wg0.key".into()
+            }
+        );
+    }
+    // vps: interface, key, 2 addresses, listen port, 3 peers, 3 sysctls, 1 route, 5 chains,
+    // 5 jumps, 3 NDP proxies, 5 files, 1 service; laptop: interface, key, 2 addresses, 1 peer,
+    // 2 routes, 2 files, 1 service.
+    assert_eq!(host_counts(&plan, "vps"), counts(31, 0, 0));
+    assert_eq!(host_counts(&plan, "nas"), counts(12, 0, 0));
+    assert_eq!(host_counts(&plan, "laptop"), counts(10, 0, 0));
+    assert_eq!(plan.counts(), counts(53, 0, 0));
+}
+
+#[test]
+fn converged_hosts_have_no_changes() {
+    let case = Case::converged();
+    let plan = case.snapshot("converged");
+    assert!(!plan.has_changes());
+    assert_eq!(plan.counts(), counts(0, 0, 0));
+    let text = render::text(&plan, Style { color: false });
+    assert!(text.contains("No changes: laptop, nas, vps\n"), "{text}");
+    assert!(
+        plan.hosts
+            .iter()
+            .all(|h| h.warnings.is_empty() && h.fingerprint.is_some())
+    );
+}
+
+#[test]
+fn peer_added_when_the_inventory_gains_a_host() {
+    let text = edit(
+        &repo_text("inventory/example.yaml"),
+        "\nrouters:\n",
+        "  tablet:\n    role: client\n    address: 10.8.0.12\n    tunnel: split\n\nrouters:\n",
+    );
+    let mut keys = ALL_HOST_KEYS.to_vec();
+    keys.push(("tablet", TABLET));
+    let before = Case::converged();
+    let mut case = Case::from_fixture(Fixture::new("example.yaml", &text, &keys, None));
+    // The hosts are as the inventory without the tablet left them.
+    case.live = before.live.clone();
+    let plan = case.snapshot("peer_added");
+    let vps = ops(&plan, "vps");
+    assert!(vps.iter().any(|o| matches!(o, Op::SetPeer { name, peer, .. } if name == "tablet" && peer.public_key == Some(key(TABLET)))));
+    assert!(vps.iter().any(|o| matches!(o, Op::AddNdpProxy { entry } if entry.address.to_string() == "2001:db8:42:0:100::c")));
+    // + peer, + ndp proxy, ~ wg0.conf, ~ wg0-up.sh.
+    assert_eq!(host_counts(&plan, "vps"), counts(2, 2, 0));
+    assert_eq!(
+        plan.counts(),
+        counts(2, 2, 0),
+        "nothing changes on the other hosts"
+    );
+    assert!(plan.manual_steps.iter().any(|m| m.subject == "tablet"));
+}
+
+#[test]
+fn peer_removed_when_live_has_an_extra_key() {
+    // The tablet left the inventory; its key is still pinned. And a key nobody knows.
+    let mut keys = ALL_HOST_KEYS.to_vec();
+    keys.push(("tablet", TABLET));
+    let mut case = Case::from_fixture(Fixture::new(
+        "example.yaml",
+        &repo_text("inventory/example.yaml"),
+        &keys,
+        None,
+    ));
+    for (k, ip) in [(TABLET, "10.8.0.12/32"), (STRANGER, "10.8.0.99/32")] {
+        let p = Peer {
+            public_key: Some(key(k)),
+            allowed_ips: [ip.parse().unwrap()].into(),
+            endpoint: Some("203.0.113.9:41000".into()),
+            persistent_keepalive: None,
+        };
+        case.wg("vps").peers.insert(k.to_owned(), p);
+    }
+    let plan = case.snapshot("peer_removed");
+    let resources: Vec<&str> = plan
+        .hosts
+        .iter()
+        .flat_map(|h| h.changes.iter().map(|c| c.resource.as_str()))
+        .collect();
+    // Live peers come in the order of their keys.
+    assert_eq!(resources, ["peer tablet", "peer Lvhrxa3W…"]);
+    assert!(ops(&plan, "vps").contains(&Op::RemovePeer {
+        interface: "wg0".into(),
+        public_key: STRANGER.into()
+    }));
+    assert_eq!(plan.counts(), counts(0, 0, 2));
+}
+
+#[test]
+fn peer_changed_keepalive_and_allowed_ips() {
+    let mut case = Case::converged();
+    case.peer("laptop", VPS).persistent_keepalive = None;
+    case.peer("vps", NAS)
+        .allowed_ips
+        .remove(&"192.168.178.0/24".parse().unwrap());
+    let plan = case.snapshot("peer_changed");
+    assert_eq!(host_counts(&plan, "laptop"), counts(0, 1, 0));
+    assert_eq!(host_counts(&plan, "vps"), counts(0, 1, 0));
+    let laptop = &plan
+        .hosts
+        .iter()
+        .find(|h| h.host.as_str() == "laptop")
+        .unwrap()
+        .changes[0];
+    assert_eq!(laptop.resource, "peer vps");
+    assert!(
+        matches!(&laptop.op, Op::SetPeer { peer, .. } if peer.persistent_keepalive == Some(25))
+    );
+}
+
+#[test]
+fn sysctl_flipped_and_missing() {
+    let mut case = Case::converged();
+    let s = &mut case.live("vps").state.sysctls;
+    s.insert("net.ipv4.ip_forward".into(), "0".into());
+    s.remove("net.ipv6.conf.eth0.proxy_ndp");
+    let plan = case.snapshot("sysctl");
+    assert_eq!(plan.counts(), counts(1, 1, 0));
+    let vps = ops(&plan, "vps");
+    assert!(vps.contains(&Op::SetSysctl {
+        key: "net.ipv4.ip_forward".into(),
+        value: "1".into()
+    }));
+    assert!(vps.contains(&Op::SetSysctl {
+        key: "net.ipv6.conf.eth0.proxy_ndp".into(),
+        value: "1".into()
+    }));
+}
+
+#[test]
+fn route_missing_and_stale_route_removed() {
+    let mut case = Case::converged();
+    let lan = Route {
+        destination: "192.168.178.0/24".parse().unwrap(),
+        device: wg0(),
+        via: None,
+    };
+    assert!(case.live("vps").state.routes.remove(&lan));
+    // A route with meshctl's proto the inventory no longer has. (Routes of other protos never
+    // reach the live state: the gather asks for `proto 157` only.)
+    let stale = Route {
+        destination: "10.99.0.0/24".parse().unwrap(),
+        device: wg0(),
+        via: None,
+    };
+    case.live("laptop").state.routes.insert(stale.clone());
+    let plan = case.snapshot("route");
+    assert_eq!(ops(&plan, "vps"), [Op::ReplaceRoute { route: lan }]);
+    assert_eq!(ops(&plan, "laptop"), [Op::DelRoute { route: stale }]);
+    assert_eq!(plan.counts(), counts(1, 0, 1));
+}
+
+#[test]
+fn owned_rule_deleted_from_a_chain() {
+    let mut case = Case::converged();
+    let id = chain(Family::Ipv6, "filter", "MESHCTL-FORWARD");
+    let rules = case.live("vps").state.firewall.chains.get_mut(&id).unwrap();
+    let reject = rules.pop().unwrap();
+    assert!(reject.contains("REJECT"));
+    let plan = case.snapshot("rule_deleted");
+    assert_eq!(ops(&plan, "vps"), [Op::RestoreChains { chain: id }]);
+    let change = &plan
+        .hosts
+        .iter()
+        .find(|h| h.host.as_str() == "vps")
+        .unwrap()
+        .changes[0];
+    assert!(
+        change
+            .diff
+            .as_deref()
+            .unwrap()
+            .contains(&format!("\n+{reject}\n")),
+        "{:?}",
+        change.diff
+    );
+    assert_eq!(plan.counts(), counts(0, 1, 0));
+}
+
+#[test]
+fn extra_chain_is_removed_with_its_jump() {
+    // The laptop was a gateway once: its chain, its jump and its rules file are left over.
+    let mut case = Case::converged();
+    let id = chain(Family::Ipv4, "filter", "MESHCTL-FORWARD");
+    let jump = Jump {
+        family: Family::Ipv4,
+        table: "filter".into(),
+        from: "FORWARD".into(),
+        to: "MESHCTL-FORWARD".into(),
+    };
+    let old = "# Written by meshctl: its own chains only (restored with --noflush).\n*filter\n:MESHCTL-FORWARD - [0:0]\n-A MESHCTL-FORWARD -s 10.8.0.0/24 -i wg0 -j ACCEPT\nCOMMIT\n";
+    let fw = &mut case.live("laptop").state;
+    fw.firewall
+        .chains
+        .insert(id.clone(), vec!["-s 10.8.0.0/24 -i wg0 -j ACCEPT".into()]);
+    fw.firewall.jumps.insert(jump.clone());
+    fw.files.insert(
+        "/etc/meshctl/rules.v4".into(),
+        ManagedFile {
+            content: old.into(),
+            mode: 0o644,
+        },
+    );
+    let plan = case.snapshot("chain_extra");
+    assert_eq!(
+        ops(&plan, "laptop"),
+        [
+            Op::DelJump { jump },
+            Op::DeleteChain { chain: id },
+            Op::RemoveFile {
+                path: "/etc/meshctl/rules.v4".into()
+            }
+        ],
+        "the jump goes before its chain"
+    );
+    assert_eq!(plan.counts(), counts(0, 0, 3));
+}
+
+#[test]
+fn jump_missing() {
+    let mut case = Case::converged();
+    let jump = Jump {
+        family: Family::Ipv6,
+        table: "filter".into(),
+        from: "FORWARD".into(),
+        to: "MESHCTL-FORWARD".into(),
+    };
+    assert!(case.live("vps").state.firewall.jumps.remove(&jump));
+    let plan = case.snapshot("jump_missing");
+    assert_eq!(ops(&plan, "vps"), [Op::AddJump { jump }]);
+    assert_eq!(plan.counts(), counts(1, 0, 0));
+}
+
+#[test]
+fn ndp_proxy_missing_and_stale() {
+    let mut case = Case::converged();
+    let eth0 = InterfaceName::parse("eth0").unwrap();
+    let laptop = NdpProxy {
+        address: "2001:db8:42:0:100::a".parse().unwrap(),
+        device: eth0.clone(),
+    };
+    let gone = NdpProxy {
+        address: "2001:db8:42:0:100::c".parse().unwrap(),
+        device: eth0,
+    };
+    let n = &mut case.live("vps").state.ndp_proxies;
+    assert!(n.remove(&laptop));
+    n.insert(gone.clone());
+    let plan = case.snapshot("ndp_proxy");
+    assert_eq!(
+        ops(&plan, "vps"),
+        [
+            Op::AddNdpProxy { entry: laptop },
+            Op::DelNdpProxy { entry: gone }
+        ]
+    );
+    assert_eq!(plan.counts(), counts(1, 0, 1));
+}
+
+#[test]
+fn file_content_drift_shows_a_unified_diff() {
+    let mut case = Case::converged();
+    let path = "/etc/wireguard/wg0.conf";
+    let f = case.live("nas").state.files.get_mut(path).unwrap();
+    // Hand-edited: a key pasted in (blanked on the host by the gather) and another keepalive.
+    f.content = f
+        .content
+        .replace("[Interface]\n", "[Interface]\nPrivateKey = (redacted)\n")
+        .replace("PersistentKeepalive = 25", "PersistentKeepalive = 60");
+    let plan = case.snapshot("file_content");
+    let c = &plan
+        .hosts
+        .iter()
+        .find(|h| h.host.as_str() == "nas")
+        .unwrap()
+        .changes[0];
+    assert_eq!(
+        (c.action, c.resource.as_str()),
+        (Action::Change, "file /etc/wireguard/wg0.conf")
+    );
+    let diff = c.diff.as_deref().unwrap();
+    assert!(diff.starts_with("--- live\n+++ desired\n@@"), "{diff}");
+    assert!(
+        diff.contains("\n-PrivateKey = (redacted)\n")
+            && diff.contains("\n-PersistentKeepalive = 60\n+PersistentKeepalive = 25\n"),
+        "{diff}"
+    );
+    assert!(matches!(&c.op, Op::WriteFile { mode: 0o600, .. }));
+    assert_eq!(plan.counts(), counts(0, 1, 0));
+}
+
+#[test]
+fn file_mode_drift() {
+    let mut case = Case::converged();
+    case.live("vps")
+        .state
+        .files
+        .get_mut("/etc/meshctl/wg0-up.sh")
+        .unwrap()
+        .mode = 0o644;
+    let plan = case.snapshot("file_mode");
+    let c = &plan
+        .hosts
+        .iter()
+        .find(|h| h.host.as_str() == "vps")
+        .unwrap()
+        .changes[0];
+    assert_eq!(
+        (c.before.as_deref(), c.after.as_deref(), c.diff.as_deref()),
+        (Some("mode 0644"), Some("mode 0755"), None)
+    );
+    assert_eq!(plan.counts(), counts(0, 1, 0));
+}
+
+#[test]
+fn key_file_mode_is_fixed() {
+    let mut case = Case::converged();
+    case.wg("laptop").private_key_file.mode = Some(0o644);
+    let plan = case.snapshot("key_mode");
+    assert_eq!(
+        ops(&plan, "laptop"),
+        [Op::FixKeyMode {
+            path: "/etc/wireguard/wg0.key".into()
+        }]
+    );
+    assert_eq!(plan.counts(), counts(0, 1, 0));
+    // 0400 and 0600 are both private enough.
+    case.wg("laptop").private_key_file.mode = Some(0o400);
+    assert!(!case.plan().has_changes());
+}
+
+#[test]
+fn pinned_key_differs_from_live_key() {
+    let mut case = Case::converged();
+    case.wg("vps").public_key = Some(key(VPS_REINSTALLED));
+    let plan = case.snapshot("key_changed");
+    let vps = plan
+        .hosts
+        .iter()
+        .find(|h| h.host.as_str() == "vps")
+        .unwrap();
+    assert_eq!(vps.warnings.len(), 1);
+    assert!(
+        vps.warnings[0]
+            .starts_with("THE PUBLIC KEY OF THIS HOST CHANGED: pinned x/mx1BYR…, live PGphLCc7…"),
+        "{:?}",
+        vps.warnings
+    );
+    assert!(
+        !plan.has_changes(),
+        "a warning does not change the exit code"
+    );
+}
+
+#[test]
+fn unreachable_host_fails_and_the_others_are_planned() {
+    let mut case = Case::converged();
+    case.live.insert(
+        host("nas"),
+        Err("ssh: connect to host nas.home.arpa port 22: No route to host".into()),
+    );
+    case.live("laptop").state.sysctls.clear();
+    case.peer("laptop", VPS).persistent_keepalive = Some(10);
+    let plan = case.snapshot("unreachable");
+    let nas = plan
+        .hosts
+        .iter()
+        .find(|h| h.host.as_str() == "nas")
+        .unwrap();
+    assert_eq!(nas.status, HostStatus::Failed);
+    assert!(nas.changes.is_empty() && nas.fingerprint.is_none());
+    assert_eq!(plan.failed_hosts().count(), 1);
+    assert_eq!(host_counts(&plan, "laptop"), counts(0, 1, 0));
+    // The hub still has the unreachable host as a peer, from its pinned key.
+    assert_eq!(host_counts(&plan, "vps"), counts(0, 0, 0));
+    // A host missing from the gathered map is a failure too, never "in sync".
+    case.live.remove(&host("nas"));
+    let plan = case.plan();
+    let nas = plan
+        .hosts
+        .iter()
+        .find(|h| h.host.as_str() == "nas")
+        .unwrap();
+    assert_eq!(
+        (nas.status, nas.error.as_deref()),
+        (HostStatus::Failed, Some("not gathered"))
+    );
+}
+
+#[test]
+fn roaming_peer_endpoint_is_not_drift() {
+    let mut case = Case::converged();
+    let before = planner::fingerprint(
+        &case.live("vps").state.clone(),
+        &case.desired[&host("vps")].state,
+    );
+    case.peer("vps", LAPTOP).endpoint = Some("203.0.113.7:51234".into());
+    case.peer("vps", NAS).endpoint = Some("[2001:db8:ffff::7]:1024".into());
+    let plan = case.snapshot("roaming_endpoint");
+    assert!(!plan.has_changes());
+    let after = planner::fingerprint(
+        &case.live("vps").state.clone(),
+        &case.desired[&host("vps")].state,
+    );
+    assert_eq!(before, after, "the fingerprint ignores roaming endpoints");
+}
+
+#[test]
+fn endpoint_name_resolved_on_the_host_is_not_drift() {
+    let mut case = Case::converged();
+    for h in ["laptop", "nas"] {
+        case.peer(h, VPS).endpoint = Some("198.51.100.10:51820".into());
+        case.live(h).resolved.insert(
+            "vps.example.net".into(),
+            vec![
+                "2001:db8:42::1".parse().unwrap(),
+                "198.51.100.10".parse().unwrap(),
+            ],
+        );
+    }
+    // The kernel shows an IPv6 endpoint in brackets.
+    case.peer("nas", VPS).endpoint = Some("[2001:db8:42::1]:51820".into());
+    let plan = case.snapshot("endpoint_resolved");
+    assert!(!plan.has_changes());
+
+    // Counter-checks: the name resolves elsewhere, or the port differs: that is drift.
+    case.live("laptop").resolved.insert(
+        "vps.example.net".into(),
+        vec!["198.51.100.99".parse().unwrap()],
+    );
+    case.peer("nas", VPS).endpoint = Some("[2001:db8:42::1]:51821".into());
+    let plan = case.plan();
+    assert_eq!(host_counts(&plan, "laptop"), counts(0, 1, 0));
+    assert_eq!(host_counts(&plan, "nas"), counts(0, 1, 0));
+}
+
+#[test]
+fn no_systemd_skips_enabling_the_service() {
+    let mut case = Case::converged();
+    case.live("laptop").system.systemd = false;
+    case.live("laptop").state.services.clear();
+    let plan = case.plan();
+    let laptop = plan
+        .hosts
+        .iter()
+        .find(|h| h.host.as_str() == "laptop")
+        .unwrap();
+    assert!(laptop.changes.is_empty());
+    assert_eq!(laptop.skipped.len(), 1);
+    assert!(
+        laptop.skipped[0].starts_with("no systemd on this host: wg-quick@wg0 not enabled at boot")
+    );
+    // A systemd host whose unit is off gets it enabled.
+    case.live("nas").state.services.clear();
+    assert_eq!(
+        ops(&case.plan(), "nas"),
+        [Op::EnableService {
+            unit: "wg-quick@wg0".into()
+        }]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Saved plans.
+
+fn message(e: SavedPlanError, path: &Path) -> String {
+    e.to_string().replace(&path.display().to_string(), "PLAN")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn saved_plan_round_trips_and_is_private() {
+    let case = Case::converged();
+    let plan = case.plan();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.json");
+    saved_plan::save(&plan, &path).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let loaded = saved_plan::load(&path).unwrap();
+    assert_eq!(loaded, plan);
+    saved_plan::check(&loaded, &case.plan(), &path).unwrap();
+}
+
+#[test]
+fn corrupt_saved_plan_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "plan.json", "{\"version\": 1, \"hosts\": [");
+    assert_eq!(
+        message(saved_plan::load(&p).unwrap_err(), &p),
+        "the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): EOF while parsing a list at line 1 column 25"
+    );
+    let p = write(dir.path(), "empty.json", "");
+    assert!(matches!(
+        saved_plan::load(&p),
+        Err(SavedPlanError::Corrupt { .. })
+    ));
+    let missing = dir.path().join("absent.json");
+    assert!(
+        message(saved_plan::load(&missing).unwrap_err(), &missing)
+            .starts_with("cannot read the saved plan PLAN: ")
+    );
+}
+
+#[test]
+fn hand_edited_saved_plan_is_refused() {
+    let case = Case::converged();
+    let dir = tempfile::tempdir().unwrap();
+    // Valid JSON of the wrong shape.
+    let p = write(
+        dir.path(),
+        "plan.json",
+        "{\"version\": 1, \"hosts\": \"vps\"}",
+    );
+    assert_eq!(
+        message(saved_plan::load(&p).unwrap_err(), &p),
+        "the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): invalid type: string \"vps\", expected a sequence"
+    );
+    let p = write(dir.path(), "plan.json", "[1, 2, 3]");
+    assert_eq!(
+        message(saved_plan::load(&p).unwrap_err(), &p),
+        "the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): no `version` field"
+    );
+    // A change whose op was edited into something apply does not know.
+    let mut plan = case.plan();
+    plan.hosts[0].changes.push(meshctl::plan::Change {
+        action: Action::Add,
+        kind: "interface".into(),
+        resource: "interface wg0".into(),
+        before: None,
+        after: None,
+        diff: None,
+        op: Op::CreateInterface {
+            interface: "wg0".into(),
+        },
+    });
+    let json_with_op =
+        render::json(&plan).replacen("\"op\": \"create_interface\"", "\"op\": \"run_shell\"", 1);
+    assert!(json_with_op.contains("run_shell"));
+    let p = write(dir.path(), "plan.json", &json_with_op);
+    let msg = message(saved_plan::load(&p).unwrap_err(), &p);
+    assert!(
+        msg.starts_with("the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): unknown variant `run_shell`, expected one of `generate_key`"),
+        "{msg}"
+    );
+    // A key-like value where a host name belongs is refused by the newtype.
+    let json =
+        render::json(&case.plan()).replacen("\"host\": \"laptop\"", "\"host\": \"$(reboot)\"", 1);
+    let p = write(dir.path(), "plan.json", &json);
+    assert!(matches!(
+        saved_plan::load(&p),
+        Err(SavedPlanError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn saved_plan_of_another_version_is_refused() {
+    let case = Case::converged();
+    let dir = tempfile::tempdir().unwrap();
+    let json = render::json(&case.plan()).replacen("\"version\": 1,", "\"version\": 2,", 1);
+    let p = write(dir.path(), "plan.json", &json);
+    assert_eq!(
+        message(saved_plan::load(&p).unwrap_err(), &p),
+        "the saved plan PLAN has schema version 2; this meshctl reads version 1: make a new plan"
+    );
+    let p = write(dir.path(), "plan.json", "{\"version\": \"1\"}");
+    assert_eq!(
+        message(saved_plan::load(&p).unwrap_err(), &p),
+        "the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): no `version` field"
+    );
+}
+
+#[test]
+fn saved_plan_from_other_inputs_is_refused() {
+    let saved = Case::converged().plan();
+    let path = Path::new("/plans/plan.json");
+    // Another inventory (one keepalive differs).
+    let text = edit(
+        &repo_text("inventory/example.yaml"),
+        "    keepalive: 25 ",
+        "    keepalive: 30 ",
+    );
+    let other =
+        Case::from_fixture(Fixture::new("example.yaml", &text, &ALL_HOST_KEYS, None)).plan();
+    assert_ne!(saved.inventory_digest, other.inventory_digest);
+    assert_eq!(
+        saved_plan::check(&saved, &other, path)
+            .unwrap_err()
+            .to_string(),
+        "the saved plan /plans/plan.json was made from other inputs (inventory, roles or pinned keys differ): make a new plan"
+    );
+    // Other pinned keys.
+    let other = Case::from_fixture(Fixture::repo("example.yaml", &MANAGED_KEYS)).plan();
+    assert!(matches!(
+        saved_plan::check(&saved, &other, path),
+        Err(SavedPlanError::OtherInputs { .. })
+    ));
+    // Other roles.
+    let roles = tempfile::tempdir().unwrap();
+    std::fs::write(roles.path().join("client.yaml"), "routes: []\n").unwrap();
+    let fx = Fixture::new(
+        "example.yaml",
+        &repo_text("inventory/example.yaml"),
+        &ALL_HOST_KEYS,
+        Some(roles.path()),
+    );
+    let other = Case::from_fixture(fx).plan();
+    assert!(matches!(
+        saved_plan::check(&saved, &other, path),
+        Err(SavedPlanError::OtherInputs { .. })
+    ));
+    // The same inputs elsewhere on disk are the same inputs.
+    let same = Case::converged().plan();
+    assert_ne!(saved.inventory, same.inventory);
+    saved_plan::check(&saved, &same, path).unwrap();
+}
+
+#[test]
+fn saved_plan_whose_host_moved_is_refused() {
+    let case = Case::converged();
+    let saved = case.plan();
+    let path = Path::new("/plans/plan.json");
+    let mut moved = Case::converged();
+    moved.fx = Fixture::repo("example.yaml", &ALL_HOST_KEYS);
+    moved.peer("nas", VPS).persistent_keepalive = Some(60);
+    let now = moved.plan();
+    assert_eq!(saved.inventory_digest, now.inventory_digest);
+    assert_eq!(
+        saved_plan::check(&saved, &now, path)
+            .unwrap_err()
+            .to_string(),
+        "host nas has changed since the plan /plans/plan.json was made: make a new plan"
+    );
+    // What meshctl does not own or compare does not move a host: roaming endpoints, the OS.
+    let mut roamed = Case::converged();
+    roamed.peer("vps", LAPTOP).endpoint = Some("203.0.113.7:51234".into());
+    roamed.live("laptop").system.os = "Debian GNU/Linux 14".into();
+    roamed.live("laptop").resolved.insert(
+        "vps.example.net".into(),
+        vec!["198.51.100.10".parse().unwrap()],
+    );
+    saved_plan::check(&saved, &roamed.plan(), path).unwrap();
+    // A host that has become unreachable cannot be checked: refused.
+    let mut gone = Case::converged();
+    gone.live.insert(host("laptop"), Err("timeout".into()));
+    assert!(
+        matches!(saved_plan::check(&saved, &gone.plan(), path), Err(SavedPlanError::Moved { host, .. }) if host == "laptop")
+    );
+}
