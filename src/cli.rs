@@ -56,6 +56,10 @@ pub struct Common {
     /// How many hosts to work on at once.
     #[arg(long, default_value_t = 32)]
     pub parallel: usize,
+
+    /// Only these managed hosts (comma-separated or repeated); the others are not contacted.
+    #[arg(long, value_delimiter = ',')]
+    pub limit: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +99,11 @@ pub struct ApplyArgs {
     /// Break a lock left on a host by a meshctl that was killed.
     #[arg(long)]
     pub break_lock: bool,
+
+    /// For hosts reached through the network meshctl manages (`guard`): seconds the host waits
+    /// for a confirmation over a new connection before it restores its previous state by itself.
+    #[arg(long, default_value_t = 30)]
+    pub guard_timeout: u64,
 }
 
 #[derive(Debug, Args)]

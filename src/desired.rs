@@ -2,7 +2,7 @@
 //! pinned public keys. Pure: no I/O, the same input always gives the same state.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -185,7 +185,8 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
             }
             Some(plan.clients)
         }
-        _ => net.ipv6.as_ref().map(|p| p.clients),
+        // Elsewhere meshctl makes no NDP proxy entries, so none are its own.
+        _ => None,
     };
 
     state.interface = Some(interface);
@@ -196,8 +197,9 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
 
 /// `host:port`, with IPv6 literals bracketed as wg expects.
 pub fn endpoint_string(host: &str, port: u16) -> String {
-    match host.parse::<Ipv6Addr>() {
-        Ok(_) => format!("[{host}]:{port}"),
+    match host.parse::<IpAddr>() {
+        // Canonical form, as the kernel prints it back.
+        Ok(a) => std::net::SocketAddr::new(a, port).to_string(),
         Err(_) => format!("{host}:{port}"),
     }
 }

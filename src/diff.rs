@@ -157,7 +157,8 @@ fn file(live: Option<&ManagedFile>, desired: Option<&ManagedFile>, path: &str) -
         (Some(_), Some(d)) => (Action::Change, Op::WriteFile { path: path.into(), content: d.content.clone(), mode: d.mode }),
         (Some(_), None) => (Action::Remove, Op::RemoveFile { path: path.into() }),
     };
-    let mode = |f: Option<&ManagedFile>| f.map(|f| format!("{:04o}", f.mode));
+    let mode_changed = live.map(|f| f.mode) != desired.map(|f| f.mode);
+    let mode = |f: Option<&ManagedFile>| f.filter(|_| mode_changed).map(|f| format!("{:04o}", f.mode));
     let text = |f: Option<&ManagedFile>| f.map(|f| f.content.clone()).unwrap_or_default();
     let diff = unified(&text(live), &text(desired));
     Some(Change {
@@ -193,6 +194,9 @@ fn endpoint_matches(live: Option<&str>, desired: &str, resolved: &BTreeMap<Strin
     if live == desired {
         return true;
     }
+    if let (Ok(l), Ok(d)) = (live.parse::<std::net::SocketAddr>(), desired.parse::<std::net::SocketAddr>()) {
+        return l == d;
+    }
     let split = |s: &str| -> Option<(String, String)> {
         let (h, p) = s.rsplit_once(':')?;
         Some((h.trim_start_matches('[').trim_end_matches(']').to_owned(), p.to_owned()))
@@ -210,7 +214,7 @@ fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &L
     let name = want.name.to_string();
     let Some(have) = live else {
         d.changes.push(simple(Action::Add, "interface", format!("interface {name}"), Op::CreateInterface { interface: name.clone() }));
-        key_file(None, want, d);
+        key_file(host.key_file_mode, want, d);
         for a in &want.addresses {
             d.changes.push(simple(Action::Add, "address", format!("address {a} on {name}"), Op::AddAddress { interface: name.clone(), address: *a }));
         }

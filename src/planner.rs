@@ -53,6 +53,22 @@ impl Inputs {
     pub fn desired(&self) -> BTreeMap<HostName, Desired> {
         desired::all(&self.inventory, &self.roles, &self.keys)
     }
+
+    /// Checks a `--limit` list against the inventory's managed hosts.
+    pub fn limit(&self, names: &[String]) -> Result<Option<Vec<HostName>>, String> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for n in names {
+            match HostName::parse(n).ok().and_then(|h| self.inventory.hosts.get(&h)) {
+                Some(h) if h.is_managed() => out.push(h.name.clone()),
+                Some(h) => return Err(format!("--limit {}: the host has no `ssh:` target, meshctl does not manage it", h.name)),
+                None => return Err(format!("--limit {n}: no such host in {}", self.inventory.path.display())),
+            }
+        }
+        Ok(Some(out))
+    }
 }
 
 fn digest_of(inventory: &[u8], roles: &Roles, keys: &PinnedKeys) -> String {

@@ -17,6 +17,8 @@ pub enum SavedPlanError {
     Version { path: String, found: u64 },
     #[error("the saved plan {path} was made from other inputs (inventory, roles or pinned keys differ): make a new plan")]
     OtherInputs { path: String },
+    #[error("host {host} could not be planned when {path} was made (see the plan's error): fix it and make a new plan")]
+    Incomplete { path: String, host: String },
     #[error("host {host} has changed since the plan {path} was made: make a new plan")]
     Moved { path: String, host: String },
 }
@@ -51,6 +53,9 @@ pub fn check(saved: &Plan, now: &Plan, path: &Path) -> Result<(), SavedPlanError
         return Err(SavedPlanError::OtherInputs { path: p });
     }
     for h in &saved.hosts {
+        if h.fingerprint.is_none() {
+            return Err(SavedPlanError::Incomplete { path: p, host: h.host.to_string() });
+        }
         let current = now.hosts.iter().find(|n| n.host == h.host);
         let same = current.is_some_and(|c| c.fingerprint.is_some() && c.fingerprint == h.fingerprint);
         if !same {

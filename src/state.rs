@@ -184,6 +184,8 @@ pub struct LiveHost {
     /// Endpoint names resolved on the host (`getent ahosts`), so a configured name compares
     /// with the address the kernel shows.
     pub resolved: BTreeMap<String, Vec<std::net::IpAddr>>,
+    /// The private key file's mode (`None`: absent), known even while the interface is down.
+    pub key_file_mode: Option<u32>,
 }
 
 /// JSON maps need string keys: chains are (de)serialised as a list of `{chain, rules}`.

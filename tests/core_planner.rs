@@ -518,7 +518,6 @@ fn unreachable_host_fails_and_the_others_are_planned() {
         host("nas"),
         Err("ssh: connect to host nas.home.arpa port 22: No route to host".into()),
     );
-    case.live("laptop").state.sysctls.clear();
     case.peer("laptop", VPS).persistent_keepalive = Some(10);
     let plan = case.snapshot("unreachable");
     let nas = plan

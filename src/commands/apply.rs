@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 use super::{EXIT_ERROR, EXIT_OK};
-use crate::apply::script;
+use crate::apply::{guard, script};
 use crate::cli::ApplyArgs;
 use crate::desired::Desired;
 use crate::facts::{self, GatherSpec};
@@ -37,11 +37,19 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     };
     let mut inputs = Inputs::load(&args.common.inventory, args.common.roles.as_deref())?;
     let digest_before = inputs.digest.clone();
-    let desired = inputs.desired();
+    let only = inputs.limit(&args.common.limit).map_err(anyhow::Error::msg)?;
+    let in_scope = |h: &HostName| only.as_ref().is_none_or(|o| o.contains(h));
+    let mut desired = inputs.desired();
+    desired.retain(|h, _| in_scope(h));
     let hosts: Vec<HostName> = desired.keys().cloned().collect();
     let progress = Arc::new(Progress::new(&hosts.iter().map(ToString::to_string).collect::<Vec<_>>(), verbose));
-    let opts = remote::ssh_options(&args.common);
+    let mut opts = remote::ssh_options(&args.common);
+    if !args.yes {
+        // The connections wait while the user reads the plan and answers.
+        opts.master_idle_timeout = std::time::Duration::from_secs(900);
+    }
     let holder = holder();
+    let run_id = run_id();
     let specs: BTreeMap<HostName, GatherSpec> = desired.iter().map(|(h, d)| (h.clone(), planner::gather_spec(d, &inputs.roles))).collect();
 
     // Step 1: lock, key, gather — every host in parallel.
@@ -92,6 +100,7 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     // The plan, with every reachable host's key known now.
     let desired: BTreeMap<HostName, Desired> = crate::desired::all(&inputs.inventory, &inputs.roles, &inputs.keys)
         .into_iter()
+        .filter(|(h, _)| in_scope(h))
         .map(|(h, mut d)| {
             drop_unknown_peers(&mut d, &inputs);
             (h, d)
@@ -124,7 +133,7 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     for (h, r) in results {
         match r {
             Ok(p) => {
-                sessions.insert(h, p.session);
+                sessions.insert(h, p);
             }
             Err(e) => {
                 if let Some(hp) = plan.hosts.iter_mut().find(|x| x.host == h) {
@@ -139,11 +148,19 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         let sessions = sessions.clone();
         let hp = host_plans[&h].clone();
         let spec = specs[&h].clone();
-        let desired_state = desired[&h].state.clone();
-        let keys = inputs.keys.clone();
+        let job = HostJob {
+            desired: desired[&h].state.clone(),
+            keys: inputs.keys.clone(),
+            guard: inputs.inventory.hosts[&h].guard.then(|| Guard {
+                run_id: run_id.clone(),
+                timeout_secs: args.guard_timeout.max(5),
+                target: inputs.inventory.hosts[&h].ssh.clone().expect("managed host"),
+                opts: opts.clone(),
+            }),
+        };
         async move {
-            let Some(session) = sessions.lock().await.remove(&h) else { return None };
-            Some(apply_host(session, hp, spec, desired_state, keys).await)
+            let prepared = sessions.lock().await.remove(&h)?;
+            Some(apply_host(prepared, hp, spec, job).await)
         }
     })
     .await;
@@ -172,34 +189,119 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     Ok(if failed > 0 { EXIT_ERROR } else { EXIT_OK })
 }
 
+/// What steps 2 and 3 need to know about a host besides its plan.
+struct HostJob {
+    desired: crate::state::HostState,
+    keys: PinnedKeys,
+    /// Set for a host reached through the network meshctl manages.
+    guard: Option<Guard>,
+}
+
+struct Guard {
+    run_id: String,
+    timeout_secs: u64,
+    target: crate::inventory::SshTarget,
+    opts: crate::transport::SshOptions,
+}
+
+/// Describes a failed step 2 from the script's step markers.
+fn step_failure(out: &crate::transport::RemoteOutput) -> String {
+    let (started, failed) = script::progress(&out.stdout);
+    let failed = failed.or_else(|| started.last().cloned()).unwrap_or_else(|| "before the first step".into());
+    let done: Vec<&String> = started.iter().filter(|s| **s != failed).collect();
+    let detail = out.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    format!(
+        "step `{failed}` failed ({detail}); applied before it: {}",
+        if done.is_empty() { "nothing".to_owned() } else { done.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ") }
+    )
+}
+
 /// Steps 2 and 3 on one host; `Ok(n)`: n changes remain after apply (0 = converged).
-async fn apply_host(session: Session, hp: crate::plan::HostPlan, spec: GatherSpec, desired: crate::state::HostState, keys: PinnedKeys) -> Result<usize, String> {
+async fn apply_host(prepared: Prepared, hp: crate::plan::HostPlan, spec: GatherSpec, job: HostJob) -> Result<usize, String> {
+    let session = prepared.session;
+    let gather = facts::gather_script(&spec);
+    let guard = job.guard.filter(|_| !hp.changes.is_empty());
     let mut error = None;
     if !hp.changes.is_empty() {
-        match session.run_script(&script::changes(&hp.changes)).await {
-            Ok(out) if out.success() => {}
-            Ok(out) => {
-                let (started, failed) = script::progress(&out.stdout);
-                let failed = failed.or_else(|| started.last().cloned()).unwrap_or_else(|| "before the first step".into());
-                let done: Vec<&String> = started.iter().filter(|s| **s != failed).collect();
-                let detail = out.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
-                error = Some(format!(
-                    "step `{failed}` failed ({detail}); applied before it: {}",
-                    if done.is_empty() { "nothing".to_owned() } else { done.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ") }
-                ));
-            }
-            Err(e) => error = Some(format!("the connection failed while applying: {e}")),
+        let mut s = String::new();
+        if let Some(g) = &guard {
+            let rollback = guard::inverse(&prepared.live, &job.desired, &job.keys);
+            let created = prepared.live.state.interface.is_none().then_some(spec.interface.as_str());
+            s.push_str(&guard::arm(&g.run_id, &hp.changes, &rollback, created, g.timeout_secs));
+        }
+        s.push_str(&script::changes(&hp.changes));
+        // A guarded change may cut this very connection: don't wait for it past half the
+        // guard's time, the confirmation over a new connection decides.
+        let wait = guard.as_ref().map_or(std::time::Duration::from_secs(24 * 3600), |g| std::time::Duration::from_secs(g.timeout_secs / 2));
+        match tokio::time::timeout(wait, session.run_script(&s)).await {
+            Ok(Ok(out)) if out.success() => {}
+            Ok(Ok(out)) => error = Some(step_failure(&out)),
+            Ok(Err(e)) => error = Some(format!("the connection failed while applying: {e}")),
+            Err(_) => error = Some(format!("no answer while applying within {}s", wait.as_secs())),
         }
     }
-    // Step 3 runs even after a failure: it releases the lock.
-    let finished = session.run_script(&script::finish(&facts::gather_script(&spec))).await;
-    session.close().await.ok();
+
+    let finished = match &guard {
+        // Confirm over a new connection: if the change cut meshctl off, the host rolls back.
+        Some(g) => {
+            let old = tokio::spawn(async move { session.close().await.ok() });
+            let mut opts = g.opts.clone();
+            opts.connect_timeout = std::time::Duration::from_secs((g.timeout_secs / 3).clamp(2, 10));
+            let confirmed = match Session::connect(&g.target, &opts).await {
+                Ok(fresh) => {
+                    let r = fresh.run_script(&guard::confirm(&g.run_id, &gather)).await;
+                    fresh.close().await.ok();
+                    r.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            drop(old);
+            match confirmed {
+                Ok(out) if out.success() => Ok(out),
+                other => {
+                    let why = match other {
+                        Ok(out) => out.stderr.trim().to_owned(),
+                        Err(e) => e,
+                    };
+                    return Err(rolled_back(g, why, error).await);
+                }
+            }
+        }
+        // Step 3 runs even after a failure: it releases the lock.
+        None => {
+            let r = session.run_script(&script::finish(&gather)).await;
+            session.close().await.ok();
+            r.map_err(|e| format!("confirming: {e}"))
+        }
+    };
     if let Some(e) = error {
         return Err(e);
     }
-    let out = finished.map_err(|e| format!("confirming: {e}"))?;
+    let out = finished?;
     let live = facts::parse(&out.stdout, &spec).map_err(|e| format!("confirming: {e}"))?;
-    Ok(crate::diff::diff_host(&desired, &live, &keys).changes.len())
+    Ok(crate::diff::diff_host(&job.desired, &live, &job.keys).changes.len())
+}
+
+/// A guarded host could not be confirmed: wait for its timer, then check that it rolled back.
+async fn rolled_back(g: &Guard, why: String, step_error: Option<String>) -> String {
+    let mut msg = format!("NOT confirmed over a new connection ({why})");
+    if let Some(e) = step_error {
+        msg.push_str(&format!("; {e}"));
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(g.timeout_secs + 3)).await;
+    let checked = match Session::connect(&g.target, &g.opts).await {
+        Ok(s) => {
+            let r = s.run_script(&guard::status(&g.run_id)).await;
+            s.close().await.ok();
+            r.ok().map(|o| o.stdout)
+        }
+        Err(_) => None,
+    };
+    match checked.as_deref().map(|o| o.lines().next().unwrap_or_default()) {
+        Some("rolled-back") => format!("{msg}: the host restored its previous state by itself after {}s, and answers again", g.timeout_secs),
+        Some(other) => format!("{msg}: the guard on the host says `{other}`"),
+        None => format!("{msg}: the host restores its previous state by itself after {}s (it did not answer yet)", g.timeout_secs),
+    }
 }
 
 /// Step 1 on one host.
@@ -272,6 +374,12 @@ fn confirm(yes: bool) -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(answer.trim() == "yes")
+}
+
+/// A name for this apply run, unique enough to keep guards of different runs apart.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}-{nanos}", std::process::id())
 }
 
 /// Who holds the lock: this process, on this machine, since now.

@@ -19,7 +19,10 @@ use crate::render::{self, Style};
 
 /// Gathers all managed hosts and builds the plan.
 pub async fn make_plan(inputs: &Inputs, common: &crate::cli::Common, verbose: bool) -> (Plan, BTreeMap<HostName, Desired>, BTreeMap<HostName, Gathered>) {
-    let desired = inputs.desired();
+    let mut desired = inputs.desired();
+    if let Ok(Some(only)) = inputs.limit(&common.limit) {
+        desired.retain(|h, _| only.contains(h));
+    }
     let hosts: Vec<HostName> = desired.keys().cloned().collect();
     let progress = Arc::new(Progress::new(&hosts.iter().map(ToString::to_string).collect::<Vec<_>>(), verbose));
     let opts = remote::ssh_options(common);
@@ -37,6 +40,7 @@ pub async fn make_plan(inputs: &Inputs, common: &crate::cli::Common, verbose: bo
 /// Runs `meshctl plan`.
 pub async fn run(args: PlanArgs, no_color: bool, verbose: bool) -> anyhow::Result<u8> {
     let inputs = Inputs::load(&args.common.inventory, args.common.roles.as_deref())?;
+    inputs.limit(&args.common.limit).map_err(anyhow::Error::msg)?;
     let (plan, _, _) = make_plan(&inputs, &args.common, verbose).await;
     if let Some(out) = &args.out {
         crate::saved_plan::save(&plan, out).with_context(|| format!("saving the plan to {}", out.display()))?;

@@ -137,7 +137,7 @@ pub(crate) fn parse(
 }
 
 /// The key file's mode (`None`: absent). Its content is never gathered.
-fn parse_key_file(recs: &Records<'_>, spec: &GatherSpec) -> Result<KeyFile, FactError> {
+pub(crate) fn parse_key_file(recs: &Records<'_>, spec: &GatherSpec) -> Result<KeyFile, FactError> {
     let rec = require(recs, "keyfile")?;
     let mode = match rec.rc {
         0 => Some(parse_mode(rec, "keyfile")?),

@@ -87,6 +87,10 @@ pub struct Host {
     pub public_key: Option<WgKey>,
     /// Persistent keepalive towards the hub; `None` for the hub.
     pub keepalive: Option<u16>,
+    /// meshctl reaches this host through the network it manages (its SSH target is inside the
+    /// VPN or a home LAN, or `guard: true`): changes are applied with a rollback timer on the
+    /// host, confirmed over a new connection.
+    pub guard: bool,
 }
 
 impl Host {

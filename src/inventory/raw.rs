@@ -83,6 +83,9 @@ pub struct RawHost {
     pub public_key: Option<Spanned<String>>,
     #[serde(default)]
     pub keepalive: Option<Spanned<u16>>,
+    /// The host is reached through the network meshctl manages: apply with a confirm-or-roll-back guard.
+    #[serde(default)]
+    pub guard: Option<Spanned<bool>>,
     // hub
     #[serde(default)]
     pub endpoint: Option<Spanned<String>>,

@@ -51,6 +51,10 @@ pub fn validate(raw: RawInventory, file: &str, path: PathBuf) -> Result<Inventor
     let mut c = Collector::new(file);
     let network = network(&raw.network, &mut c);
     let raw_hosts = in_file_order(&raw.hosts.value);
+    let lans: Vec<Ipv4Net> = raw_hosts
+        .iter()
+        .filter_map(|(_, h)| h.value.lan.as_ref().map(|l| l.value.subnet.value))
+        .collect();
 
     let mut hosts = BTreeMap::new();
     for &(name, host) in &raw_hosts {
@@ -73,6 +77,7 @@ pub fn validate(raw: RawInventory, file: &str, path: PathBuf) -> Result<Inventor
             name.referenced,
             &host.value,
             &network,
+            &lans,
             &mut c,
         ) {
             hosts.insert(h.name.clone(), h);
@@ -287,6 +292,7 @@ fn host(
     key_at: Location,
     h: &RawHost,
     net: &Network,
+    lans: &[Ipv4Net],
     c: &mut Collector,
 ) -> Option<Host> {
     let before = c.found.len();
@@ -461,6 +467,11 @@ fn host(
         RawRole::Hub => None,
         _ => Some(h.keepalive.as_ref().map_or(DEFAULT_KEEPALIVE, |k| k.value)),
     };
+    // A target inside the VPN or a home LAN is reached through the network meshctl manages.
+    let through_vpn = ssh.as_ref().and_then(|t| t.host.parse::<Ipv4Addr>().ok()).is_some_and(|a| {
+        net.ipv4.contains(&a) || lans.iter().any(|l| l.contains(&a))
+    });
+    let guard = h.guard.as_ref().map_or(through_vpn, |g| g.value);
     let (name, role) = (checked?, role?);
     (c.found.len() == before).then_some(Host {
         name,
@@ -470,6 +481,7 @@ fn host(
         ipv6,
         public_key,
         keepalive,
+        guard,
     })
 }
 

@@ -1,0 +1,106 @@
+//! Confirm or roll back: for a host meshctl reaches through the network it manages (a NAS over
+//! the VPN), one wrong change would cut meshctl off. Its changes are applied under a guard:
+//!
+//! 1. before changing anything, the host saves what it needs to go back — copies of the files
+//!    about to change, and a rollback script that meshctl computes as the *inverse diff* (from
+//!    the desired state back to the live state it gathered in step 1);
+//! 2. it arms a timer, in its own session (`setsid`) so it survives the SSH connection dying;
+//! 3. meshctl applies the changes, then confirms over a **new** connection;
+//! 4. no confirmation in time: the host restores its previous state by itself and releases the
+//!    lock.
+//!
+//! Each guard has its own directory under /run/meshctl, so a timer never acts on a later apply.
+
+use std::fmt::Write;
+
+use crate::diff::diff_host;
+use crate::keys::PinnedKeys;
+use crate::plan::{Change, Op};
+use crate::shell::quote;
+use crate::state::{HostState, LiveHost};
+
+use super::script;
+
+/// The guard directory of one apply on a host.
+pub fn dir(run_id: &str) -> String {
+    format!("{}/guard-{run_id}", script::RUN_DIR)
+}
+
+/// The changes that take a host from `after` back to `before` (the live state gathered before
+/// applying): the inverse diff, without files (restored from copies), keys and services.
+pub fn inverse(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> Vec<Change> {
+    let as_live = LiveHost {
+        state: after.clone(),
+        system: before.system.clone(),
+        resolved: before.resolved.clone(),
+        key_file_mode: Some(0o600),
+        ..LiveHost::default()
+    };
+    diff_host(&before.state, &as_live, keys)
+        .changes
+        .into_iter()
+        .filter(|c| {
+            !matches!(
+                c.op,
+                Op::WriteFile { .. } | Op::RemoveFile { .. } | Op::GenerateKey { .. } | Op::FixKeyMode { .. } | Op::EnableService { .. }
+            )
+        })
+        .collect()
+}
+
+/// The commands that arm the guard: put before a guarded host's changes script.
+pub fn arm(run_id: &str, changes: &[Change], rollback: &[Change], interface: Option<&str>, timeout_secs: u64) -> String {
+    let g = dir(run_id);
+    let gq = quote(&g);
+    let mut s = format!("rm -rf {gq} && mkdir -p {gq}/files || {{ echo 'cannot prepare the rollback guard' >&2; exit 1; }}\n");
+    let paths: Vec<&str> = changes
+        .iter()
+        .filter_map(|c| match &c.op {
+            Op::WriteFile { path, .. } | Op::RemoveFile { path } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+
+    let mut rb = String::from("set -u\n# Written by meshctl: restores the state before an unconfirmed apply.\n");
+    for (i, p) in paths.iter().enumerate() {
+        let (p, saved) = (quote(p), quote(&format!("{g}/files/{i}")));
+        writeln!(s, "if [ -e {p} ]; then cp -p {p} {saved} || exit 1; fi").ok();
+        writeln!(rb, "if [ -e {saved} ]; then cp -p {saved} {p}; else rm -f {p}; fi").ok();
+    }
+    if let Some(wg) = interface {
+        writeln!(rb, "ip link del {} 2>/dev/null", quote(wg)).ok();
+    }
+    // Best effort: a rollback step that fails does not stop the others.
+    rb.push_str(&script::changes(rollback).replace("; exit 1; }", "; }"));
+    writeln!(rb, "rm -rf {}", script::LOCK_DIR).ok();
+
+    let delim = format!("MESHCTL_ROLLBACK_{}", run_id.replace(|c: char| !c.is_ascii_alphanumeric(), ""));
+    writeln!(s, "cat > {gq}/rollback.sh <<'{delim}'\n{rb}{delim}").ok();
+    writeln!(
+        s,
+        "setsid sh -c {} </dev/null >/dev/null 2>&1 &",
+        quote(&format!(
+            "sleep {timeout_secs}; if [ -e {gq}/rollback.sh ] && [ ! -e {gq}/confirmed ]; then touch {gq}/rolled-back; sh {gq}/rollback.sh > {gq}/rollback.log 2>&1; fi"
+        ))
+    )
+    .ok();
+    writeln!(s, "echo guard armed for {timeout_secs}s").ok();
+    s
+}
+
+/// Confirms over a new connection, then gathers and releases the lock (step 3). Refuses to
+/// confirm a guard whose timer already rolled back. The guard's directory goes: a timer that
+/// wakes up without its rollback script does nothing.
+pub fn confirm(run_id: &str, gather: &str) -> String {
+    let g = quote(&dir(run_id));
+    format!(
+        "if [ -e {g}/rolled-back ]; then echo 'the guard already rolled back' >&2; exit 3; fi\ntouch {g}/confirmed || exit 1\nrm -rf {g}\n{}",
+        script::finish(gather)
+    )
+}
+
+/// Asks a host, after its guard expired, whether it rolled back.
+pub fn status(run_id: &str) -> String {
+    let g = quote(&dir(run_id));
+    format!("if [ -e {g}/rolled-back ]; then echo rolled-back; cat {g}/rollback.log 2>/dev/null; elif [ -e {g}/confirmed ]; then echo confirmed; else echo pending; fi\n")
+}
