@@ -37,7 +37,12 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct Common {
     /// The inventory file.
-    #[arg(short, long, default_value = "inventory/lab.yaml", env = "MESHCTL_INVENTORY")]
+    #[arg(
+        short,
+        long,
+        default_value = "inventory/lab.yaml",
+        env = "MESHCTL_INVENTORY"
+    )]
     pub inventory: PathBuf,
 
     /// Roles directory overriding the built-in roles (hub.yaml, gateway.yaml, client.yaml).

@@ -11,7 +11,9 @@ use crate::keys::PinnedKeys;
 use crate::names::{HostName, InterfaceName};
 use crate::persist;
 use crate::roles::{Roles, expand};
-use crate::state::{ChainId, HostState, Jump, KeyFile, NdpProxy, Peer, Route, ServiceState, WgInterface};
+use crate::state::{
+    ChainId, HostState, Jump, KeyFile, NdpProxy, Peer, Route, ServiceState, WgInterface,
+};
 
 /// The desired state of one host plus what gathering it needs to know.
 #[derive(Debug, Clone)]
@@ -49,9 +51,15 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
     // Addresses: the hub holds the clients' IPv6 range on wg0 (so it routes it there); every
     // other host its own /128.
     let mut addresses = BTreeSet::new();
-    addresses.insert(IpNet::V4(Ipv4Net::new(host.address, net.ipv4.prefix_len()).expect("valid prefix")));
+    addresses.insert(IpNet::V4(
+        Ipv4Net::new(host.address, net.ipv4.prefix_len()).expect("valid prefix"),
+    ));
     if let (Some(v6), Some(plan)) = (host.ipv6, &net.ipv6) {
-        let len = if matches!(host.role, Role::Hub(_)) { plan.clients.prefix_len() } else { 128 };
+        let len = if matches!(host.role, Role::Hub(_)) {
+            plan.clients.prefix_len()
+        } else {
+            128
+        };
         addresses.insert(IpNet::V6(Ipv6Net::new(v6, len).expect("valid prefix")));
     }
 
@@ -60,7 +68,11 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
         Role::Gateway(g) => vec![g.lan.subnet],
         _ => vec![],
     };
-    let remote_lans: Vec<Ipv4Net> = all_lans.iter().copied().filter(|l| !own_lan.contains(l)).collect();
+    let remote_lans: Vec<Ipv4Net> = all_lans
+        .iter()
+        .copied()
+        .filter(|l| !own_lan.contains(l))
+        .collect();
 
     let mut peers = BTreeMap::new();
     let mut resolve = Vec::new();
@@ -87,7 +99,12 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
             }
             peers.insert(
                 other.name.to_string(),
-                Peer { public_key: key, allowed_ips: allowed, endpoint: None, persistent_keepalive: None },
+                Peer {
+                    public_key: key,
+                    allowed_ips: allowed,
+                    endpoint: None,
+                    persistent_keepalive: None,
+                },
             );
         }
     } else {
@@ -121,7 +138,10 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
         addresses,
         listen_port: matches!(host.role, Role::Hub(_)).then_some(net.listen_port),
         public_key: keys.get(&host.name).cloned(),
-        private_key_file: KeyFile { path: key_path(wg), mode: Some(0o600) },
+        private_key_file: KeyFile {
+            path: key_path(wg),
+            mode: Some(0o600),
+        },
         peers,
     };
 
@@ -131,9 +151,18 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
     values.insert("port", vec![net.listen_port.to_string()]);
     values.insert("vpn4", vec![net.ipv4.to_string()]);
     values.insert("lan4", all_lans.iter().map(ToString::to_string).collect());
-    values.insert("own_lan4", own_lan.iter().map(ToString::to_string).collect());
-    values.insert("remote_lan4", remote_lans.iter().map(ToString::to_string).collect());
-    values.insert("clients6", net.ipv6.iter().map(|p| p.clients.to_string()).collect());
+    values.insert(
+        "own_lan4",
+        own_lan.iter().map(ToString::to_string).collect(),
+    );
+    values.insert(
+        "remote_lan4",
+        remote_lans.iter().map(ToString::to_string).collect(),
+    );
+    values.insert(
+        "clients6",
+        net.ipv6.iter().map(|p| p.clients.to_string()).collect(),
+    );
     if let Role::Hub(h) = &host.role {
         values.insert("wan", vec![h.wan_interface.to_string()]);
     }
@@ -141,7 +170,10 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
         let Some(w) = when else { return true };
         match w.as_str() {
             "ipv6" => net.ipv6.is_some(),
-            "ipv6_on_link" => net.ipv6.as_ref().is_some_and(|p| p.mode == Ipv6Mode::OnLink),
+            "ipv6_on_link" => net
+                .ipv6
+                .as_ref()
+                .is_some_and(|p| p.mode == Ipv6Mode::OnLink),
             "wan_accepts_ra" => matches!(&host.role, Role::Hub(h) if h.wan_accepts_ra),
             "nat" => matches!(&host.role, Role::Hub(h) if h.nat),
             "has_ipv6" => host.ipv6.is_some(),
@@ -163,24 +195,42 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
     for r in role.routes.iter().filter(|r| condition(&r.when)) {
         for to in expand(&r.to, &values) {
             for dev in expand(&r.dev, &values) {
-                if let (Ok(destination), Ok(device)) = (to.parse::<IpNet>(), InterfaceName::parse(&dev)) {
-                    state.routes.insert(Route { destination, device, via: None });
+                if let (Ok(destination), Ok(device)) =
+                    (to.parse::<IpNet>(), InterfaceName::parse(&dev))
+                {
+                    state.routes.insert(Route {
+                        destination,
+                        device,
+                        via: None,
+                    });
                 }
             }
         }
     }
     for c in role.chains.iter().filter(|c| condition(&c.when)) {
-        let id = ChainId { family: c.family, table: c.table.clone(), chain: c.chain.clone() };
+        let id = ChainId {
+            family: c.family,
+            table: c.table.clone(),
+            chain: c.chain.clone(),
+        };
         let rules: Vec<String> = c.rules.iter().flat_map(|r| expand(r, &values)).collect();
         state.firewall.chains.entry(id).or_default().extend(rules);
-        state.firewall.jumps.insert(Jump { family: c.family, table: c.table.clone(), from: c.from.clone(), to: c.chain.clone() });
+        state.firewall.jumps.insert(Jump {
+            family: c.family,
+            table: c.table.clone(),
+            from: c.from.clone(),
+            to: c.chain.clone(),
+        });
     }
 
     let ndp_range = match (&host.role, &net.ipv6) {
         (Role::Hub(h), Some(plan)) if plan.mode == Ipv6Mode::OnLink => {
             for other in inv.hosts.values() {
                 if let Some(a) = other.ipv6 {
-                    state.ndp_proxies.insert(NdpProxy { address: a, device: h.wan_interface.clone() });
+                    state.ndp_proxies.insert(NdpProxy {
+                        address: a,
+                        device: h.wan_interface.clone(),
+                    });
                 }
             }
             Some(plan.clients)
@@ -190,9 +240,16 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
     };
 
     state.interface = Some(interface);
-    state.services.insert(format!("wg-quick@{wg}"), ServiceState { enabled: true });
+    state
+        .services
+        .insert(format!("wg-quick@{wg}"), ServiceState { enabled: true });
     state.files = persist::files(&state, inv);
-    Desired { state, resolve, ndp_range, notes }
+    Desired {
+        state,
+        resolve,
+        ndp_range,
+        notes,
+    }
 }
 
 /// `host:port`, with IPv6 literals bracketed as wg expects.

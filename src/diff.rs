@@ -22,30 +22,56 @@ pub struct HostDiff {
 
 /// Diffs `desired` against `live` for one host. `pinned` names live peers by their host.
 pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> HostDiff {
-    let mut d = HostDiff { warnings: live.warnings.clone(), ..Default::default() };
+    let mut d = HostDiff {
+        warnings: live.warnings.clone(),
+        ..Default::default()
+    };
     let l = &live.state;
-    interface(l.interface.as_ref(), desired.interface.as_ref(), live, pinned, &mut d);
+    interface(
+        l.interface.as_ref(),
+        desired.interface.as_ref(),
+        live,
+        pinned,
+        &mut d,
+    );
 
     for (k, v) in &desired.sysctls {
         match l.sysctls.get(k) {
             Some(cur) if cur == v => {}
             cur => d.changes.push(Change {
-                action: if cur.is_some() { Action::Change } else { Action::Add },
+                action: if cur.is_some() {
+                    Action::Change
+                } else {
+                    Action::Add
+                },
                 kind: "sysctl".into(),
                 resource: format!("sysctl {k}"),
                 before: cur.cloned(),
                 after: Some(v.clone()),
                 diff: None,
-                op: Op::SetSysctl { key: k.clone(), value: v.clone() },
+                op: Op::SetSysctl {
+                    key: k.clone(),
+                    value: v.clone(),
+                },
             }),
         }
     }
 
     for r in desired.routes.difference(&l.routes) {
-        d.changes.push(simple(Action::Add, "route", route_text(r), Op::ReplaceRoute { route: r.clone() }));
+        d.changes.push(simple(
+            Action::Add,
+            "route",
+            route_text(r),
+            Op::ReplaceRoute { route: r.clone() },
+        ));
     }
     for r in l.routes.difference(&desired.routes) {
-        d.changes.push(simple(Action::Remove, "route", route_text(r), Op::DelRoute { route: r.clone() }));
+        d.changes.push(simple(
+            Action::Remove,
+            "route",
+            route_text(r),
+            Op::DelRoute { route: r.clone() },
+        ));
     }
 
     // Chains: a chain whose rules differ is replaced as a whole (atomically, by restore).
@@ -54,7 +80,11 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
         match l.firewall.chains.get(id) {
             Some(cur) if cur == rules => {}
             cur => d.changes.push(Change {
-                action: if cur.is_some() { Action::Change } else { Action::Add },
+                action: if cur.is_some() {
+                    Action::Change
+                } else {
+                    Action::Add
+                },
                 kind: "chain".into(),
                 resource: name,
                 before: cur.map(|c| c.join("\n")),
@@ -65,12 +95,27 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
         }
     }
     for j in desired.firewall.jumps.difference(&l.firewall.jumps) {
-        d.changes.push(simple(Action::Add, "jump", jump_text(j), Op::AddJump { jump: j.clone() }));
+        d.changes.push(simple(
+            Action::Add,
+            "jump",
+            jump_text(j),
+            Op::AddJump { jump: j.clone() },
+        ));
     }
     for j in l.firewall.jumps.difference(&desired.firewall.jumps) {
-        d.changes.push(simple(Action::Remove, "jump", jump_text(j), Op::DelJump { jump: j.clone() }));
+        d.changes.push(simple(
+            Action::Remove,
+            "jump",
+            jump_text(j),
+            Op::DelJump { jump: j.clone() },
+        ));
     }
-    for id in l.firewall.chains.keys().filter(|id| !desired.firewall.chains.contains_key(*id)) {
+    for id in l
+        .firewall
+        .chains
+        .keys()
+        .filter(|id| !desired.firewall.chains.contains_key(*id))
+    {
         d.changes.push(simple(
             Action::Remove,
             "chain",
@@ -80,10 +125,20 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
     }
 
     for n in desired.ndp_proxies.difference(&l.ndp_proxies) {
-        d.changes.push(simple(Action::Add, "ndp_proxy", format!("ndp proxy {} dev {}", n.address, n.device), Op::AddNdpProxy { entry: n.clone() }));
+        d.changes.push(simple(
+            Action::Add,
+            "ndp_proxy",
+            format!("ndp proxy {} dev {}", n.address, n.device),
+            Op::AddNdpProxy { entry: n.clone() },
+        ));
     }
     for n in l.ndp_proxies.difference(&desired.ndp_proxies) {
-        d.changes.push(simple(Action::Remove, "ndp_proxy", format!("ndp proxy {} dev {}", n.address, n.device), Op::DelNdpProxy { entry: n.clone() }));
+        d.changes.push(simple(
+            Action::Remove,
+            "ndp_proxy",
+            format!("ndp proxy {} dev {}", n.address, n.device),
+            Op::DelNdpProxy { entry: n.clone() },
+        ));
     }
 
     for (path, want) in &desired.files {
@@ -102,7 +157,12 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
     if live.system.systemd {
         for (unit, want) in &desired.services {
             if want.enabled && !l.services.get(unit).is_some_and(|s| s.enabled) {
-                d.changes.push(simple(Action::Add, "service", format!("enable {unit} at boot"), Op::EnableService { unit: unit.clone() }));
+                d.changes.push(simple(
+                    Action::Add,
+                    "service",
+                    format!("enable {unit} at boot"),
+                    Op::EnableService { unit: unit.clone() },
+                ));
             }
         }
     } else if !desired.services.is_empty() {
@@ -122,7 +182,15 @@ fn fam(f: crate::state::Family) -> &'static str {
 }
 
 fn simple(action: Action, kind: &str, resource: String, op: Op) -> Change {
-    Change { action, kind: kind.into(), resource, before: None, after: None, diff: None, op }
+    Change {
+        action,
+        kind: kind.into(),
+        resource,
+        before: None,
+        after: None,
+        diff: None,
+        op,
+    }
 }
 
 fn route_text(r: &crate::state::Route) -> String {
@@ -153,12 +221,29 @@ fn file(live: Option<&ManagedFile>, desired: Option<&ManagedFile>, path: &str) -
     let (action, op) = match (live, desired) {
         (Some(l), Some(d)) if l == d => return None,
         (None, None) => return None,
-        (None, Some(d)) => (Action::Add, Op::WriteFile { path: path.into(), content: d.content.clone(), mode: d.mode }),
-        (Some(_), Some(d)) => (Action::Change, Op::WriteFile { path: path.into(), content: d.content.clone(), mode: d.mode }),
+        (None, Some(d)) => (
+            Action::Add,
+            Op::WriteFile {
+                path: path.into(),
+                content: d.content.clone(),
+                mode: d.mode,
+            },
+        ),
+        (Some(_), Some(d)) => (
+            Action::Change,
+            Op::WriteFile {
+                path: path.into(),
+                content: d.content.clone(),
+                mode: d.mode,
+            },
+        ),
         (Some(_), None) => (Action::Remove, Op::RemoveFile { path: path.into() }),
     };
     let mode_changed = live.map(|f| f.mode) != desired.map(|f| f.mode);
-    let mode = |f: Option<&ManagedFile>| f.filter(|_| mode_changed).map(|f| format!("{:04o}", f.mode));
+    let mode = |f: Option<&ManagedFile>| {
+        f.filter(|_| mode_changed)
+            .map(|f| format!("{:04o}", f.mode))
+    };
     let text = |f: Option<&ManagedFile>| f.map(|f| f.content.clone()).unwrap_or_default();
     let diff = unified(&text(live), &text(desired));
     Some(Change {
@@ -175,8 +260,14 @@ fn file(live: Option<&ManagedFile>, desired: Option<&ManagedFile>, path: &str) -
 fn peer_text(p: &Peer) -> String {
     let mut s = format!(
         "key {} allowed-ips {}",
-        p.public_key.as_ref().map_or_else(|| "(known after apply)".to_owned(), |k| k.short()),
-        p.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+        p.public_key
+            .as_ref()
+            .map_or_else(|| "(known after apply)".to_owned(), |k| k.short()),
+        p.allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     );
     if let Some(e) = &p.endpoint {
         s.push_str(&format!(" endpoint {e}"));
@@ -189,37 +280,76 @@ fn peer_text(p: &Peer) -> String {
 
 /// Whether a live endpoint matches the desired one, resolving a desired name with the
 /// addresses the host itself resolved.
-fn endpoint_matches(live: Option<&str>, desired: &str, resolved: &BTreeMap<String, Vec<std::net::IpAddr>>) -> bool {
+fn endpoint_matches(
+    live: Option<&str>,
+    desired: &str,
+    resolved: &BTreeMap<String, Vec<std::net::IpAddr>>,
+) -> bool {
     let Some(live) = live else { return false };
     if live == desired {
         return true;
     }
-    if let (Ok(l), Ok(d)) = (live.parse::<std::net::SocketAddr>(), desired.parse::<std::net::SocketAddr>()) {
+    if let (Ok(l), Ok(d)) = (
+        live.parse::<std::net::SocketAddr>(),
+        desired.parse::<std::net::SocketAddr>(),
+    ) {
         return l == d;
     }
     let split = |s: &str| -> Option<(String, String)> {
         let (h, p) = s.rsplit_once(':')?;
-        Some((h.trim_start_matches('[').trim_end_matches(']').to_owned(), p.to_owned()))
+        Some((
+            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            p.to_owned(),
+        ))
     };
     match (split(live), split(desired)) {
-        (Some((lh, lp)), Some((dh, dp))) if lp == dp => {
-            resolved.get(&dh).is_some_and(|addrs| addrs.iter().any(|a| a.to_string() == lh))
-        }
+        (Some((lh, lp)), Some((dh, dp))) if lp == dp => resolved
+            .get(&dh)
+            .is_some_and(|addrs| addrs.iter().any(|a| a.to_string() == lh)),
         _ => false,
     }
 }
 
-fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &LiveHost, pinned: &PinnedKeys, d: &mut HostDiff) {
+fn interface(
+    live: Option<&WgInterface>,
+    desired: Option<&WgInterface>,
+    host: &LiveHost,
+    pinned: &PinnedKeys,
+    d: &mut HostDiff,
+) {
     let Some(want) = desired else { return };
     let name = want.name.to_string();
     let Some(have) = live else {
-        d.changes.push(simple(Action::Add, "interface", format!("interface {name}"), Op::CreateInterface { interface: name.clone() }));
+        d.changes.push(simple(
+            Action::Add,
+            "interface",
+            format!("interface {name}"),
+            Op::CreateInterface {
+                interface: name.clone(),
+            },
+        ));
         key_file(host.key_file_mode, want, d);
         for a in &want.addresses {
-            d.changes.push(simple(Action::Add, "address", format!("address {a} on {name}"), Op::AddAddress { interface: name.clone(), address: *a }));
+            d.changes.push(simple(
+                Action::Add,
+                "address",
+                format!("address {a} on {name}"),
+                Op::AddAddress {
+                    interface: name.clone(),
+                    address: *a,
+                },
+            ));
         }
         if let Some(p) = want.listen_port {
-            d.changes.push(simple(Action::Add, "listen_port", format!("listen port {p} on {name}"), Op::SetListenPort { interface: name.clone(), port: p }));
+            d.changes.push(simple(
+                Action::Add,
+                "listen_port",
+                format!("listen port {p} on {name}"),
+                Op::SetListenPort {
+                    interface: name.clone(),
+                    port: p,
+                },
+            ));
         }
         for (peer_name, p) in &want.peers {
             d.changes.push(Change {
@@ -229,7 +359,11 @@ fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &L
                 before: None,
                 after: Some(peer_text(p)),
                 diff: None,
-                op: Op::SetPeer { interface: name.clone(), name: peer_name.clone(), peer: p.clone() },
+                op: Op::SetPeer {
+                    interface: name.clone(),
+                    name: peer_name.clone(),
+                    peer: p.clone(),
+                },
             });
         }
         return;
@@ -246,10 +380,26 @@ fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &L
         ));
     }
     for a in want.addresses.difference(&have.addresses) {
-        d.changes.push(simple(Action::Add, "address", format!("address {a} on {name}"), Op::AddAddress { interface: name.clone(), address: *a }));
+        d.changes.push(simple(
+            Action::Add,
+            "address",
+            format!("address {a} on {name}"),
+            Op::AddAddress {
+                interface: name.clone(),
+                address: *a,
+            },
+        ));
     }
     for a in have.addresses.difference(&want.addresses) {
-        d.changes.push(simple(Action::Remove, "address", format!("address {a} on {name}"), Op::DelAddress { interface: name.clone(), address: *a }));
+        d.changes.push(simple(
+            Action::Remove,
+            "address",
+            format!("address {a} on {name}"),
+            Op::DelAddress {
+                interface: name.clone(),
+                address: *a,
+            },
+        ));
     }
     if let Some(p) = want.listen_port
         && have.listen_port != Some(p)
@@ -261,14 +411,21 @@ fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &L
             before: have.listen_port.map(|p| p.to_string()),
             after: Some(p.to_string()),
             diff: None,
-            op: Op::SetListenPort { interface: name.clone(), port: p },
+            op: Op::SetListenPort {
+                interface: name.clone(),
+                port: p,
+            },
         });
     }
 
     // Live peers are keyed by public key; match desired peers by their pinned key.
     let mut matched: BTreeSet<&str> = BTreeSet::new();
     for (peer_name, p) in &want.peers {
-        let live_peer = p.public_key.as_ref().and_then(|k| have.peers.iter().find(|(_, lp)| lp.public_key.as_ref() == Some(k)));
+        let live_peer = p.public_key.as_ref().and_then(|k| {
+            have.peers
+                .iter()
+                .find(|(_, lp)| lp.public_key.as_ref() == Some(k))
+        });
         let Some((live_id, lp)) = live_peer else {
             d.changes.push(Change {
                 action: Action::Add,
@@ -277,7 +434,11 @@ fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &L
                 before: None,
                 after: Some(peer_text(p)),
                 diff: None,
-                op: Op::SetPeer { interface: name.clone(), name: peer_name.clone(), peer: p.clone() },
+                op: Op::SetPeer {
+                    interface: name.clone(),
+                    name: peer_name.clone(),
+                    peer: p.clone(),
+                },
             });
             continue;
         };
@@ -286,8 +447,18 @@ fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &L
             None => true,
             Some(e) => endpoint_matches(lp.endpoint.as_deref(), e, &host.resolved),
         };
-        if lp.allowed_ips != p.allowed_ips || lp.persistent_keepalive != p.persistent_keepalive || !endpoint_ok {
-            let shown = Peer { endpoint: if p.endpoint.is_some() { lp.endpoint.clone() } else { None }, ..lp.clone() };
+        if lp.allowed_ips != p.allowed_ips
+            || lp.persistent_keepalive != p.persistent_keepalive
+            || !endpoint_ok
+        {
+            let shown = Peer {
+                endpoint: if p.endpoint.is_some() {
+                    lp.endpoint.clone()
+                } else {
+                    None
+                },
+                ..lp.clone()
+            };
             d.changes.push(Change {
                 action: Action::Change,
                 kind: "peer".into(),
@@ -295,7 +466,11 @@ fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &L
                 before: Some(peer_text(&shown)),
                 after: Some(peer_text(p)),
                 diff: None,
-                op: Op::SetPeer { interface: name.clone(), name: peer_name.clone(), peer: p.clone() },
+                op: Op::SetPeer {
+                    interface: name.clone(),
+                    name: peer_name.clone(),
+                    peer: p.clone(),
+                },
             });
         }
     }
@@ -304,7 +479,9 @@ fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &L
             continue;
         }
         let Some(key) = &lp.public_key else { continue };
-        let who = pinned.owner(key.as_str()).map_or_else(|| key.short(), |h| h.to_string());
+        let who = pinned
+            .owner(key.as_str())
+            .map_or_else(|| key.short(), |h| h.to_string());
         d.changes.push(Change {
             action: Action::Remove,
             kind: "peer".into(),
@@ -312,7 +489,10 @@ fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &L
             before: Some(peer_text(lp)),
             after: None,
             diff: None,
-            op: Op::RemovePeer { interface: name.clone(), public_key: key.to_string() },
+            op: Op::RemovePeer {
+                interface: name.clone(),
+                public_key: key.to_string(),
+            },
         });
     }
 }
@@ -320,7 +500,12 @@ fn interface(live: Option<&WgInterface>, desired: Option<&WgInterface>, host: &L
 fn key_file(live_mode: Option<u32>, want: &WgInterface, d: &mut HostDiff) {
     let path = want.private_key_file.path.clone();
     match live_mode {
-        None => d.changes.push(simple(Action::Add, "key", format!("private key {path} (generated on the host, never leaves it)"), Op::GenerateKey { path })),
+        None => d.changes.push(simple(
+            Action::Add,
+            "key",
+            format!("private key {path} (generated on the host, never leaves it)"),
+            Op::GenerateKey { path },
+        )),
         Some(m) if m & 0o077 != 0 => d.changes.push(Change {
             action: Action::Change,
             kind: "key".into(),

@@ -19,11 +19,17 @@ pub struct PinnedKeys {
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
     #[error("cannot read pinned keys {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("pinned keys {path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("cannot write pinned keys {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl PinnedKeys {
@@ -45,20 +51,32 @@ impl PinnedKeys {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => return Err(KeysError::Read { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(KeysError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
         let raw: BTreeMap<String, String> = if text.trim().is_empty() {
             BTreeMap::new()
         } else {
             serde_saphyr::from_str(&text).map_err(|e| KeysError::Invalid {
                 path: path.to_owned(),
-                message: crate::inventory::yaml_error(&e, &path.display().to_string(), &text).to_string(),
+                message: crate::inventory::yaml_error(&e, &path.display().to_string(), &text)
+                    .to_string(),
             })?
         };
         let mut keys = BTreeMap::new();
         for (host, key) in raw {
-            let name = HostName::parse(&host).map_err(|e| KeysError::Invalid { path: path.to_owned(), message: e.to_string() })?;
-            let key = WgKey::parse(&key).map_err(|e| KeysError::Invalid { path: path.to_owned(), message: format!("host {name}: {e}") })?;
+            let name = HostName::parse(&host).map_err(|e| KeysError::Invalid {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            let key = WgKey::parse(&key).map_err(|e| KeysError::Invalid {
+                path: path.to_owned(),
+                message: format!("host {name}: {e}"),
+            })?;
             keys.insert(name, key);
         }
         Ok(Self { keys })
@@ -70,7 +88,10 @@ impl PinnedKeys {
 
     /// The host a public key belongs to.
     pub fn owner(&self, key: &str) -> Option<&HostName> {
-        self.keys.iter().find(|(_, k)| k.as_str() == key).map(|(h, _)| h)
+        self.keys
+            .iter()
+            .find(|(_, k)| k.as_str() == key)
+            .map(|(h, _)| h)
     }
 
     /// The file's text.
@@ -87,7 +108,10 @@ impl PinnedKeys {
 
     /// Writes the file atomically (temp file in the same directory, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<(), KeysError> {
-        let err = |source| KeysError::Write { path: path.to_owned(), source };
+        let err = |source| KeysError::Write {
+            path: path.to_owned(),
+            source,
+        };
         let tmp = path.with_extension("yaml.tmp");
         let mut f = std::fs::File::create(&tmp).map_err(err)?;
         f.write_all(self.render().as_bytes()).map_err(err)?;
@@ -105,10 +129,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.keys.yaml");
         let mut p = PinnedKeys::default();
-        p.keys.insert(HostName::parse("vps").unwrap(), WgKey::parse("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=").unwrap());
+        p.keys.insert(
+            HostName::parse("vps").unwrap(),
+            WgKey::parse("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=").unwrap(),
+        );
         p.save(&path).unwrap();
         assert_eq!(PinnedKeys::read(&path).unwrap(), p);
-        assert_eq!(PinnedKeys::read(&dir.path().join("absent.yaml")).unwrap(), PinnedKeys::default());
+        assert_eq!(
+            PinnedKeys::read(&dir.path().join("absent.yaml")).unwrap(),
+            PinnedKeys::default()
+        );
     }
 
     #[test]

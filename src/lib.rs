@@ -5,24 +5,24 @@
 //!                                ├→ `diff` → `plan` → `render` / `apply`
 //! `transport` → `facts` (parse) ─┘
 
-pub mod inventory;
-pub mod names;
-pub mod state;
+pub mod apply;
 pub mod cli;
-pub mod lab;
-pub mod facts;
-pub mod shell;
-pub mod transport;
+pub mod commands;
 pub mod desired;
 pub mod diff;
+pub mod facts;
+pub mod inventory;
 pub mod keys;
+pub mod lab;
+pub mod names;
 pub mod persist;
 pub mod plan;
-pub mod roles;
-pub mod apply;
-pub mod commands;
 pub mod planner;
 pub mod progress;
 pub mod remote;
 pub mod render;
+pub mod roles;
 pub mod saved_plan;
+pub mod shell;
+pub mod state;
+pub mod transport;

@@ -11,8 +11,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lab(args) => meshctl::lab::run(args.command),
         Command::Client(args) => meshctl::commands::client::run(args),
-        Command::Plan(args) => runtime().block_on(meshctl::commands::plan::run(args, cli.no_color, cli.verbose)),
-        Command::Apply(args) => runtime().block_on(meshctl::commands::apply::run(args, cli.no_color, cli.verbose)),
+        Command::Plan(args) => runtime().block_on(meshctl::commands::plan::run(
+            args,
+            cli.no_color,
+            cli.verbose,
+        )),
+        Command::Apply(args) => runtime().block_on(meshctl::commands::apply::run(
+            args,
+            cli.no_color,
+            cli.verbose,
+        )),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -27,5 +35,8 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
 }

@@ -18,9 +18,7 @@ pub enum NameError {
         "host name {0:?} is not allowed: use 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
     )]
     Host(String),
-    #[error(
-        "interface name {0:?} is not allowed: use 1-15 characters of a-z, A-Z, 0-9 and _=+.-"
-    )]
+    #[error("interface name {0:?} is not allowed: use 1-15 characters of a-z, A-Z, 0-9 and _=+.-")]
     Interface(String),
     #[error("not a valid WireGuard public key: expected 44 characters of base64 encoding 32 bytes")]
     Key,
@@ -36,9 +34,10 @@ impl HostName {
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let ok = !s.is_empty()
             && s.len() <= 63
-            && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && s
-                .bytes()
+            && s.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if ok {
             Ok(Self(s.to_owned()))
@@ -82,8 +81,7 @@ impl InterfaceName {
             && s.len() <= 15
             && s != "."
             && s != ".."
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_=+.-".contains(&b));
         if ok {
             Ok(Self(s.to_owned()))
@@ -186,7 +184,15 @@ mod tests {
     fn interface_names_follow_the_kernel_rules() {
         assert!(InterfaceName::parse("wg0").is_ok());
         assert!(InterfaceName::parse("br-lan.10").is_ok());
-        for bad in ["", "sixteen-chars-xx", "wg 0", "wg0;ls", "`x`", "..", "wg/0"] {
+        for bad in [
+            "",
+            "sixteen-chars-xx",
+            "wg 0",
+            "wg0;ls",
+            "`x`",
+            "..",
+            "wg/0",
+        ] {
             assert!(InterfaceName::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -197,6 +203,9 @@ mod tests {
         assert_eq!(WgKey::parse(k).unwrap().as_str(), k);
         let err = WgKey::parse("not-a-key-but-a-secret-value-of-44-chars-xx=").unwrap_err();
         assert!(!err.to_string().contains("secret"));
-        assert_eq!(format!("{:?}", WgKey::parse(k).unwrap()), "WgKey(xTIBA5rb…)");
+        assert_eq!(
+            format!("{:?}", WgKey::parse(k).unwrap()),
+            "WgKey(xTIBA5rb…)"
+        );
     }
 }

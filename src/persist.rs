@@ -47,24 +47,52 @@ pub fn up_script_path(wg: &str) -> String {
 /// The files for `state` (whose interface, sysctls, routes and firewall are already set).
 pub fn files(state: &HostState, inv: &Inventory) -> BTreeMap<String, ManagedFile> {
     let mut files = BTreeMap::new();
-    let Some(wg) = &state.interface else { return files };
+    let Some(wg) = &state.interface else {
+        return files;
+    };
     let name = wg.name.as_str();
-    files.insert(conf_path(name), ManagedFile { content: wg_conf(wg, inv.network.mtu, &up_script_path(name)), mode: 0o600 });
+    files.insert(
+        conf_path(name),
+        ManagedFile {
+            content: wg_conf(wg, inv.network.mtu, &up_script_path(name)),
+            mode: 0o600,
+        },
+    );
     if !state.sysctls.is_empty() {
-        files.insert(SYSCTL_PATH.to_owned(), ManagedFile { content: sysctl_conf(state), mode: 0o644 });
+        files.insert(
+            SYSCTL_PATH.to_owned(),
+            ManagedFile {
+                content: sysctl_conf(state),
+                mode: 0o644,
+            },
+        );
     }
     for family in [Family::Ipv4, Family::Ipv6] {
         if let Some(rules) = rules_file(state, family) {
-            files.insert(rules_path(family), ManagedFile { content: rules, mode: 0o644 });
+            files.insert(
+                rules_path(family),
+                ManagedFile {
+                    content: rules,
+                    mode: 0o644,
+                },
+            );
         }
     }
-    files.insert(up_script_path(name), ManagedFile { content: up_script(state), mode: 0o755 });
+    files.insert(
+        up_script_path(name),
+        ManagedFile {
+            content: up_script(state),
+            mode: 0o755,
+        },
+    );
     files
 }
 
 /// `/etc/wireguard/wg0.conf`: everything but the private key, which PostUp loads from its file.
 pub fn wg_conf(wg: &WgInterface, mtu: Option<u16>, up_script: &str) -> String {
-    let mut s = String::from("# Written by meshctl; changes made here are overwritten. No private key in here:\n# PostUp loads it from its 0600 file.\n[Interface]\n");
+    let mut s = String::from(
+        "# Written by meshctl; changes made here are overwritten. No private key in here:\n# PostUp loads it from its 0600 file.\n[Interface]\n",
+    );
     let addrs: Vec<String> = wg.addresses.iter().map(ToString::to_string).collect();
     writeln!(s, "Address = {}", addrs.join(", ")).ok();
     if let Some(p) = wg.listen_port {
@@ -74,7 +102,12 @@ pub fn wg_conf(wg: &WgInterface, mtu: Option<u16>, up_script: &str) -> String {
         writeln!(s, "MTU = {m}").ok();
     }
     s.push_str("Table = off\n");
-    writeln!(s, "PostUp = wg set %i private-key {}", wg.private_key_file.path).ok();
+    writeln!(
+        s,
+        "PostUp = wg set %i private-key {}",
+        wg.private_key_file.path
+    )
+    .ok();
     writeln!(s, "PostUp = {up_script}").ok();
     for (name, peer) in &wg.peers {
         writeln!(s, "\n# {name}\n[Peer]").ok();
@@ -105,12 +138,18 @@ fn sysctl_conf(state: &HostState) -> String {
 /// An `iptables-restore --noflush` file that (re)creates meshctl's chains of one family: a
 /// chain declared here is flushed and refilled, every other chain is left alone.
 pub fn rules_file(state: &HostState, family: Family) -> Option<String> {
-    let chains: Vec<_> = state.firewall.chains.iter().filter(|(id, _)| id.family == family).collect();
+    let chains: Vec<_> = state
+        .firewall
+        .chains
+        .iter()
+        .filter(|(id, _)| id.family == family)
+        .collect();
     if chains.is_empty() {
         return None;
     }
     let tables: BTreeSet<&str> = chains.iter().map(|(id, _)| id.table.as_str()).collect();
-    let mut s = String::from("# Written by meshctl: its own chains only (restored with --noflush).\n");
+    let mut s =
+        String::from("# Written by meshctl: its own chains only (restored with --noflush).\n");
     for table in tables {
         writeln!(s, "*{table}").ok();
         for (id, _) in chains.iter().filter(|(id, _)| id.table == table) {
@@ -148,15 +187,36 @@ fn up_script(state: &HostState) -> String {
         writeln!(s, "sysctl -q -p {SYSCTL_PATH}").ok();
     }
     for r in &state.routes {
-        let via = r.via.map(|v| format!(" via {}", quote(&v.to_string()))).unwrap_or_default();
-        writeln!(s, "ip route replace {}{via} dev {} proto {ROUTE_PROTO}", quote(&r.destination.to_string()), quote(r.device.as_str())).ok();
+        let via = r
+            .via
+            .map(|v| format!(" via {}", quote(&v.to_string())))
+            .unwrap_or_default();
+        writeln!(
+            s,
+            "ip route replace {}{via} dev {} proto {ROUTE_PROTO}",
+            quote(&r.destination.to_string()),
+            quote(r.device.as_str())
+        )
+        .ok();
     }
     for n in &state.ndp_proxies {
-        writeln!(s, "ip -6 neigh replace proxy {} dev {}", quote(&n.address.to_string()), quote(n.device.as_str())).ok();
+        writeln!(
+            s,
+            "ip -6 neigh replace proxy {} dev {}",
+            quote(&n.address.to_string()),
+            quote(n.device.as_str())
+        )
+        .ok();
     }
     for family in [Family::Ipv4, Family::Ipv6] {
         if state.firewall.chains.keys().any(|c| c.family == family) {
-            writeln!(s, "{}-restore -w --noflush {}", family.iptables(), rules_path(family)).ok();
+            writeln!(
+                s,
+                "{}-restore -w --noflush {}",
+                family.iptables(),
+                rules_path(family)
+            )
+            .ok();
         }
     }
     for j in &state.firewall.jumps {

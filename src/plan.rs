@@ -89,11 +89,14 @@ impl Counts {
 
 impl Plan {
     pub fn counts(&self) -> Counts {
-        self.hosts.iter().map(HostPlan::counts).fold(Counts::default(), |a, b| Counts {
-            add: a.add + b.add,
-            change: a.change + b.change,
-            remove: a.remove + b.remove,
-        })
+        self.hosts
+            .iter()
+            .map(HostPlan::counts)
+            .fold(Counts::default(), |a, b| Counts {
+                add: a.add + b.add,
+                change: a.change + b.change,
+                remove: a.remove + b.remove,
+            })
     }
 
     pub fn has_changes(&self) -> bool {
@@ -147,33 +150,82 @@ pub struct Change {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Generate the private key on the host (done in apply's first step, before anything else).
-    GenerateKey { path: String },
+    GenerateKey {
+        path: String,
+    },
     /// `chmod 600` the key file.
-    FixKeyMode { path: String },
+    FixKeyMode {
+        path: String,
+    },
     /// `wg-quick up IF` from the written config.
-    CreateInterface { interface: String },
-    SetListenPort { interface: String, port: u16 },
-    AddAddress { interface: String, address: ipnet::IpNet },
-    DelAddress { interface: String, address: ipnet::IpNet },
+    CreateInterface {
+        interface: String,
+    },
+    SetListenPort {
+        interface: String,
+        port: u16,
+    },
+    AddAddress {
+        interface: String,
+        address: ipnet::IpNet,
+    },
+    DelAddress {
+        interface: String,
+        address: ipnet::IpNet,
+    },
     /// `wg set IF peer KEY allowed-ips ... [endpoint ...] persistent-keepalive ...`
-    SetPeer { interface: String, name: String, peer: Peer },
+    SetPeer {
+        interface: String,
+        name: String,
+        peer: Peer,
+    },
     /// `wg set IF peer KEY remove`
-    RemovePeer { interface: String, public_key: String },
-    ReplaceRoute { route: Route },
-    DelRoute { route: Route },
-    SetSysctl { key: String, value: String },
+    RemovePeer {
+        interface: String,
+        public_key: String,
+    },
+    ReplaceRoute {
+        route: Route,
+    },
+    DelRoute {
+        route: Route,
+    },
+    SetSysctl {
+        key: String,
+        value: String,
+    },
     /// `*tables-restore --noflush` of meshctl's chains of one family from the rules file.
-    RestoreChains { chain: ChainId },
+    RestoreChains {
+        chain: ChainId,
+    },
     /// Flush and delete one of meshctl's chains (after its jump is gone).
-    DeleteChain { chain: ChainId },
-    AddJump { jump: Jump },
-    DelJump { jump: Jump },
-    AddNdpProxy { entry: NdpProxy },
-    DelNdpProxy { entry: NdpProxy },
+    DeleteChain {
+        chain: ChainId,
+    },
+    AddJump {
+        jump: Jump,
+    },
+    DelJump {
+        jump: Jump,
+    },
+    AddNdpProxy {
+        entry: NdpProxy,
+    },
+    DelNdpProxy {
+        entry: NdpProxy,
+    },
     /// Atomic write (temp file, fsync, rename), content over stdin.
-    WriteFile { path: String, content: String, mode: u32 },
-    RemoveFile { path: String },
-    EnableService { unit: String },
+    WriteFile {
+        path: String,
+        content: String,
+        mode: u32,
+    },
+    RemoveFile {
+        path: String,
+    },
+    EnableService {
+        unit: String,
+    },
 }
 
 /// A step meshctl cannot do itself: an unmanaged router's static route, a phone's config.

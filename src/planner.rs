@@ -46,7 +46,12 @@ impl Inputs {
         let keys = PinnedKeys::load(&inv)?;
         let text = std::fs::read(inventory).unwrap_or_default();
         let digest = digest_of(&text, &roles, &keys);
-        Ok(Self { inventory: inv, roles, keys, digest })
+        Ok(Self {
+            inventory: inv,
+            roles,
+            keys,
+            digest,
+        })
     }
 
     /// The desired state of every managed host.
@@ -61,10 +66,23 @@ impl Inputs {
         }
         let mut out = Vec::new();
         for n in names {
-            match HostName::parse(n).ok().and_then(|h| self.inventory.hosts.get(&h)) {
+            match HostName::parse(n)
+                .ok()
+                .and_then(|h| self.inventory.hosts.get(&h))
+            {
                 Some(h) if h.is_managed() => out.push(h.name.clone()),
-                Some(h) => return Err(format!("--limit {}: the host has no `ssh:` target, meshctl does not manage it", h.name)),
-                None => return Err(format!("--limit {n}: no such host in {}", self.inventory.path.display())),
+                Some(h) => {
+                    return Err(format!(
+                        "--limit {}: the host has no `ssh:` target, meshctl does not manage it",
+                        h.name
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "--limit {n}: no such host in {}",
+                        self.inventory.path.display()
+                    ));
+                }
             }
         }
         Ok(Some(out))
@@ -89,7 +107,11 @@ pub fn gather_spec(d: &Desired, roles: &Roles) -> GatherSpec {
     let mut spec = GatherSpec::from_desired(&d.state, d.resolve.clone(), d.ndp_range);
     for role in roles.by_name.values() {
         for c in &role.chains {
-            let id = ChainId { family: c.family, table: c.table.clone(), chain: c.chain.clone() };
+            let id = ChainId {
+                family: c.family,
+                table: c.table.clone(),
+                chain: c.chain.clone(),
+            };
             if !spec.chains.contains(&id) {
                 spec.chains.push(id);
             }
@@ -111,9 +133,16 @@ pub fn normalise(live: &HostState, desired: &HostState) -> HostState {
         if d.listen_port.is_none() {
             l.listen_port = None;
         }
-        let roaming: Vec<_> = d.peers.values().filter(|p| p.endpoint.is_none()).filter_map(|p| p.public_key.clone()).collect();
+        let roaming: Vec<_> = d
+            .peers
+            .values()
+            .filter(|p| p.endpoint.is_none())
+            .filter_map(|p| p.public_key.clone())
+            .collect();
         for p in l.peers.values_mut() {
-            if p.public_key.as_ref().is_some_and(|k| roaming.contains(k)) || d.peers.values().all(|dp| dp.endpoint.is_none()) {
+            if p.public_key.as_ref().is_some_and(|k| roaming.contains(k))
+                || d.peers.values().all(|dp| dp.endpoint.is_none())
+            {
                 p.endpoint = None;
             }
         }
@@ -131,12 +160,20 @@ pub fn fingerprint(live: &HostState, desired: &HostState) -> String {
 pub type Gathered = Result<LiveHost, String>;
 
 /// Builds the plan.
-pub fn build(inputs: &Inputs, desired: &BTreeMap<HostName, Desired>, live: &BTreeMap<HostName, Gathered>) -> Plan {
+pub fn build(
+    inputs: &Inputs,
+    desired: &BTreeMap<HostName, Desired>,
+    live: &BTreeMap<HostName, Gathered>,
+) -> Plan {
     let inv = &inputs.inventory;
     let mut hosts = Vec::new();
     for (name, d) in desired {
         let host = &inv.hosts[name];
-        let target = host.ssh.as_ref().map(ToString::to_string).unwrap_or_default();
+        let target = host
+            .ssh
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let mut hp = HostPlan {
             host: name.clone(),
             role: host.role.name().to_owned(),
@@ -194,18 +231,30 @@ pub fn manual_steps(inv: &Inventory, keys: &PinnedKeys) -> Vec<ManualStep> {
             if let (Some(_), Some(v6)) = (g.lan.ipv6_prefix, &inv.network.ipv6) {
                 steps.push(ManualStep {
                     subject: r.name.to_string(),
-                    text: format!("add the static IPv6 route {} via {}'s LAN address", v6.clients, gw.name),
+                    text: format!(
+                        "add the static IPv6 route {} via {}'s LAN address",
+                        v6.clients, gw.name
+                    ),
                 });
             }
         }
     }
     for h in inv.hosts.values().filter(|h| !h.is_managed()) {
         let text = if keys.get(&h.name).is_some() {
-            format!("run `meshctl client {} --qr` and scan the code with the WireGuard app (after changes to the hub)", h.name)
+            format!(
+                "run `meshctl client {} --qr` and scan the code with the WireGuard app (after changes to the hub)",
+                h.name
+            )
         } else {
-            format!("run `meshctl client {} --qr` and scan the code with the WireGuard app (its key is made then; then apply again so the hub knows it)", h.name)
+            format!(
+                "run `meshctl client {} --qr` and scan the code with the WireGuard app (its key is made then; then apply again so the hub knows it)",
+                h.name
+            )
         };
-        steps.push(ManualStep { subject: h.name.to_string(), text });
+        steps.push(ManualStep {
+            subject: h.name.to_string(),
+            text,
+        });
     }
     steps
 }

@@ -16,7 +16,10 @@ pub struct Progress {
 enum Mode {
     Quiet,
     Lines,
-    Bars { bars: Mutex<BTreeMap<String, ProgressBar>>, multi: MultiProgress },
+    Bars {
+        bars: Mutex<BTreeMap<String, ProgressBar>>,
+        multi: MultiProgress,
+    },
 }
 
 impl Progress {
@@ -24,7 +27,8 @@ impl Progress {
     pub fn new(hosts: &[String], verbose: bool) -> Self {
         if std::io::stderr().is_terminal() {
             let multi = MultiProgress::new();
-            let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}").expect("valid template");
+            let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
+                .expect("valid template");
             let bars = hosts
                 .iter()
                 .map(|h| {
@@ -35,7 +39,12 @@ impl Progress {
                     (h.clone(), b)
                 })
                 .collect();
-            Self { mode: Mode::Bars { bars: Mutex::new(bars), multi } }
+            Self {
+                mode: Mode::Bars {
+                    bars: Mutex::new(bars),
+                    multi,
+                },
+            }
         } else if verbose {
             Self { mode: Mode::Lines }
         } else {

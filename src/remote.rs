@@ -17,11 +17,19 @@ use crate::transport::{Session, SshOptions};
 
 /// The ssh options the command line asks for.
 pub fn ssh_options(c: &Common) -> SshOptions {
-    SshOptions { config_file: c.ssh_config.clone(), accept_new_host_keys: c.accept_new_host_keys, ..SshOptions::default() }
+    SshOptions {
+        config_file: c.ssh_config.clone(),
+        accept_new_host_keys: c.accept_new_host_keys,
+        ..SshOptions::default()
+    }
 }
 
 /// Runs `work` for every host, at most `parallel` at once, and collects the results by host.
-pub async fn for_each_host<T, F, Fut>(hosts: Vec<HostName>, parallel: usize, work: F) -> BTreeMap<HostName, T>
+pub async fn for_each_host<T, F, Fut>(
+    hosts: Vec<HostName>,
+    parallel: usize,
+    work: F,
+) -> BTreeMap<HostName, T>
 where
     T: Send + 'static,
     F: Fn(HostName) -> Fut,
@@ -48,16 +56,28 @@ where
 }
 
 /// Gathers one host: one connection, one remote execution, then parse.
-pub async fn gather(host: HostName, target: SshTarget, spec: GatherSpec, opts: SshOptions, progress: Arc<Progress>) -> Gathered {
+pub async fn gather(
+    host: HostName,
+    target: SshTarget,
+    spec: GatherSpec,
+    opts: SshOptions,
+    progress: Arc<Progress>,
+) -> Gathered {
     progress.update(host.as_str(), "connecting");
-    let session = Session::connect(&target, &opts).await.map_err(|e| e.to_string())?;
+    let session = Session::connect(&target, &opts)
+        .await
+        .map_err(|e| e.to_string())?;
     progress.update(host.as_str(), "gathering");
     let result = session.run_script(&facts::gather_script(&spec)).await;
     session.close().await.ok();
     let out = result.map_err(|e| e.to_string())?;
     let mut live = facts::parse(&out.stdout, &spec).map_err(|e| {
         let stderr = out.stderr.lines().last().unwrap_or_default().to_owned();
-        if stderr.is_empty() { format!("reading facts: {e}") } else { format!("reading facts: {e} ({stderr})") }
+        if stderr.is_empty() {
+            format!("reading facts: {e}")
+        } else {
+            format!("reading facts: {e} ({stderr})")
+        }
     })?;
     live.host = Some(host.clone());
     progress.finish(host.as_str(), "gathered");

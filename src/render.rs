@@ -15,11 +15,17 @@ impl Style {
     /// Colour when `is_tty`, unless NO_COLOR is set (to anything) or `no_color`.
     pub fn detect(is_tty: bool, no_color: bool) -> Self {
         let env_off = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Self { color: is_tty && !no_color && !env_off }
+        Self {
+            color: is_tty && !no_color && !env_off,
+        }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
     }
 
     fn action(&self, a: Action, text: &str) -> String {
@@ -40,7 +46,14 @@ pub fn text(plan: &Plan, style: Style) -> String {
             in_sync.push(h.host.to_string());
             continue;
         }
-        writeln!(s, "{} ({}, {})", style.paint("1", h.host.as_str()), h.role, h.target).ok();
+        writeln!(
+            s,
+            "{} ({}, {})",
+            style.paint("1", h.host.as_str()),
+            h.role,
+            h.target
+        )
+        .ok();
         if let Some(e) = &h.error {
             writeln!(s, "  {} {}", style.paint("31;1", "error:"), e).ok();
         }
@@ -63,7 +76,10 @@ pub fn text(plan: &Plan, style: Style) -> String {
             }
             writeln!(s, "{}", style.action(c.action, &line)).ok();
             if let Some(d) = &c.diff {
-                for l in d.lines().filter(|l| !l.starts_with("---") && !l.starts_with("+++")) {
+                for l in d
+                    .lines()
+                    .filter(|l| !l.starts_with("---") && !l.starts_with("+++"))
+                {
                     let painted = match l.chars().next() {
                         Some('+') => style.paint("32", l),
                         Some('-') => style.paint("31", l),
@@ -86,7 +102,12 @@ pub fn text(plan: &Plan, style: Style) -> String {
         writeln!(s, "No changes: {}\n", in_sync.join(", ")).ok();
     }
     if !plan.manual_steps.is_empty() {
-        writeln!(s, "{}", style.paint("1", "Manual steps (meshctl cannot do these):")).ok();
+        writeln!(
+            s,
+            "{}",
+            style.paint("1", "Manual steps (meshctl cannot do these):")
+        )
+        .ok();
         for m in &plan.manual_steps {
             writeln!(s, "  - {}: {}", m.subject, m.text).ok();
         }
@@ -119,7 +140,11 @@ pub fn summary(plan: &Plan) -> String {
         per_host.join(", ")
     );
     if failed > 0 {
-        writeln!(s, "{failed} host(s) could not be planned; see the errors above.").ok();
+        writeln!(
+            s,
+            "{failed} host(s) could not be planned; see the errors above."
+        )
+        .ok();
     }
     s
 }

@@ -149,29 +149,44 @@ fn check(role: &str, spec: &RoleSpec) -> Result<(), String> {
         texts.extend(c.rules.iter().map(String::as_str));
         whens.extend(c.when.as_deref());
         let name_ok = c.chain.starts_with("MESHCTL-")
-            && c.chain.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+            && c.chain
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
         if !name_ok {
-            return Err(format!("chain {:?} must be named MESHCTL-<UPPERCASE>: meshctl only owns its own chains", c.chain));
+            return Err(format!(
+                "chain {:?} must be named MESHCTL-<UPPERCASE>: meshctl only owns its own chains",
+                c.chain
+            ));
         }
         if !["filter", "nat", "mangle"].contains(&c.table.as_str()) {
-            return Err(format!("unknown table {:?} (use filter, nat or mangle)", c.table));
+            return Err(format!(
+                "unknown table {:?} (use filter, nat or mangle)",
+                c.table
+            ));
         }
         if !["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"].contains(&c.from.as_str()) {
             return Err(format!("`from: {}` is not a built-in chain", c.from));
         }
         for r in &c.rules {
-            let safe = r.bytes().all(|b| b.is_ascii_alphanumeric() || b" -_.,:/{}=!".contains(&b));
+            let safe = r
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b" -_.,:/{}=!".contains(&b));
             if !safe {
                 return Err(format!("rule {r:?} has characters outside the allowed set"));
             }
             if c.from == "INPUT" && (r.contains("-j DROP") || r.contains("-j REJECT")) {
-                return Err(format!("rule {r:?}: meshctl never adds a drop or reject to INPUT"));
+                return Err(format!(
+                    "rule {r:?}: meshctl never adds a drop or reject to INPUT"
+                ));
             }
         }
     }
     for w in whens {
         if !CONDITIONS.contains(&w) {
-            return Err(format!("unknown condition `when: {w}` (known: {})", CONDITIONS.join(", ")));
+            return Err(format!(
+                "unknown condition `when: {w}` (known: {})",
+                CONDITIONS.join(", ")
+            ));
         }
     }
     for t in texts {
@@ -179,7 +194,11 @@ fn check(role: &str, spec: &RoleSpec) -> Result<(), String> {
             if !allowed.contains(&p) {
                 return Err(format!(
                     "unknown placeholder {{{p}}} in {t:?} (a {role} may use: {})",
-                    allowed.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(" ")
+                    allowed
+                        .iter()
+                        .map(|a| format!("{{{a}}}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 ));
             }
         }
@@ -193,7 +212,9 @@ fn placeholders(text: &str) -> Result<Vec<&str>, String> {
     let mut rest = text;
     while let Some(start) = rest.find('{') {
         let after = &rest[start + 1..];
-        let end = after.find('}').ok_or_else(|| format!("unclosed `{{` in {text:?}"))?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `{{` in {text:?}"))?;
         out.push(&after[..end]);
         rest = &after[end + 1..];
     }
@@ -236,7 +257,11 @@ mod tests {
     #[test]
     fn unknown_placeholder_is_a_load_error() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("client.yaml"), "routes:\n  - to: \"{lan}\"\n    dev: \"{wg}\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("client.yaml"),
+            "routes:\n  - to: \"{lan}\"\n    dev: \"{wg}\"\n",
+        )
+        .unwrap();
         let err = Roles::load(Some(dir.path())).unwrap_err().to_string();
         assert!(err.contains("unknown placeholder {lan}"), "{err}");
         assert!(err.contains("client.yaml"), "{err}");
@@ -245,7 +270,11 @@ mod tests {
     #[test]
     fn unknown_condition_is_a_load_error() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("client.yaml"), "routes:\n  - to: \"::/0\"\n    dev: \"{wg}\"\n    when: ipv7\n").unwrap();
+        std::fs::write(
+            dir.path().join("client.yaml"),
+            "routes:\n  - to: \"::/0\"\n    dev: \"{wg}\"\n    when: ipv7\n",
+        )
+        .unwrap();
         let err = Roles::load(Some(dir.path())).unwrap_err().to_string();
         assert!(err.contains("unknown condition `when: ipv7`"), "{err}");
     }
@@ -261,10 +290,16 @@ mod tests {
     fn expansion_multiplies_lists() {
         let mut v = BTreeMap::new();
         v.insert("vpn4", vec!["10.8.0.0/24".to_owned()]);
-        v.insert("lan4", vec!["192.168.1.0/24".to_owned(), "192.168.2.0/24".to_owned()]);
+        v.insert(
+            "lan4",
+            vec!["192.168.1.0/24".to_owned(), "192.168.2.0/24".to_owned()],
+        );
         assert_eq!(
             expand("-s {vpn4} -d {lan4} -j ACCEPT", &v),
-            vec!["-s 10.8.0.0/24 -d 192.168.1.0/24 -j ACCEPT", "-s 10.8.0.0/24 -d 192.168.2.0/24 -j ACCEPT"]
+            vec![
+                "-s 10.8.0.0/24 -d 192.168.1.0/24 -j ACCEPT",
+                "-s 10.8.0.0/24 -d 192.168.2.0/24 -j ACCEPT"
+            ]
         );
         v.insert("lan4", vec![]);
         assert!(expand("-d {lan4}", &v).is_empty());

@@ -10,14 +10,23 @@ use crate::plan::{PLAN_VERSION, Plan};
 #[derive(Debug, thiserror::Error)]
 pub enum SavedPlanError {
     #[error("cannot read the saved plan {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the saved plan {path} is not a meshctl plan (corrupt or hand-edited?): {reason}")]
     Corrupt { path: String, reason: String },
-    #[error("the saved plan {path} has schema version {found}; this meshctl reads version {PLAN_VERSION}: make a new plan")]
+    #[error(
+        "the saved plan {path} has schema version {found}; this meshctl reads version {PLAN_VERSION}: make a new plan"
+    )]
     Version { path: String, found: u64 },
-    #[error("the saved plan {path} was made from other inputs (inventory, roles or pinned keys differ): make a new plan")]
+    #[error(
+        "the saved plan {path} was made from other inputs (inventory, roles or pinned keys differ): make a new plan"
+    )]
     OtherInputs { path: String },
-    #[error("host {host} could not be planned when {path} was made (see the plan's error): fix it and make a new plan")]
+    #[error(
+        "host {host} could not be planned when {path} was made (see the plan's error): fix it and make a new plan"
+    )]
     Incomplete { path: String, host: String },
     #[error("host {host} has changed since the plan {path} was made: make a new plan")]
     Moved { path: String, host: String },
@@ -27,7 +36,12 @@ pub enum SavedPlanError {
 pub fn save(plan: &Plan, path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(crate::render::json(plan).as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -36,13 +50,32 @@ pub fn save(plan: &Plan, path: &Path) -> std::io::Result<()> {
 /// Reads a saved plan, checking its schema version first.
 pub fn load(path: &Path) -> Result<Plan, SavedPlanError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| SavedPlanError::Read { path: p.clone(), source })?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| SavedPlanError::Corrupt { path: p.clone(), reason: e.to_string() })?;
-    let version = value.get("version").and_then(serde_json::Value::as_u64).ok_or_else(|| SavedPlanError::Corrupt { path: p.clone(), reason: "no `version` field".into() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| SavedPlanError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| SavedPlanError::Corrupt {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+    let version = value
+        .get("version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| SavedPlanError::Corrupt {
+            path: p.clone(),
+            reason: "no `version` field".into(),
+        })?;
     if version != u64::from(PLAN_VERSION) {
-        return Err(SavedPlanError::Version { path: p, found: version });
+        return Err(SavedPlanError::Version {
+            path: p,
+            found: version,
+        });
     }
-    serde_json::from_value(value).map_err(|e| SavedPlanError::Corrupt { path: p, reason: e.to_string() })
+    serde_json::from_value(value).map_err(|e| SavedPlanError::Corrupt {
+        path: p,
+        reason: e.to_string(),
+    })
 }
 
 /// Checks a saved plan against a fresh one made now: same inputs, and every host's live state
@@ -54,12 +87,19 @@ pub fn check(saved: &Plan, now: &Plan, path: &Path) -> Result<(), SavedPlanError
     }
     for h in &saved.hosts {
         if h.fingerprint.is_none() {
-            return Err(SavedPlanError::Incomplete { path: p, host: h.host.to_string() });
+            return Err(SavedPlanError::Incomplete {
+                path: p,
+                host: h.host.to_string(),
+            });
         }
         let current = now.hosts.iter().find(|n| n.host == h.host);
-        let same = current.is_some_and(|c| c.fingerprint.is_some() && c.fingerprint == h.fingerprint);
+        let same =
+            current.is_some_and(|c| c.fingerprint.is_some() && c.fingerprint == h.fingerprint);
         if !same {
-            return Err(SavedPlanError::Moved { path: p, host: h.host.to_string() });
+            return Err(SavedPlanError::Moved {
+                path: p,
+                host: h.host.to_string(),
+            });
         }
     }
     Ok(())

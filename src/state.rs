@@ -87,9 +87,7 @@ pub struct Route {
 }
 
 /// Address family of a firewall table.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     Ipv4,
@@ -202,12 +200,23 @@ mod chain_list {
         rules: Vec<String>,
     }
 
-    pub fn serialize<S: Serializer>(map: &BTreeMap<ChainId, Vec<String>>, s: S) -> Result<S::Ok, S::Error> {
-        let entries: Vec<Entry> = map.iter().map(|(c, r)| Entry { chain: c.clone(), rules: r.clone() }).collect();
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<ChainId, Vec<String>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let entries: Vec<Entry> = map
+            .iter()
+            .map(|(c, r)| Entry {
+                chain: c.clone(),
+                rules: r.clone(),
+            })
+            .collect();
         entries.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<ChainId, Vec<String>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<ChainId, Vec<String>>, D::Error> {
         let entries = Vec::<Entry>::deserialize(d)?;
         Ok(entries.into_iter().map(|e| (e.chain, e.rules)).collect())
     }

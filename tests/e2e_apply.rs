@@ -6,21 +6,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use support::{TestLab, assert_success};
-
-fn own_inventory(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new().prefix(name).tempdir().expect("temp dir");
-    let inv = dir.path().join("lab.yaml");
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.yaml"), &inv).expect("copy inventory");
-    (dir, inv)
-}
+use support::{TestLab, assert_success, own_inventory};
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn ok(lab: &TestLab, host: &str, cmd: &str) -> String {
@@ -29,7 +25,12 @@ fn ok(lab: &TestLab, host: &str, cmd: &str) -> String {
 
 /// Pings `addr` from `host` (a few tries: the first handshake takes a moment).
 fn pings(lab: &TestLab, host: &str, addr: &str) -> bool {
-    lab.exec(host, &format!("ping -c 1 -W 2 {addr} || ping -c 2 -W 2 {addr}")).status.success()
+    lab.exec(
+        host,
+        &format!("ping -c 1 -W 2 {addr} || ping -c 2 -W 2 {addr}"),
+    )
+    .status
+    .success()
 }
 
 /// Applies and checks that every host converged.
@@ -55,7 +56,11 @@ fn hub_sessions(lab: &TestLab) -> Vec<(String, String, String)> {
         .map(|l| {
             let mut f = l.split_whitespace();
             let (k, h) = (f.next().unwrap().to_owned(), f.next().unwrap().to_owned());
-            let t = tr.lines().find(|t| t.starts_with(&k)).unwrap_or_default().to_owned();
+            let t = tr
+                .lines()
+                .find(|t| t.starts_with(&k))
+                .unwrap_or_default()
+                .to_owned();
             (k, h, t)
         })
         .collect()
@@ -70,27 +75,49 @@ fn add_router_route(lab: &TestLab, apply_output: &str) {
     let words: Vec<&str> = line.split_whitespace().collect();
     let route = words[words.iter().position(|w| *w == "route").unwrap() + 1];
     let via = words[words.iter().position(|w| *w == "via").unwrap() + 1];
-    ok(lab, "fritzbox", &format!("ip route replace {route} via {via}"));
+    ok(
+        lab,
+        "fritzbox",
+        &format!("ip route replace {route} via {via}"),
+    );
 }
 
 #[test]
 fn one_apply_builds_a_working_network() {
     let (_keep, inv) = own_inventory("apply-net");
     let lab = TestLab::up("apply_network", &inv);
-    let before: Vec<_> = ["vps", "nas", "laptop"].iter().map(|h| lab.sshd_counts(h)).collect();
+    let before: Vec<_> = ["vps", "nas", "laptop"]
+        .iter()
+        .map(|h| lab.sshd_counts(h))
+        .collect();
     let out = apply(&lab);
     for (i, h) in ["vps", "nas", "laptop"].iter().enumerate() {
         let after = lab.sshd_counts(h);
         assert_eq!(after.0 - before[i].0, 1, "{h}: apply uses one connection");
-        assert!(after.1 - before[i].1 <= 3, "{h}: apply uses at most three executions");
+        assert!(
+            after.1 - before[i].1 <= 3,
+            "{h}: apply uses at most three executions"
+        );
     }
     add_router_route(&lab, &out);
 
     // 1. IPv4 across the tunnels and through the NAS into the home LAN, and back.
-    assert!(pings(&lab, "laptop", "10.8.0.1"), "laptop → hub over the VPN");
-    assert!(pings(&lab, "laptop", "10.8.0.2"), "laptop → NAS over the VPN");
-    assert!(pings(&lab, "laptop", "192.168.178.20"), "laptop → homepc through the NAS");
-    assert!(pings(&lab, "homepc", "10.8.0.10"), "homepc → laptop through the router's static route and the NAS");
+    assert!(
+        pings(&lab, "laptop", "10.8.0.1"),
+        "laptop → hub over the VPN"
+    );
+    assert!(
+        pings(&lab, "laptop", "10.8.0.2"),
+        "laptop → NAS over the VPN"
+    );
+    assert!(
+        pings(&lab, "laptop", "192.168.178.20"),
+        "laptop → homepc through the NAS"
+    );
+    assert!(
+        pings(&lab, "homepc", "10.8.0.10"),
+        "homepc → laptop through the router's static route and the NAS"
+    );
 
     // 2. The laptop's public IPv6 address, a TCP connection out to the internet, and nothing
     //    from outside gets in: refused by the hub's firewall, whose REJECT counter rises.
@@ -98,36 +125,81 @@ fn one_apply_builds_a_working_network() {
     assert!(addrs.contains("2001:db8:10:0:100::a/128"), "{addrs}");
     // inet has no mount namespace of its own: its file lives in the lab directory.
     let got = lab.dir.join("inet-received");
-    ok(&lab, "inet", &format!("(nc -6 -l -p 8080 > {} 2>/dev/null </dev/null &) ; sleep 0.5", got.display()));
-    ok(&lab, "laptop", "echo hello-from-laptop | nc -6 -N -w 5 2001:db8:ff::200 8080");
+    ok(
+        &lab,
+        "inet",
+        &format!(
+            "(nc -6 -l -p 8080 > {} 2>/dev/null </dev/null &) ; sleep 0.5",
+            got.display()
+        ),
+    );
+    ok(
+        &lab,
+        "laptop",
+        "echo hello-from-laptop | nc -6 -N -w 5 2001:db8:ff::200 8080",
+    );
     std::thread::sleep(Duration::from_millis(300));
     let received = std::fs::read_to_string(&got).unwrap_or_default();
-    assert!(received.contains("hello-from-laptop"), "TCP over IPv6 from the laptop to inet: got {received:?}");
+    assert!(
+        received.contains("hello-from-laptop"),
+        "TCP over IPv6 from the laptop to inet: got {received:?}"
+    );
 
     let rejects = |lab: &TestLab| -> u64 {
-        let out = ok(lab, "vps", "ip6tables -w -t filter -L MESHCTL-FORWARD -v -n -x");
-        let line = out.lines().find(|l| l.contains("REJECT")).unwrap_or_else(|| panic!("no REJECT rule:\n{out}"));
+        let out = ok(
+            lab,
+            "vps",
+            "ip6tables -w -t filter -L MESHCTL-FORWARD -v -n -x",
+        );
+        let line = out
+            .lines()
+            .find(|l| l.contains("REJECT"))
+            .unwrap_or_else(|| panic!("no REJECT rule:\n{out}"));
         line.split_whitespace().next().unwrap().parse().unwrap()
     };
     let before = rejects(&lab);
-    ok(&lab, "laptop", "(nc -6 -l -p 9090 >/dev/null 2>&1 </dev/null &) ; sleep 0.5");
+    ok(
+        &lab,
+        "laptop",
+        "(nc -6 -l -p 9090 >/dev/null 2>&1 </dev/null &) ; sleep 0.5",
+    );
     let conn = lab.exec("inet", "nc -6 -z -w 3 2001:db8:10:0:100::a 9090");
-    assert!(!conn.status.success(), "a connection from the internet to a client must be refused");
-    assert!(rejects(&lab) > before, "the refusal must come from the hub's REJECT rule");
+    assert!(
+        !conn.status.success(),
+        "a connection from the internet to a client must be refused"
+    );
+    assert!(
+        rejects(&lab) > before,
+        "the refusal must come from the hub's REJECT rule"
+    );
     // The laptop really was listening: from the VPN side the same port answers.
-    ok(&lab, "laptop", "(nc -6 -l -p 9091 >/dev/null 2>&1 </dev/null &) ; sleep 0.5");
+    ok(
+        &lab,
+        "laptop",
+        "(nc -6 -l -p 9091 >/dev/null 2>&1 </dev/null &) ; sleep 0.5",
+    );
     ok(&lab, "vps", "nc -6 -z -w 3 2001:db8:10:0:100::a 9091");
 
     // 3. The NAS behind NAT stays reachable after the router's UDP mapping would have expired:
     //    only its keepalive (4 s in the lab inventory) keeps the mapping open.
-    ok(&lab, "fritzbox", "sysctl -qw net.netfilter.nf_conntrack_udp_timeout=10 net.netfilter.nf_conntrack_udp_timeout_stream=10");
+    ok(
+        &lab,
+        "fritzbox",
+        "sysctl -qw net.netfilter.nf_conntrack_udp_timeout=10 net.netfilter.nf_conntrack_udp_timeout_stream=10",
+    );
     ok(&lab, "fritzbox", "conntrack -F 2>/dev/null || true");
     std::thread::sleep(Duration::from_secs(15));
-    assert!(lab.exec("vps", "ping -c 1 -W 3 10.8.0.2").status.success(), "hub → NAS after the NAT timeout");
+    assert!(
+        lab.exec("vps", "ping -c 1 -W 3 10.8.0.2").status.success(),
+        "hub → NAS after the NAT timeout"
+    );
 
     // 4. Idempotent: a second apply changes nothing, plan exits 0.
     let again = apply(&lab);
-    assert!(again.contains("Plan: 0 to add, 0 to change, 0 to remove"), "{again}");
+    assert!(
+        again.contains("Plan: 0 to add, 0 to change, 0 to remove"),
+        "{again}"
+    );
     let (code, t) = plan_exit(&lab);
     assert_eq!(code, Some(0), "{t}");
 }
@@ -137,13 +209,23 @@ fn drift_is_shown_exactly_and_repaired_exactly() {
     let (_keep, inv) = own_inventory("apply-drift");
     let lab = TestLab::up("apply_drift", &inv);
     apply(&lab);
-    let laptop_key = ok(&lab, "laptop", "wg show wg0 public-key").trim().to_owned();
+    let laptop_key = ok(&lab, "laptop", "wg show wg0 public-key")
+        .trim()
+        .to_owned();
 
     // Drift by hand: a peer removed, a sysctl flipped, a route deleted, an owned rule deleted.
     ok(&lab, "vps", &format!("wg set wg0 peer {laptop_key} remove"));
     ok(&lab, "nas", "sysctl -qw net.ipv4.ip_forward=0");
-    ok(&lab, "vps", "ip route del 192.168.178.0/24 dev wg0 proto 157");
-    ok(&lab, "vps", "ip6tables -w -D MESHCTL-FORWARD -d 2001:db8:10:0:100::/72 -p ipv6-icmp -j ACCEPT");
+    ok(
+        &lab,
+        "vps",
+        "ip route del 192.168.178.0/24 dev wg0 proto 157",
+    );
+    ok(
+        &lab,
+        "vps",
+        "ip6tables -w -D MESHCTL-FORWARD -d 2001:db8:10:0:100::/72 -p ipv6-icmp -j ACCEPT",
+    );
     // A foreign rule outside meshctl's chains: left alone.
     ok(&lab, "vps", "iptables -w -A FORWARD -s 203.0.113.7 -j DROP");
 
@@ -153,20 +235,36 @@ fn drift_is_shown_exactly_and_repaired_exactly() {
     assert!(t.contains("~ sysctl net.ipv4.ip_forward: 0 → 1"), "{t}");
     assert!(t.contains("+ route 192.168.178.0/24 dev wg0"), "{t}");
     assert!(t.contains("~ chain ipv6 filter/MESHCTL-FORWARD"), "{t}");
-    assert!(t.contains("+-d 2001:db8:10:0:100::/72 -p ipv6-icmp -j ACCEPT"), "the chain diff shows the missing rule:\n{t}");
-    assert!(t.contains("Plan: 2 to add, 2 to change, 0 to remove"), "exactly those four changes:\n{t}");
+    assert!(
+        t.contains("+-d 2001:db8:10:0:100::/72 -p ipv6-icmp -j ACCEPT"),
+        "the chain diff shows the missing rule:\n{t}"
+    );
+    assert!(
+        t.contains("Plan: 2 to add, 2 to change, 0 to remove"),
+        "exactly those four changes:\n{t}"
+    );
 
     let out = apply(&lab);
-    assert!(out.contains("Plan: 2 to add, 2 to change, 0 to remove"), "{out}");
+    assert!(
+        out.contains("Plan: 2 to add, 2 to change, 0 to remove"),
+        "{out}"
+    );
     let (code, t) = plan_exit(&lab);
     assert_eq!(code, Some(0), "{t}");
-    assert!(ok(&lab, "vps", "iptables -w -S FORWARD").contains("-A FORWARD -s 203.0.113.7/32 -j DROP"), "the foreign rule stays");
+    assert!(
+        ok(&lab, "vps", "iptables -w -S FORWARD").contains("-A FORWARD -s 203.0.113.7/32 -j DROP"),
+        "the foreign rule stays"
+    );
     assert!(pings(&lab, "laptop", "10.8.0.2"), "the network works again");
 
     // A foreign DROP ahead of meshctl's jump shadows its rules: a warning, not a change.
     ok(&lab, "vps", "iptables -w -I FORWARD 1 -i wg0 -j DROP");
     let (code, t) = plan_exit(&lab);
-    assert_eq!(code, Some(0), "a warning does not change the exit code:\n{t}");
+    assert_eq!(
+        code,
+        Some(0),
+        "a warning does not change the exit code:\n{t}"
+    );
     assert!(t.contains("warning:"), "{t}");
 }
 
@@ -175,17 +273,27 @@ fn changing_one_peer_leaves_the_other_sessions_alone() {
     let (keep, inv) = own_inventory("apply-peer");
     let lab = TestLab::up("apply_peer", &inv);
     apply(&lab);
-    assert!(pings(&lab, "laptop", "10.8.0.2"), "traffic on both tunnels first");
+    assert!(
+        pings(&lab, "laptop", "10.8.0.2"),
+        "traffic on both tunnels first"
+    );
     let ifindex = |h: &str| ok(&lab, h, "cat /sys/class/net/wg0/ifindex");
     let (vps_if, laptop_if) = (ifindex("vps"), ifindex("laptop"));
     let sessions = hub_sessions(&lab);
     let nas_key = ok(&lab, "nas", "wg show wg0 public-key").trim().to_owned();
-    let nas_before = sessions.iter().find(|s| s.0 == nas_key).cloned().expect("hub has the nas peer");
+    let nas_before = sessions
+        .iter()
+        .find(|s| s.0 == nas_key)
+        .cloned()
+        .expect("hub has the nas peer");
 
     // The laptop's keepalive changes (a peer change on the laptop) and a tablet joins (a new
     // peer on the hub, key generated on the device).
     let yaml = std::fs::read_to_string(&inv).unwrap();
-    let yaml = yaml.replace("    tunnel: split\n", "    tunnel: split\n    keepalive: 15\n");
+    let yaml = yaml.replace(
+        "    tunnel: split\n",
+        "    tunnel: split\n    keepalive: 15\n",
+    );
     let yaml = yaml.replace(
         "\nrouters:",
         "  tablet:\n    role: client\n    address: 10.8.0.12\n    public_key: \"HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=\"\n\nrouters:",
@@ -197,16 +305,37 @@ fn changing_one_peer_leaves_the_other_sessions_alone() {
     assert!(t.contains("+ peer tablet"), "{t}");
     apply(&lab);
 
-    assert_eq!(ifindex("vps"), vps_if, "the hub's interface was not recreated");
-    assert_eq!(ifindex("laptop"), laptop_if, "the laptop's interface was not recreated");
-    let nas_after = hub_sessions(&lab).into_iter().find(|s| s.0 == nas_key).expect("nas peer");
-    assert_eq!(nas_after.1, nas_before.1, "the NAS's session on the hub was untouched (same handshake)");
+    assert_eq!(
+        ifindex("vps"),
+        vps_if,
+        "the hub's interface was not recreated"
+    );
+    assert_eq!(
+        ifindex("laptop"),
+        laptop_if,
+        "the laptop's interface was not recreated"
+    );
+    let nas_after = hub_sessions(&lab)
+        .into_iter()
+        .find(|s| s.0 == nas_key)
+        .expect("nas peer");
+    assert_eq!(
+        nas_after.1, nas_before.1,
+        "the NAS's session on the hub was untouched (same handshake)"
+    );
     let bytes = |t: &str| -> (u64, u64) {
-        let f: Vec<u64> = t.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
+        let f: Vec<u64> = t
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
         (f[0], f[1])
     };
     let (b, a) = (bytes(&nas_before.2), bytes(&nas_after.2));
-    assert!(a.0 >= b.0 && a.1 >= b.1, "transfer counters did not reset: {b:?} → {a:?}");
+    assert!(
+        a.0 >= b.0 && a.1 >= b.1,
+        "transfer counters did not reset: {b:?} → {a:?}"
+    );
     assert!(ok(&lab, "laptop", "wg show wg0 persistent-keepalive").contains("15"));
 }
 
@@ -222,9 +351,21 @@ fn a_saved_plan_is_applied_exactly_or_refused_when_stale() {
     ok(&lab, "nas", "sysctl -qw net.ipv4.ip_forward=1");
     let out = lab.meshctl(&["apply", pf, "--yes"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("host nas has changed since the plan"), "{}", text(&out));
-    assert!(!lab.exec("vps", "ip link show wg0").status.success(), "a refused plan changes nothing");
-    assert!(!lab.exec("vps", "test -e /run/meshctl/lock").status.success(), "the lock is released");
+    assert!(
+        text(&out).contains("host nas has changed since the plan"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !lab.exec("vps", "ip link show wg0").status.success(),
+        "a refused plan changes nothing"
+    );
+    assert!(
+        !lab.exec("vps", "test -e /run/meshctl/lock")
+            .status
+            .success(),
+        "the lock is released"
+    );
 
     // A fresh saved plan is applied.
     assert_success(&lab.meshctl(&["plan", "-o", pf]), "plan -o");
@@ -236,7 +377,11 @@ fn a_saved_plan_is_applied_exactly_or_refused_when_stale() {
     std::fs::write(&plan_file, "{ not json").unwrap();
     let out = lab.meshctl(&["apply", pf, "--yes"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("is not a meshctl plan"), "{}", text(&out));
+    assert!(
+        text(&out).contains("is not a meshctl plan"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -270,5 +415,8 @@ fn a_reboot_is_restored_from_the_persisted_files_alone() {
     }
     let (code, t) = plan_exit(&lab);
     assert_eq!(code, Some(0), "after the boot path the plan is empty:\n{t}");
-    assert!(pings(&lab, "laptop", "192.168.178.20"), "and the network works");
+    assert!(
+        pings(&lab, "laptop", "192.168.178.20"),
+        "and the network works"
+    );
 }

@@ -3,18 +3,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-
-use support::{TestLab, assert_success};
-
-/// Copies `inventory/lab.yaml` into a directory of the test's own, so the pinned keys written
-/// beside it belong to this test alone.
-fn own_inventory(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new().prefix(name).tempdir().expect("temp dir");
-    let inv = dir.path().join("lab.yaml");
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.yaml"), &inv).expect("copy inventory");
-    (dir, inv)
-}
+use support::{TestLab, assert_success, own_inventory};
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -33,17 +22,35 @@ fn plan_on_fresh_hosts_lists_the_full_setup_with_one_session_per_host() {
     let before: Vec<_> = MANAGED.iter().map(|h| lab.sshd_counts(h)).collect();
 
     let out = lab.meshctl(&["plan", "--detailed-exitcode"]);
-    assert_eq!(out.status.code(), Some(2), "plan must exit 2 with changes pending:\n{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "plan must exit 2 with changes pending:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let text = stdout(&out);
     for host in MANAGED {
-        assert!(text.contains(&format!("{host} (")), "no section for {host}:\n{text}");
+        assert!(
+            text.contains(&format!("{host} (")),
+            "no section for {host}:\n{text}"
+        );
     }
     assert_eq!(text.matches("+ interface wg0").count(), 3, "{text}");
     assert!(text.contains("+ peer nas"), "{text}");
     assert!(text.contains("+ peer laptop"), "{text}");
-    assert!(text.contains("~ sysctl net.ipv4.ip_forward: 0 → 1"), "{text}");
-    assert!(text.contains("+ ndp proxy 2001:db8:10:0:100::a dev eth0"), "{text}");
-    assert!(text.contains("add the static IPv4 route 10.8.0.0/24 via 192.168.178.10"), "{text}");
+    assert!(
+        text.contains("~ sysctl net.ipv4.ip_forward: 0 → 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+ ndp proxy 2001:db8:10:0:100::a dev eth0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("add the static IPv4 route 10.8.0.0/24 via 192.168.178.10"),
+        "{text}"
+    );
     assert!(text.contains("meshctl client phone --qr"), "{text}");
     assert!(text.contains("Plan: "), "{text}");
 
@@ -60,9 +67,21 @@ fn plan_on_fresh_hosts_lists_the_full_setup_with_one_session_per_host() {
     // Gathering writes nothing: the hosts are still empty, and plan again says the same.
     let again = lab.meshctl(&["plan", "--detailed-exitcode"]);
     assert_eq!(again.status.code(), Some(2));
-    assert_eq!(stdout(&again), text, "a second plan must be identical: gathering changed something");
+    assert_eq!(
+        stdout(&again),
+        text,
+        "a second plan must be identical: gathering changed something"
+    );
     let out = lab.exec("vps", "ls -A /etc/wireguard /etc/meshctl /run/meshctl");
-    assert_eq!(stdout(&out).lines().filter(|l| !l.is_empty() && !l.ends_with(':')).count(), 0, "gather wrote files: {}", stdout(&out));
+    assert_eq!(
+        stdout(&out)
+            .lines()
+            .filter(|l| !l.is_empty() && !l.ends_with(':'))
+            .count(),
+        0,
+        "gather wrote files: {}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -70,11 +89,19 @@ fn plan_json_is_versioned_and_has_no_private_keys() {
     let (_keep, inv) = own_inventory("plan-json");
     let lab = TestLab::up("plan_json", &inv);
     let out = lab.meshctl(&["plan", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "without --detailed-exitcode plan exits 0:\n{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "without --detailed-exitcode plan exits 0:\n{}",
+        stderr(&out)
+    );
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan --json is JSON");
     assert_eq!(plan["version"], 1);
     assert_eq!(plan["hosts"].as_array().unwrap().len(), 3);
-    assert!(!stdout(&out).contains("PrivateKey ="), "a private key slot in JSON");
+    assert!(
+        !stdout(&out).contains("PrivateKey ="),
+        "a private key slot in JSON"
+    );
 }
 
 #[test]
@@ -83,12 +110,28 @@ fn an_unreachable_host_fails_alone() {
     let lab = TestLab::up("plan_unreachable", &inv);
     // Stop nas's sshd: the host is still there, but nobody answers on port 22.
     let pid = lab.state().hosts["nas"].sshd_pid.expect("nas has sshd");
-    assert!(std::process::Command::new("kill").arg(pid.to_string()).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = lab.meshctl(&["plan", "--detailed-exitcode"]);
     let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(1), "an unreachable host is an error:\n{text}");
-    assert!(text.contains("nas (gateway, root@nas)") && text.contains("error: cannot connect to nas"), "{text}");
-    assert!(text.contains("+ interface wg0"), "the other hosts are still planned:\n{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an unreachable host is an error:\n{text}"
+    );
+    assert!(
+        text.contains("nas (gateway, root@nas)") && text.contains("error: cannot connect to nas"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+ interface wg0"),
+        "the other hosts are still planned:\n{text}"
+    );
     assert!(text.contains("nas: failed"), "{text}");
 }
 
@@ -102,14 +145,41 @@ fn an_unknown_host_key_is_refused_unless_accepted() {
     std::fs::write(&empty_known, "").unwrap();
     let known = lab.dir.join("known_hosts");
     let alt = lab.dir.join("ssh_config.unknown");
-    std::fs::write(&alt, config.replace(&known.display().to_string(), &empty_known.display().to_string())).unwrap();
-    assert_ne!(std::fs::read_to_string(&alt).unwrap(), config, "the known_hosts path must be in the ssh_config");
+    std::fs::write(
+        &alt,
+        config.replace(
+            &known.display().to_string(),
+            &empty_known.display().to_string(),
+        ),
+    )
+    .unwrap();
+    assert_ne!(
+        std::fs::read_to_string(&alt).unwrap(),
+        config,
+        "the known_hosts path must be in the ssh_config"
+    );
 
     let out = lab.meshctl(&["plan", "--ssh-config", alt.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert!(stdout(&out).contains("host key of vps is not known"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("host key of vps is not known"),
+        "{}",
+        stdout(&out)
+    );
 
-    let out = lab.meshctl(&["plan", "--ssh-config", alt.to_str().unwrap(), "--accept-new-host-keys"]);
+    let out = lab.meshctl(&[
+        "plan",
+        "--ssh-config",
+        alt.to_str().unwrap(),
+        "--accept-new-host-keys",
+    ]);
     assert_success(&out, "plan --accept-new-host-keys");
-    assert!(std::fs::read_to_string(&empty_known).unwrap().lines().count() >= 3, "accepted keys are recorded");
+    assert!(
+        std::fs::read_to_string(&empty_known)
+            .unwrap()
+            .lines()
+            .count()
+            >= 3,
+        "accepted keys are recorded"
+    );
 }

@@ -42,17 +42,29 @@ pub fn inverse(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> Vec<C
         .filter(|c| {
             !matches!(
                 c.op,
-                Op::WriteFile { .. } | Op::RemoveFile { .. } | Op::GenerateKey { .. } | Op::FixKeyMode { .. } | Op::EnableService { .. }
+                Op::WriteFile { .. }
+                    | Op::RemoveFile { .. }
+                    | Op::GenerateKey { .. }
+                    | Op::FixKeyMode { .. }
+                    | Op::EnableService { .. }
             )
         })
         .collect()
 }
 
 /// The commands that arm the guard: put before a guarded host's changes script.
-pub fn arm(run_id: &str, changes: &[Change], rollback: &[Change], interface: Option<&str>, timeout_secs: u64) -> String {
+pub fn arm(
+    run_id: &str,
+    changes: &[Change],
+    rollback: &[Change],
+    interface: Option<&str>,
+    timeout_secs: u64,
+) -> String {
     let g = dir(run_id);
     let gq = quote(&g);
-    let mut s = format!("rm -rf {gq} && mkdir -p {gq}/files || {{ echo 'cannot prepare the rollback guard' >&2; exit 1; }}\n");
+    let mut s = format!(
+        "rm -rf {gq} && mkdir -p {gq}/files || {{ echo 'cannot prepare the rollback guard' >&2; exit 1; }}\n"
+    );
     let paths: Vec<&str> = changes
         .iter()
         .filter_map(|c| match &c.op {
@@ -61,11 +73,17 @@ pub fn arm(run_id: &str, changes: &[Change], rollback: &[Change], interface: Opt
         })
         .collect();
 
-    let mut rb = String::from("set -u\n# Written by meshctl: restores the state before an unconfirmed apply.\n");
+    let mut rb = String::from(
+        "set -u\n# Written by meshctl: restores the state before an unconfirmed apply.\n",
+    );
     for (i, p) in paths.iter().enumerate() {
         let (p, saved) = (quote(p), quote(&format!("{g}/files/{i}")));
         writeln!(s, "if [ -e {p} ]; then cp -p {p} {saved} || exit 1; fi").ok();
-        writeln!(rb, "if [ -e {saved} ]; then cp -p {saved} {p}; else rm -f {p}; fi").ok();
+        writeln!(
+            rb,
+            "if [ -e {saved} ]; then cp -p {saved} {p}; else rm -f {p}; fi"
+        )
+        .ok();
     }
     if let Some(wg) = interface {
         writeln!(rb, "ip link del {} 2>/dev/null", quote(wg)).ok();
@@ -74,7 +92,10 @@ pub fn arm(run_id: &str, changes: &[Change], rollback: &[Change], interface: Opt
     rb.push_str(&script::changes(rollback).replace("; exit 1; }", "; }"));
     writeln!(rb, "rm -rf {}", script::LOCK_DIR).ok();
 
-    let delim = format!("MESHCTL_ROLLBACK_{}", run_id.replace(|c: char| !c.is_ascii_alphanumeric(), ""));
+    let delim = format!(
+        "MESHCTL_ROLLBACK_{}",
+        run_id.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    );
     writeln!(s, "cat > {gq}/rollback.sh <<'{delim}'\n{rb}{delim}").ok();
     writeln!(
         s,
@@ -102,5 +123,7 @@ pub fn confirm(run_id: &str, gather: &str) -> String {
 /// Asks a host, after its guard expired, whether it rolled back.
 pub fn status(run_id: &str) -> String {
     let g = quote(&dir(run_id));
-    format!("if [ -e {g}/rolled-back ]; then echo rolled-back; cat {g}/rollback.log 2>/dev/null; elif [ -e {g}/confirmed ]; then echo confirmed; else echo pending; fi\n")
+    format!(
+        "if [ -e {g}/rolled-back ]; then echo rolled-back; cat {g}/rollback.log 2>/dev/null; elif [ -e {g}/confirmed ]; then echo confirmed; else echo pending; fi\n"
+    )
 }

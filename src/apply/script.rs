@@ -36,7 +36,13 @@ pub const MARK_DONE: &str = "@@meshctl done@@";
 pub const EXIT_LOCKED: i32 = 75;
 
 /// Step 1: lock, make sure the key exists, print the public key, then run `gather`.
-pub fn prepare(holder: &str, break_lock: bool, key_path: &str, interface: &str, gather: &str) -> String {
+pub fn prepare(
+    holder: &str,
+    break_lock: bool,
+    key_path: &str,
+    interface: &str,
+    gather: &str,
+) -> String {
     let mut s = String::from("set -u\numask 077\n");
     writeln!(s, "mkdir -p {RUN_DIR}").ok();
     writeln!(
@@ -97,10 +103,17 @@ pub fn changes(changes: &[Change]) -> String {
     );
     let mut restored: BTreeSet<Family> = BTreeSet::new();
     for (i, c) in ordered.iter().enumerate() {
-        let Some(cmd) = command(&c.op, &mut restored) else { continue };
+        let Some(cmd) = command(&c.op, &mut restored) else {
+            continue;
+        };
         let label = format!("{} {}", c.action.symbol(), c.resource);
         writeln!(s, "echo {MARK_STEP} {i} {}", quote(&label)).ok();
-        writeln!(s, "{{ {cmd}\n}} || {{ echo {MARK_FAILED} {i} {}; exit 1; }}", quote(&label)).ok();
+        writeln!(
+            s,
+            "{{ {cmd}\n}} || {{ echo {MARK_FAILED} {i} {}; exit 1; }}",
+            quote(&label)
+        )
+        .ok();
     }
     writeln!(s, "echo {MARK_DONE}").ok();
     s
@@ -123,27 +136,58 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
         Op::GenerateKey { .. } => return None, // done by `prepare`
         Op::FixKeyMode { path } => format!("chmod 600 {}", quote(path)),
         Op::CreateInterface { interface } => format!("wg-quick up {} 2>&1", quote(interface)),
-        Op::SetListenPort { interface, port } => format!("wg set {} listen-port {port}", quote(interface)),
+        Op::SetListenPort { interface, port } => {
+            format!("wg set {} listen-port {port}", quote(interface))
+        }
         Op::AddAddress { interface, address } => {
-            format!("ip address replace {} dev {}", quote(&address.to_string()), quote(interface))
+            format!(
+                "ip address replace {} dev {}",
+                quote(&address.to_string()),
+                quote(interface)
+            )
         }
         Op::DelAddress { interface, address } => {
-            format!("ip address del {} dev {}", quote(&address.to_string()), quote(interface))
+            format!(
+                "ip address del {} dev {}",
+                quote(&address.to_string()),
+                quote(interface)
+            )
         }
-        Op::SetPeer { interface, peer, .. } => {
+        Op::SetPeer {
+            interface, peer, ..
+        } => {
             let key = peer.public_key.as_ref()?;
             let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
-            let mut c = format!("wg set {} peer {} allowed-ips {}", quote(interface), quote(key.as_str()), quote(&allowed.join(",")));
+            let mut c = format!(
+                "wg set {} peer {} allowed-ips {}",
+                quote(interface),
+                quote(key.as_str()),
+                quote(&allowed.join(","))
+            );
             if let Some(e) = &peer.endpoint {
                 write!(c, " endpoint {}", quote(e)).ok();
             }
-            write!(c, " persistent-keepalive {}", peer.persistent_keepalive.unwrap_or(0)).ok();
+            write!(
+                c,
+                " persistent-keepalive {}",
+                peer.persistent_keepalive.unwrap_or(0)
+            )
+            .ok();
             c
         }
-        Op::RemovePeer { interface, public_key } => format!("wg set {} peer {} remove", quote(interface), quote(public_key)),
+        Op::RemovePeer {
+            interface,
+            public_key,
+        } => format!(
+            "wg set {} peer {} remove",
+            quote(interface),
+            quote(public_key)
+        ),
         Op::ReplaceRoute { route } => route_cmd("replace", route),
         Op::DelRoute { route } => route_cmd("del", route),
-        Op::SetSysctl { key, value } => format!("sysctl -q -w {}", quote(&format!("{key}={value}"))),
+        Op::SetSysctl { key, value } => {
+            format!("sysctl -q -w {}", quote(&format!("{key}={value}")))
+        }
         Op::RestoreChains { chain } => {
             if !restored.insert(chain.family) {
                 return None;
@@ -170,14 +214,30 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
             quote(&jump.to)
         ),
         Op::AddNdpProxy { entry } => {
-            format!("ip -6 neigh replace proxy {} dev {}", quote(&entry.address.to_string()), quote(entry.device.as_str()))
+            format!(
+                "ip -6 neigh replace proxy {} dev {}",
+                quote(&entry.address.to_string()),
+                quote(entry.device.as_str())
+            )
         }
         Op::DelNdpProxy { entry } => {
-            format!("ip -6 neigh del proxy {} dev {}", quote(&entry.address.to_string()), quote(entry.device.as_str()))
+            format!(
+                "ip -6 neigh del proxy {} dev {}",
+                quote(&entry.address.to_string()),
+                quote(entry.device.as_str())
+            )
         }
-        Op::WriteFile { path, content, mode } => {
+        Op::WriteFile {
+            path,
+            content,
+            mode,
+        } => {
             let d = delimiter(content);
-            let body = if content.ends_with('\n') || content.is_empty() { content.clone() } else { format!("{content}\n") };
+            let body = if content.ends_with('\n') || content.is_empty() {
+                content.clone()
+            } else {
+                format!("{content}\n")
+            };
             format!("write_file {} {:o} <<'{d}'\n{body}{d}", quote(path), mode)
         }
         Op::RemoveFile { path } => format!("rm -f {}", quote(path)),
@@ -186,8 +246,15 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
 }
 
 fn route_cmd(verb: &str, r: &crate::state::Route) -> String {
-    let family = if r.destination.addr().is_ipv6() { "-6" } else { "-4" };
-    let via = r.via.map(|v| format!(" via {}", quote(&v.to_string()))).unwrap_or_default();
+    let family = if r.destination.addr().is_ipv6() {
+        "-6"
+    } else {
+        "-4"
+    };
+    let via = r
+        .via
+        .map(|v| format!(" via {}", quote(&v.to_string())))
+        .unwrap_or_default();
     format!(
         "ip {family} route {verb} {}{via} dev {} proto {ROUTE_PROTO}",
         quote(&r.destination.to_string()),

@@ -37,12 +37,17 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     };
     let mut inputs = Inputs::load(&args.common.inventory, args.common.roles.as_deref())?;
     let digest_before = inputs.digest.clone();
-    let only = inputs.limit(&args.common.limit).map_err(anyhow::Error::msg)?;
+    let only = inputs
+        .limit(&args.common.limit)
+        .map_err(anyhow::Error::msg)?;
     let in_scope = |h: &HostName| only.as_ref().is_none_or(|o| o.contains(h));
     let mut desired = inputs.desired();
     desired.retain(|h, _| in_scope(h));
     let hosts: Vec<HostName> = desired.keys().cloned().collect();
-    let progress = Arc::new(Progress::new(&hosts.iter().map(ToString::to_string).collect::<Vec<_>>(), verbose));
+    let progress = Arc::new(Progress::new(
+        &hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        verbose,
+    ));
     let mut opts = remote::ssh_options(&args.common);
     if !args.yes {
         // The connections wait while the user reads the plan and answers.
@@ -50,13 +55,24 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     }
     let holder = holder();
     let run_id = run_id();
-    let specs: BTreeMap<HostName, GatherSpec> = desired.iter().map(|(h, d)| (h.clone(), planner::gather_spec(d, &inputs.roles))).collect();
+    let specs: BTreeMap<HostName, GatherSpec> = desired
+        .iter()
+        .map(|(h, d)| (h.clone(), planner::gather_spec(d, &inputs.roles)))
+        .collect();
 
     // Step 1: lock, key, gather — every host in parallel.
     let prepared = remote::for_each_host(hosts.clone(), args.common.parallel, |h| {
-        let target = inputs.inventory.hosts[&h].ssh.clone().expect("managed host");
+        let target = inputs.inventory.hosts[&h]
+            .ssh
+            .clone()
+            .expect("managed host");
         let spec = specs[&h].clone();
-        let (opts, progress, holder, brk) = (opts.clone(), progress.clone(), holder.clone(), args.break_lock);
+        let (opts, progress, holder, brk) = (
+            opts.clone(),
+            progress.clone(),
+            holder.clone(),
+            args.break_lock,
+        );
         async move { prepare(h, target, spec, opts, progress, holder, brk).await }
     })
     .await;
@@ -88,25 +104,51 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     if new_keys != inputs.keys {
         let path = inputs.inventory.keys_path();
         let mut to_save = PinnedKeys::read(&path).unwrap_or_default();
-        to_save.keys.extend(new_keys.keys.iter().filter(|(h, _)| inputs.inventory.hosts[*h].public_key.is_none()).map(|(h, k)| (h.clone(), k.clone())));
-        to_save.save(&path).with_context(|| format!("pinning public keys in {}", path.display()))?;
+        to_save.keys.extend(
+            new_keys
+                .keys
+                .iter()
+                .filter(|(h, _)| inputs.inventory.hosts[*h].public_key.is_none())
+                .map(|(h, k)| (h.clone(), k.clone())),
+        );
+        to_save
+            .save(&path)
+            .with_context(|| format!("pinning public keys in {}", path.display()))?;
         inputs.keys = new_keys;
     }
     if hub_key_changed {
-        let unmanaged: Vec<String> = inputs.inventory.hosts.values().filter(|h| !h.is_managed()).map(|h| format!("meshctl client {}", h.name)).collect();
-        eprintln!("warning: the hub's key changed: hand out these client configs again: {}", unmanaged.join(", "));
+        let unmanaged: Vec<String> = inputs
+            .inventory
+            .hosts
+            .values()
+            .filter(|h| !h.is_managed())
+            .map(|h| format!("meshctl client {}", h.name))
+            .collect();
+        eprintln!(
+            "warning: the hub's key changed: hand out these client configs again: {}",
+            unmanaged.join(", ")
+        );
     }
 
     // The plan, with every reachable host's key known now.
-    let desired: BTreeMap<HostName, Desired> = crate::desired::all(&inputs.inventory, &inputs.roles, &inputs.keys)
-        .into_iter()
-        .filter(|(h, _)| in_scope(h))
-        .map(|(h, mut d)| {
-            drop_unknown_peers(&mut d, &inputs);
-            (h, d)
+    let desired: BTreeMap<HostName, Desired> =
+        crate::desired::all(&inputs.inventory, &inputs.roles, &inputs.keys)
+            .into_iter()
+            .filter(|(h, _)| in_scope(h))
+            .map(|(h, mut d)| {
+                drop_unknown_peers(&mut d, &inputs);
+                (h, d)
+            })
+            .collect();
+    let live: BTreeMap<HostName, Gathered> = results
+        .iter()
+        .map(|(h, r)| {
+            (
+                h.clone(),
+                r.as_ref().map(|p| p.live.clone()).map_err(Clone::clone),
+            )
         })
         .collect();
-    let live: BTreeMap<HostName, Gathered> = results.iter().map(|(h, r)| (h.clone(), r.as_ref().map(|p| p.live.clone()).map_err(Clone::clone))).collect();
     let mut plan = planner::build(&inputs, &desired, &live);
     progress.clear();
 
@@ -128,7 +170,11 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     }
 
     // Steps 2 and 3 per host, in parallel.
-    let host_plans: BTreeMap<HostName, crate::plan::HostPlan> = plan.hosts.iter().map(|h| (h.host.clone(), h.clone())).collect();
+    let host_plans: BTreeMap<HostName, crate::plan::HostPlan> = plan
+        .hosts
+        .iter()
+        .map(|h| (h.host.clone(), h.clone()))
+        .collect();
     let mut sessions = BTreeMap::new();
     for (h, r) in results {
         match r {
@@ -154,7 +200,10 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
             guard: inputs.inventory.hosts[&h].guard.then(|| Guard {
                 run_id: run_id.clone(),
                 timeout_secs: args.guard_timeout.max(5),
-                target: inputs.inventory.hosts[&h].ssh.clone().expect("managed host"),
+                target: inputs.inventory.hosts[&h]
+                    .ssh
+                    .clone()
+                    .expect("managed host"),
                 opts: opts.clone(),
             }),
         };
@@ -171,7 +220,10 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         let line = match (&hp.status, outcomes.get(&hp.host).and_then(Option::as_ref)) {
             (HostStatus::Failed, _) | (_, None) => {
                 failed += 1;
-                format!("failed: {}", hp.error.clone().unwrap_or_else(|| "not reached".into()))
+                format!(
+                    "failed: {}",
+                    hp.error.clone().unwrap_or_else(|| "not reached".into())
+                )
             }
             (_, Some(Err(e))) => {
                 failed += 1;
@@ -180,12 +232,17 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
             (_, Some(Ok(0))) => format!("converged ({} changes applied)", hp.changes.len()),
             (_, Some(Ok(left))) => {
                 failed += 1;
-                format!("NOT converged: {left} changes remain after apply (run `meshctl plan` to see them)")
+                format!(
+                    "NOT converged: {left} changes remain after apply (run `meshctl plan` to see them)"
+                )
             }
         };
         println!("  {}: {line}", hp.host);
     }
-    println!("{} host(s) converged, {failed} failed.", plan.hosts.len() - failed);
+    println!(
+        "{} host(s) converged, {failed} failed.",
+        plan.hosts.len() - failed
+    );
     Ok(if failed > 0 { EXIT_ERROR } else { EXIT_OK })
 }
 
@@ -207,17 +264,36 @@ struct Guard {
 /// Describes a failed step 2 from the script's step markers.
 fn step_failure(out: &crate::transport::RemoteOutput) -> String {
     let (started, failed) = script::progress(&out.stdout);
-    let failed = failed.or_else(|| started.last().cloned()).unwrap_or_else(|| "before the first step".into());
+    let failed = failed
+        .or_else(|| started.last().cloned())
+        .unwrap_or_else(|| "before the first step".into());
     let done: Vec<&String> = started.iter().filter(|s| **s != failed).collect();
-    let detail = out.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    let detail = out
+        .stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
     format!(
         "step `{failed}` failed ({detail}); applied before it: {}",
-        if done.is_empty() { "nothing".to_owned() } else { done.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ") }
+        if done.is_empty() {
+            "nothing".to_owned()
+        } else {
+            done.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
     )
 }
 
 /// Steps 2 and 3 on one host; `Ok(n)`: n changes remain after apply (0 = converged).
-async fn apply_host(prepared: Prepared, hp: crate::plan::HostPlan, spec: GatherSpec, job: HostJob) -> Result<usize, String> {
+async fn apply_host(
+    prepared: Prepared,
+    hp: crate::plan::HostPlan,
+    spec: GatherSpec,
+    job: HostJob,
+) -> Result<usize, String> {
     let session = prepared.session;
     let gather = facts::gather_script(&spec);
     let guard = job.guard.filter(|_| !hp.changes.is_empty());
@@ -226,18 +302,38 @@ async fn apply_host(prepared: Prepared, hp: crate::plan::HostPlan, spec: GatherS
         let mut s = String::new();
         if let Some(g) = &guard {
             let rollback = guard::inverse(&prepared.live, &job.desired, &job.keys);
-            let created = prepared.live.state.interface.is_none().then_some(spec.interface.as_str());
-            s.push_str(&guard::arm(&g.run_id, &hp.changes, &rollback, created, g.timeout_secs));
+            let created = prepared
+                .live
+                .state
+                .interface
+                .is_none()
+                .then_some(spec.interface.as_str());
+            s.push_str(&guard::arm(
+                &g.run_id,
+                &hp.changes,
+                &rollback,
+                created,
+                g.timeout_secs,
+            ));
         }
         s.push_str(&script::changes(&hp.changes));
         // A guarded change may cut this very connection: don't wait for it past half the
         // guard's time, the confirmation over a new connection decides.
-        let wait = guard.as_ref().map_or(std::time::Duration::from_secs(24 * 3600), |g| std::time::Duration::from_secs(g.timeout_secs / 2));
+        let wait = guard
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(24 * 3600), |g| {
+                std::time::Duration::from_secs(g.timeout_secs / 2)
+            });
         match tokio::time::timeout(wait, session.run_script(&s)).await {
             Ok(Ok(out)) if out.success() => {}
             Ok(Ok(out)) => error = Some(step_failure(&out)),
             Ok(Err(e)) => error = Some(format!("the connection failed while applying: {e}")),
-            Err(_) => error = Some(format!("no answer while applying within {}s", wait.as_secs())),
+            Err(_) => {
+                error = Some(format!(
+                    "no answer while applying within {}s",
+                    wait.as_secs()
+                ))
+            }
         }
     }
 
@@ -246,7 +342,8 @@ async fn apply_host(prepared: Prepared, hp: crate::plan::HostPlan, spec: GatherS
         Some(g) => {
             let old = tokio::spawn(async move { session.close().await.ok() });
             let mut opts = g.opts.clone();
-            opts.connect_timeout = std::time::Duration::from_secs((g.timeout_secs / 3).clamp(2, 10));
+            opts.connect_timeout =
+                std::time::Duration::from_secs((g.timeout_secs / 3).clamp(2, 10));
             let confirmed = match Session::connect(&g.target, &opts).await {
                 Ok(fresh) => {
                     let r = fresh.run_script(&guard::confirm(&g.run_id, &gather)).await;
@@ -279,7 +376,9 @@ async fn apply_host(prepared: Prepared, hp: crate::plan::HostPlan, spec: GatherS
     }
     let out = finished?;
     let live = facts::parse(&out.stdout, &spec).map_err(|e| format!("confirming: {e}"))?;
-    Ok(crate::diff::diff_host(&job.desired, &live, &job.keys).changes.len())
+    Ok(crate::diff::diff_host(&job.desired, &live, &job.keys)
+        .changes
+        .len())
 }
 
 /// A guarded host could not be confirmed: wait for its timer, then check that it rolled back.
@@ -297,20 +396,45 @@ async fn rolled_back(g: &Guard, why: String, step_error: Option<String>) -> Stri
         }
         Err(_) => None,
     };
-    match checked.as_deref().map(|o| o.lines().next().unwrap_or_default()) {
-        Some("rolled-back") => format!("{msg}: the host restored its previous state by itself after {}s, and answers again", g.timeout_secs),
+    match checked
+        .as_deref()
+        .map(|o| o.lines().next().unwrap_or_default())
+    {
+        Some("rolled-back") => format!(
+            "{msg}: the host restored its previous state by itself after {}s, and answers again",
+            g.timeout_secs
+        ),
         Some(other) => format!("{msg}: the guard on the host says `{other}`"),
-        None => format!("{msg}: the host restores its previous state by itself after {}s (it did not answer yet)", g.timeout_secs),
+        None => format!(
+            "{msg}: the host restores its previous state by itself after {}s (it did not answer yet)",
+            g.timeout_secs
+        ),
     }
 }
 
 /// Step 1 on one host.
-async fn prepare(host: HostName, target: crate::inventory::SshTarget, spec: GatherSpec, opts: crate::transport::SshOptions, progress: Arc<Progress>, holder: String, break_lock: bool) -> Result<Prepared, String> {
+async fn prepare(
+    host: HostName,
+    target: crate::inventory::SshTarget,
+    spec: GatherSpec,
+    opts: crate::transport::SshOptions,
+    progress: Arc<Progress>,
+    holder: String,
+    break_lock: bool,
+) -> Result<Prepared, String> {
     progress.update(host.as_str(), "connecting");
-    let session = Session::connect(&target, &opts).await.map_err(|e| e.to_string())?;
+    let session = Session::connect(&target, &opts)
+        .await
+        .map_err(|e| e.to_string())?;
     progress.update(host.as_str(), "locking and gathering");
     let key_path = crate::desired::key_path(&spec.interface);
-    let s = script::prepare(&holder, break_lock, &key_path, spec.interface.as_str(), &facts::gather_script(&spec));
+    let s = script::prepare(
+        &holder,
+        break_lock,
+        &key_path,
+        spec.interface.as_str(),
+        &facts::gather_script(&spec),
+    );
     let out = match session.run_script(&s).await {
         Ok(o) => o,
         Err(e) => {
@@ -320,29 +444,54 @@ async fn prepare(host: HostName, target: crate::inventory::SshTarget, spec: Gath
     };
     if out.status == Some(script::EXIT_LOCKED) {
         session.close().await.ok();
-        let who = out.stdout.lines().skip_while(|l| *l != script::MARK_LOCKED).nth(1).unwrap_or("unknown").to_owned();
-        return Err(format!("locked by another apply: {who}; if that run is dead, run again with --break-lock"));
+        let who = out
+            .stdout
+            .lines()
+            .skip_while(|l| *l != script::MARK_LOCKED)
+            .nth(1)
+            .unwrap_or("unknown")
+            .to_owned();
+        return Err(format!(
+            "locked by another apply: {who}; if that run is dead, run again with --break-lock"
+        ));
     }
     let marker = format!("{}\n", script::MARK_PUBKEY);
     let Some((_, rest)) = out.stdout.split_once(&marker) else {
         session.close().await.ok();
-        let err = out.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").to_owned();
+        let err = out
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output")
+            .to_owned();
         return Err(format!("preparing failed: {err}"));
     };
     let (key_line, gather_out) = rest.split_once('\n').unwrap_or((rest, ""));
-    let public_key = WgKey::parse(key_line).map_err(|e| format!("reading the host's public key: {e}"))?;
+    let public_key =
+        WgKey::parse(key_line).map_err(|e| format!("reading the host's public key: {e}"))?;
     let mut live = facts::parse(gather_out, &spec).map_err(|e| format!("reading facts: {e}"))?;
     live.host = Some(host.clone());
     progress.finish(host.as_str(), "locked and gathered");
-    Ok(Prepared { session, public_key, live })
+    Ok(Prepared {
+        session,
+        public_key,
+        live,
+    })
 }
 
 /// Releases the locks taken in step 1 (when apply stops before changing anything).
-async fn release_all(results: BTreeMap<HostName, Result<Prepared, String>>, specs: &BTreeMap<HostName, GatherSpec>) {
+async fn release_all(
+    results: BTreeMap<HostName, Result<Prepared, String>>,
+    specs: &BTreeMap<HostName, GatherSpec>,
+) {
     for (h, r) in results {
         if let Ok(p) = r {
             let _ = specs.get(&h);
-            p.session.run_script(&format!("rm -rf {}\n", script::LOCK_DIR)).await.ok();
+            p.session
+                .run_script(&format!("rm -rf {}\n", script::LOCK_DIR))
+                .await
+                .ok();
             p.session.close().await.ok();
         }
     }
@@ -351,10 +500,17 @@ async fn release_all(results: BTreeMap<HostName, Result<Prepared, String>>, spec
 /// Peers whose key is still unknown (a host that could not be reached) are left out for now.
 fn drop_unknown_peers(d: &mut Desired, inputs: &Inputs) {
     if let Some(wg) = d.state.interface.as_mut() {
-        let unknown: Vec<String> = wg.peers.iter().filter(|(_, p)| p.public_key.is_none()).map(|(n, _)| n.clone()).collect();
+        let unknown: Vec<String> = wg
+            .peers
+            .iter()
+            .filter(|(_, p)| p.public_key.is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
         for n in unknown {
             wg.peers.remove(&n);
-            d.notes.push(format!("peer {n} left out: its key is not known (the host could not be prepared)"));
+            d.notes.push(format!(
+                "peer {n} left out: its key is not known (the host could not be prepared)"
+            ));
         }
     }
     let files = crate::persist::files(&d.state, &inputs.inventory);
@@ -367,7 +523,9 @@ fn confirm(yes: bool) -> anyhow::Result<bool> {
         return Ok(true);
     }
     if !std::io::stdin().is_terminal() {
-        bail!("there is no terminal to confirm on: review the plan, then run `meshctl apply --yes`");
+        bail!(
+            "there is no terminal to confirm on: review the plan, then run `meshctl apply --yes`"
+        );
     }
     print!("Apply these changes? Only 'yes' is accepted: ");
     std::io::stdout().flush().ok();
@@ -378,14 +536,23 @@ fn confirm(yes: bool) -> anyhow::Result<bool> {
 
 /// A name for this apply run, unique enough to keep guards of different runs apart.
 fn run_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{}-{nanos}", std::process::id())
 }
 
 /// Who holds the lock: this process, on this machine, since now.
 fn holder() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    format!("meshctl pid {} on {} since unix time {since}", std::process::id(), host.trim())
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "meshctl pid {} on {} since unix time {since}",
+        std::process::id(),
+        host.trim()
+    )
 }
-

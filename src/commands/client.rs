@@ -27,11 +27,15 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
         bail!("{}: no host `{name}` in the inventory", inv.path.display());
     };
     if host.is_managed() {
-        bail!("{name} is managed over SSH (`ssh:` is set): meshctl applies its config itself; `meshctl client` is for unmanaged clients such as phones");
+        bail!(
+            "{name} is managed over SSH (`ssh:` is set): meshctl applies its config itself; `meshctl client` is for unmanaged clients such as phones"
+        );
     }
     let (hub, _) = inv.hub();
     let Some(hub_key) = inputs.keys.get(&hub.name) else {
-        bail!("the hub's public key is not known yet: run `meshctl apply` first, so the hub's key is generated and pinned");
+        bail!(
+            "the hub's public key is not known yet: run `meshctl apply` first, so the hub's key is generated and pinned"
+        );
     };
 
     let (private_key, public_key) = match inputs.keys.get(&name) {
@@ -40,7 +44,12 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
             let secret = x25519_dalek::StaticSecret::random();
             let public = x25519_dalek::PublicKey::from(&secret);
             let b64 = base64::engine::general_purpose::STANDARD;
-            (Some(b64.encode(secret.to_bytes())), Some(WgKey::parse(&b64.encode(public.to_bytes())).expect("a generated key is valid")))
+            (
+                Some(b64.encode(secret.to_bytes())),
+                Some(
+                    WgKey::parse(&b64.encode(public.to_bytes())).expect("a generated key is valid"),
+                ),
+            )
         }
     };
     let config = render(inv, &name, hub_key, private_key.as_deref());
@@ -59,7 +68,12 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
     match &args.out {
         Some(path) => {
             use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
             f.write_all(config.as_bytes())?;
             eprintln!("Wrote {} (mode 0600).", path.display());
         }
@@ -67,7 +81,10 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
     }
     if args.qr {
         let code = qrcode::QrCode::new(config.as_bytes()).context("making the QR code")?;
-        let image = code.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build();
+        let image = code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build();
         println!("{image}");
     }
     if private_key.is_some() {
@@ -75,17 +92,27 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
             "A new key was generated for {name}; its public key is pinned. Run `meshctl apply` so the hub learns it. This config holds the private key: keep it safe."
         );
     } else {
-        eprintln!("The config has no private key: `PrivateKey` is the key generated on the device itself.");
+        eprintln!(
+            "The config has no private key: `PrivateKey` is the key generated on the device itself."
+        );
     }
     Ok(0)
 }
 
 /// The wg-quick config of an unmanaged client.
-pub fn render(inv: &Inventory, name: &HostName, hub_key: &WgKey, private_key: Option<&str>) -> String {
+pub fn render(
+    inv: &Inventory,
+    name: &HostName,
+    hub_key: &WgKey,
+    private_key: Option<&str>,
+) -> String {
     let host = &inv.hosts[name];
     let net = &inv.network;
     let (_, hub) = inv.hub();
-    let mut s = format!("# {name}: WireGuard config made by meshctl for network {}\n[Interface]\n", net.name);
+    let mut s = format!(
+        "# {name}: WireGuard config made by meshctl for network {}\n[Interface]\n",
+        net.name
+    );
     match private_key {
         Some(k) => writeln!(s, "PrivateKey = {k}").ok(),
         None => writeln!(s, "# PrivateKey = (the key generated on the device)").ok(),
@@ -96,7 +123,16 @@ pub fn render(inv: &Inventory, name: &HostName, hub_key: &WgKey, private_key: Op
     }
     writeln!(s, "Address = {}", addrs.join(", ")).ok();
     if !net.dns.is_empty() {
-        writeln!(s, "DNS = {}", net.dns.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")).ok();
+        writeln!(
+            s,
+            "DNS = {}",
+            net.dns
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .ok();
     }
     if let Some(m) = net.mtu {
         writeln!(s, "MTU = {m}").ok();
@@ -114,7 +150,12 @@ pub fn render(inv: &Inventory, name: &HostName, hub_key: &WgKey, private_key: Op
     }
     writeln!(s, "\n[Peer]\n# the hub\nPublicKey = {hub_key}").ok();
     writeln!(s, "AllowedIPs = {}", allowed.join(", ")).ok();
-    writeln!(s, "Endpoint = {}", crate::desired::endpoint_string(&hub.endpoint, net.listen_port)).ok();
+    writeln!(
+        s,
+        "Endpoint = {}",
+        crate::desired::endpoint_string(&hub.endpoint, net.listen_port)
+    )
+    .ok();
     if let Some(k) = host.keepalive {
         writeln!(s, "PersistentKeepalive = {k}").ok();
     }

@@ -468,9 +468,10 @@ fn host(
         _ => Some(h.keepalive.as_ref().map_or(DEFAULT_KEEPALIVE, |k| k.value)),
     };
     // A target inside the VPN or a home LAN is reached through the network meshctl manages.
-    let through_vpn = ssh.as_ref().and_then(|t| t.host.parse::<Ipv4Addr>().ok()).is_some_and(|a| {
-        net.ipv4.contains(&a) || lans.iter().any(|l| l.contains(&a))
-    });
+    let through_vpn = ssh
+        .as_ref()
+        .and_then(|t| t.host.parse::<Ipv4Addr>().ok())
+        .is_some_and(|a| net.ipv4.contains(&a) || lans.iter().any(|l| l.contains(&a)));
     let guard = h.guard.as_ref().map_or(through_vpn, |g| g.value);
     let (name, role) = (checked?, role?);
     (c.found.len() == before).then_some(Host {

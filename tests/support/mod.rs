@@ -173,3 +173,19 @@ impl Drop for TestLab {
         }
     }
 }
+
+/// Copies `inventory/lab.yaml` into a temporary directory of the test's own, so the public keys
+/// meshctl pins beside an inventory belong to that test alone. Keep the `TempDir` alive.
+pub fn own_inventory(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(name)
+        .tempdir()
+        .expect("temp dir");
+    let inv = dir.path().join("lab.yaml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.yaml"),
+        &inv,
+    )
+    .expect("copy inventory/lab.yaml");
+    (dir, inv)
+}
