@@ -96,9 +96,11 @@ fn rank(op: &Op) -> u8 {
 pub fn changes(changes: &[Change]) -> String {
     let mut ordered: Vec<&Change> = changes.iter().collect();
     ordered.sort_by_key(|c| rank(&c.op));
+    // A run that died mid-write (a crash, a killed session) leaves its half-written temp file;
+    // under the lock no other run writes there, so write_file removes such leftovers first.
     let mut s = String::from(
         "set -u\n\
-         write_file() { d=$(dirname \"$1\"); mkdir -p \"$d\" || return 1; t=$(mktemp \"$d/.meshctl.XXXXXX\") || return 1; \
+         write_file() { d=$(dirname \"$1\"); mkdir -p \"$d\" || return 1; rm -f \"$d\"/.meshctl.??????; t=$(mktemp \"$d/.meshctl.XXXXXX\") || return 1; \
          if cat > \"$t\" && sync \"$t\" && chmod \"$2\" \"$t\" && mv -f \"$t\" \"$1\"; then return 0; fi; rm -f \"$t\"; return 1; }\n",
     );
     let mut restored: BTreeSet<Family> = BTreeSet::new();

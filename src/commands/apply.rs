@@ -195,7 +195,7 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         let hp = host_plans[&h].clone();
         let spec = specs[&h].clone();
         let job = HostJob {
-            desired: desired[&h].state.clone(),
+            desired: desired[&h].clone(),
             keys: inputs.keys.clone(),
             guard: inputs.inventory.hosts[&h].guard.then(|| Guard {
                 run_id: run_id.clone(),
@@ -248,7 +248,7 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
 
 /// What steps 2 and 3 need to know about a host besides its plan.
 struct HostJob {
-    desired: crate::state::HostState,
+    desired: Desired,
     keys: PinnedKeys,
     /// Set for a host reached through the network meshctl manages.
     guard: Option<Guard>,
@@ -301,7 +301,9 @@ async fn apply_host(
     if !hp.changes.is_empty() {
         let mut s = String::new();
         if let Some(g) = &guard {
-            let rollback = guard::inverse(&prepared.live, &job.desired, &job.keys);
+            let mut before = prepared.live.clone();
+            planner::restrict_to_owned(&mut before, &job.desired);
+            let rollback = guard::inverse(&before, &job.desired.state, &job.keys);
             let created = prepared
                 .live
                 .state
@@ -375,8 +377,9 @@ async fn apply_host(
         return Err(e);
     }
     let out = finished?;
-    let live = facts::parse(&out.stdout, &spec).map_err(|e| format!("confirming: {e}"))?;
-    Ok(crate::diff::diff_host(&job.desired, &live, &job.keys)
+    let mut live = facts::parse(&out.stdout, &spec).map_err(|e| format!("confirming: {e}"))?;
+    planner::restrict_to_owned(&mut live, &job.desired);
+    Ok(crate::diff::diff_host(&job.desired.state, &live, &job.keys)
         .changes
         .len())
 }

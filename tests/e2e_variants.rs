@@ -1,0 +1,127 @@
+//! Idempotency scenarios on inventories other than the reference one: for each, one apply on
+//! fresh lab hosts converges, a second apply changes nothing and plan is empty — and taking a
+//! feature away again (NAT, the IPv6 plan, a host) removes exactly what meshctl had made.
+
+mod support;
+
+use std::process::Output;
+
+use support::{TestLab, own_inventory};
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn converges_twice(lab: &TestLab) {
+    let first = lab.meshctl(&["apply", "--yes"]);
+    assert!(first.status.success(), "first apply:\n{}", text(&first));
+    let second = lab.meshctl(&["apply", "--yes"]);
+    assert!(
+        text(&second).contains("Plan: 0 to add, 0 to change, 0 to remove"),
+        "the second apply changes nothing:\n{}",
+        text(&second)
+    );
+    let plan = lab.meshctl(&["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "plan after apply is empty:\n{}",
+        text(&plan)
+    );
+}
+
+#[test]
+fn routed_prefix_without_nat_and_two_laptops() {
+    let (_keep, inv) = own_inventory("variant-routed");
+    let yaml = std::fs::read_to_string(&inv)
+        .unwrap()
+        .replace("mode: on-link", "mode: routed")
+        .replace("    nat: true\n", "    nat: false\n")
+        .replace(
+            "  phone:\n",
+            "  laptop2:\n    role: client\n    ssh: root@laptop2\n    address: 10.8.0.20\n    keepalive: 10\n  phone:\n",
+        );
+    std::fs::write(&inv, yaml).unwrap();
+    let lab = TestLab::up("variant_routed", &inv);
+    converges_twice(&lab);
+    let vps = lab.exec(
+        "vps",
+        "ip -6 neigh show proxy; iptables-save -t nat; sysctl -n net.ipv6.conf.eth0.proxy_ndp",
+    );
+    let vps = text(&vps);
+    assert!(
+        !vps.contains("proxy"),
+        "routed mode: no NDP proxy entries:\n{vps}"
+    );
+    assert!(
+        !vps.contains("MESHCTL-POSTROUTING"),
+        "nat: false: no masquerade chain:\n{vps}"
+    );
+    assert!(
+        lab.exec(
+            "laptop2",
+            "ping -c 1 -W 2 10.8.0.10 || ping -c 2 -W 2 10.8.0.10"
+        )
+        .status
+        .success(),
+        "client to client through the hub"
+    );
+}
+
+#[test]
+fn taking_features_away_removes_exactly_what_meshctl_made() {
+    let (keep, inv) = own_inventory("variant-remove");
+    let lab = TestLab::up("variant_remove", &inv);
+    converges_twice(&lab);
+    // A foreign route and rule that must survive the removals.
+    assert!(lab.exec("vps", "ip route add 203.0.113.0/24 dev eth0 && iptables -w -A FORWARD -s 203.0.113.9 -j ACCEPT").status.success());
+
+    // No NAT, no IPv6 plan, and the laptop leaves the network.
+    let yaml = std::fs::read_to_string(&inv).unwrap();
+    let start = yaml.find("  ipv6:\n").unwrap();
+    let end = yaml[start..].find("  dns:").unwrap() + start;
+    let yaml = format!("{}{}", &yaml[..start], &yaml[end..])
+        .replace("    nat: true\n", "    nat: false\n");
+    let start = yaml.find("  laptop:\n").unwrap();
+    let end = yaml[start..].find("  phone:\n").unwrap() + start;
+    let yaml = format!("{}{}", &yaml[..start], &yaml[end..]);
+    std::fs::write(keep.path().join("lab.yaml"), yaml).unwrap();
+
+    let plan = lab.meshctl(&["plan", "--detailed-exitcode"]);
+    let t = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{t}");
+    for removal in [
+        "- peer laptop",
+        "- chain ipv4 nat/MESHCTL-POSTROUTING",
+        "- jump ipv4 nat/POSTROUTING -> MESHCTL-POSTROUTING",
+        "- ndp proxy 2001:db8:10:0:100::a dev eth0",
+        "- address 2001:db8:10:0:100::1/72 on wg0",
+        "~ file /etc/meshctl/rules.v6",
+    ] {
+        assert!(t.contains(removal), "missing `{removal}` in:\n{t}");
+    }
+    let out = lab.meshctl(&["apply", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        lab.meshctl(&["plan", "--detailed-exitcode"]).status.code(),
+        Some(0)
+    );
+    let left = text(&lab.exec("vps", "ip route show 203.0.113.0/24; iptables -w -S FORWARD; ip6tables-save; wg show wg0 peers | wc -l"));
+    assert!(
+        left.contains("203.0.113.0/24 dev eth0"),
+        "the foreign route stays:\n{left}"
+    );
+    assert!(
+        left.contains("-A FORWARD -s 203.0.113.9/32 -j ACCEPT"),
+        "the foreign rule stays:\n{left}"
+    );
+    let v6 = text(&lab.exec("vps", "ip6tables-save"));
+    assert!(
+        !v6.contains("MESHCTL-FORWARD"),
+        "the IPv6 FORWARD chain of meshctl's and its jump are gone:\n{v6}"
+    );
+}
