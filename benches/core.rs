@@ -99,15 +99,25 @@ impl Fixture {
         }
         std::fs::write(dir.path().join("bench.keys.yaml"), keys_text).expect("write keys");
 
-        let inv = inventory::load(&inventory_path).unwrap_or_else(|e| panic!("generated inventory: {e}"));
+        let inv =
+            inventory::load(&inventory_path).unwrap_or_else(|e| panic!("generated inventory: {e}"));
         let keys = PinnedKeys::load(&inv).expect("pinned keys");
         assert_eq!(keys.keys.len(), clients + 1, "one pinned key per host");
         let roles = Roles::builtin();
         let hub_name = HostName::parse(HUB).expect("hub name");
-        let hub = desired::all(&inv, &roles, &keys).remove(&hub_name).expect("the hub is managed");
+        let hub = desired::all(&inv, &roles, &keys)
+            .remove(&hub_name)
+            .expect("the hub is managed");
         let peers = hub.state.interface.as_ref().map_or(0, |i| i.peers.len());
         assert_eq!(peers, clients, "the hub has a peer per client");
-        Self { _dir: dir, inventory_path, inv, roles, keys, hub }
+        Self {
+            _dir: dir,
+            inventory_path,
+            inv,
+            roles,
+            keys,
+            hub,
+        }
     }
 
     /// The hub's desired state as it would be read back from a converged hub.
@@ -136,7 +146,11 @@ fn desired_all(bencher: divan::Bencher, clients: usize) {
 #[divan::bench(args = SIZES, sample_count = 10, sample_size = 1)]
 fn desired_hub_only(bencher: divan::Bencher, clients: usize) {
     let f = Fixture::new(clients);
-    let hub = f.inv.hosts.get(&HostName::parse(HUB).expect("hub name")).expect("hub");
+    let hub = f
+        .inv
+        .hosts
+        .get(&HostName::parse(HUB).expect("hub name"))
+        .expect("hub");
     bencher.bench(|| desired::for_host(divan::black_box(&f.inv), &f.roles, &f.keys, hub));
 }
 
@@ -145,7 +159,11 @@ fn diff_hub_converged(bencher: divan::Bencher, clients: usize) {
     let f = Fixture::new(clients);
     let live = f.converged_live();
     let d = diff_host(&f.hub.state, &live, &f.keys);
-    assert!(d.changes.is_empty(), "converged hub has nothing to change: {:?}", d.changes.first());
+    assert!(
+        d.changes.is_empty(),
+        "converged hub has nothing to change: {:?}",
+        d.changes.first()
+    );
     bencher.bench(|| diff_host(divan::black_box(&f.hub.state), &live, &f.keys));
 }
 
@@ -154,6 +172,9 @@ fn diff_hub_empty(bencher: divan::Bencher, clients: usize) {
     let f = Fixture::new(clients);
     let live = LiveHost::default();
     let d = diff_host(&f.hub.state, &live, &f.keys);
-    assert!(d.changes.len() > clients, "an empty hub gets every peer added");
+    assert!(
+        d.changes.len() > clients,
+        "an empty hub gets every peer added"
+    );
     bencher.bench(|| diff_host(divan::black_box(&f.hub.state), &live, &f.keys));
 }

@@ -12,7 +12,8 @@ use crate::names::{HostName, InterfaceName};
 use crate::persist;
 use crate::roles::{Roles, expand};
 use crate::state::{
-    ChainId, HostState, Jump, KeyFile, NdpProxy, Peer, Route, ServiceState, WgInterface,
+    ChainId, Family, HostState, Jump, KeyFile, NdpProxy, Peer, RULE_PRIORITY_SUPPRESS,
+    RULE_PRIORITY_TUNNEL, Route, RoutingRule, RuleKind, ServiceState, TUNNEL_TABLE, WgInterface,
 };
 
 /// The desired state of one host plus what gathering it needs to know.
@@ -143,6 +144,7 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
             mode: Some(0o600),
         },
         peers,
+        fwmark: None,
     };
 
     // Values for the role's placeholders and conditions.
@@ -202,6 +204,7 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
                         destination,
                         device,
                         via: None,
+                        table: None,
                     });
                 }
             }
@@ -239,6 +242,8 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
         _ => None,
     };
 
+    let mut interface = interface;
+    route_defaults_through_tunnel(&mut state, &mut interface);
     state.interface = Some(interface);
     state
         .services
@@ -249,6 +254,50 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
         resolve,
         ndp_range,
         notes,
+    }
+}
+
+/// A default route through the tunnel would also carry the tunnel's own packets to the hub.
+/// As wg-quick does, such a route goes into its own table, which every packet *not* marked by
+/// the tunnel looks up, after the main table's more specific routes (LANs, the VPN) had their
+/// say. IPv4 also needs `src_valid_mark` so replies to marked packets pass reverse-path checks.
+fn route_defaults_through_tunnel(state: &mut HostState, wg: &mut WgInterface) {
+    let defaults: Vec<Route> = state
+        .routes
+        .iter()
+        .filter(|r| r.destination.prefix_len() == 0 && r.table.is_none())
+        .cloned()
+        .collect();
+    for r in defaults {
+        state.routes.remove(&r);
+        let family = if r.destination.addr().is_ipv6() {
+            Family::Ipv6
+        } else {
+            Family::Ipv4
+        };
+        state.routes.insert(Route {
+            table: Some(TUNNEL_TABLE),
+            ..r
+        });
+        state.rules.insert(RoutingRule {
+            family,
+            priority: RULE_PRIORITY_SUPPRESS,
+            kind: RuleKind::MainWithoutDefault,
+        });
+        state.rules.insert(RoutingRule {
+            family,
+            priority: RULE_PRIORITY_TUNNEL,
+            kind: RuleKind::TunnelUnlessMarked {
+                fwmark: TUNNEL_TABLE,
+                table: TUNNEL_TABLE,
+            },
+        });
+        wg.fwmark = Some(TUNNEL_TABLE);
+        if family == Family::Ipv4 {
+            state
+                .sysctls
+                .insert("net.ipv4.conf.all.src_valid_mark".into(), "1".into());
+        }
     }
 }
 

@@ -74,6 +74,23 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
         ));
     }
 
+    for r in desired.rules.difference(&l.rules) {
+        d.changes.push(simple(
+            Action::Add,
+            "rule",
+            rule_text(r),
+            Op::AddRule { rule: r.clone() },
+        ));
+    }
+    for r in l.rules.difference(&desired.rules) {
+        d.changes.push(simple(
+            Action::Remove,
+            "rule",
+            rule_text(r),
+            Op::DelRule { rule: r.clone() },
+        ));
+    }
+
     // Chains: a chain whose rules differ is replaced as a whole (atomically, by restore).
     for (id, rules) in &desired.firewall.chains {
         let name = format!("chain {} {}/{}", fam(id.family), id.table, id.chain);
@@ -194,10 +211,15 @@ fn simple(action: Action, kind: &str, resource: String, op: Op) -> Change {
 }
 
 fn route_text(r: &crate::state::Route) -> String {
+    let table = r.table.map(|t| format!(" table {t}")).unwrap_or_default();
     match r.via {
-        Some(v) => format!("route {} via {v} dev {}", r.destination, r.device),
-        None => format!("route {} dev {}", r.destination, r.device),
+        Some(v) => format!("route {} via {v} dev {}{table}", r.destination, r.device),
+        None => format!("route {} dev {}{table}", r.destination, r.device),
     }
+}
+
+fn rule_text(r: &crate::state::RoutingRule) -> String {
+    format!("rule {}", r.args().replace(" rule {} ", " "))
 }
 
 fn jump_text(j: &crate::state::Jump) -> String {
@@ -351,6 +373,17 @@ fn interface(
                 },
             ));
         }
+        if let Some(m) = want.fwmark {
+            d.changes.push(simple(
+                Action::Add,
+                "fwmark",
+                format!("fwmark {m} on {name}"),
+                Op::SetFwmark {
+                    interface: name.clone(),
+                    fwmark: Some(m),
+                },
+            ));
+        }
         for (peer_name, p) in &want.peers {
             d.changes.push(Change {
                 action: Action::Add,
@@ -414,6 +447,21 @@ fn interface(
             op: Op::SetListenPort {
                 interface: name.clone(),
                 port: p,
+            },
+        });
+    }
+
+    if have.fwmark != want.fwmark {
+        d.changes.push(Change {
+            action: Action::Change,
+            kind: "fwmark".into(),
+            resource: format!("fwmark on {name}"),
+            before: Some(have.fwmark.map_or("off".into(), |m| m.to_string())),
+            after: Some(want.fwmark.map_or("off".into(), |m| m.to_string())),
+            diff: None,
+            op: Op::SetFwmark {
+                interface: name.clone(),
+                fwmark: want.fwmark,
             },
         });
     }

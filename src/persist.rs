@@ -98,6 +98,9 @@ pub fn wg_conf(wg: &WgInterface, mtu: Option<u16>, up_script: &str) -> String {
     if let Some(p) = wg.listen_port {
         writeln!(s, "ListenPort = {p}").ok();
     }
+    if let Some(m) = wg.fwmark {
+        writeln!(s, "FwMark = {m}").ok();
+    }
     if let Some(m) = mtu {
         writeln!(s, "MTU = {m}").ok();
     }
@@ -165,6 +168,34 @@ pub fn rules_file(state: &HostState, family: Family) -> Option<String> {
     Some(s)
 }
 
+/// `ip -4|-6 route VERB DEST [via GW] dev IF [table T] proto 157`.
+pub fn route_command(verb: &str, r: &crate::state::Route) -> String {
+    let family = if r.destination.addr().is_ipv6() {
+        "-6"
+    } else {
+        "-4"
+    };
+    let via = r
+        .via
+        .map(|v| format!(" via {}", quote(&v.to_string())))
+        .unwrap_or_default();
+    let table = r.table.map(|t| format!(" table {t}")).unwrap_or_default();
+    format!(
+        "ip {family} route {verb} {}{via} dev {}{table} proto {ROUTE_PROTO}",
+        quote(&r.destination.to_string()),
+        quote(r.device.as_str())
+    )
+}
+
+/// Adds a policy rule, replacing one at the same priority (rules have no `replace`).
+pub fn rule_add_command(r: &crate::state::RoutingRule) -> String {
+    format!(
+        "ip {} 2>/dev/null || true; ip {}",
+        r.args().replace("{}", "del"),
+        r.args().replace("{}", "add")
+    )
+}
+
 /// The shell command that inserts a tagged jump at the top of its chain unless it is there.
 pub fn ensure_jump_command(j: &crate::state::Jump) -> String {
     let rule = |op: &str, position: &str| {
@@ -187,17 +218,10 @@ fn up_script(state: &HostState) -> String {
         writeln!(s, "sysctl -q -p {SYSCTL_PATH}").ok();
     }
     for r in &state.routes {
-        let via = r
-            .via
-            .map(|v| format!(" via {}", quote(&v.to_string())))
-            .unwrap_or_default();
-        writeln!(
-            s,
-            "ip route replace {}{via} dev {} proto {ROUTE_PROTO}",
-            quote(&r.destination.to_string()),
-            quote(r.device.as_str())
-        )
-        .ok();
+        writeln!(s, "{}", route_command("replace", r)).ok();
+    }
+    for r in &state.rules {
+        writeln!(s, "{}", rule_add_command(r)).ok();
     }
     for n in &state.ndp_proxies {
         writeln!(

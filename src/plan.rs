@@ -165,6 +165,17 @@ pub enum Op {
         interface: String,
         port: u16,
     },
+    /// `wg set IF fwmark MARK|off`
+    SetFwmark {
+        interface: String,
+        fwmark: Option<u32>,
+    },
+    AddRule {
+        rule: crate::state::RoutingRule,
+    },
+    DelRule {
+        rule: crate::state::RoutingRule,
+    },
     AddAddress {
         interface: String,
         address: ipnet::IpNet,

@@ -30,6 +30,9 @@ pub struct HostState {
     pub sysctls: BTreeMap<String, String>,
     /// Routes carrying `proto 157`.
     pub routes: BTreeSet<Route>,
+    /// Policy routing rules carrying `protocol 157` (default routes through the tunnel).
+    #[serde(default)]
+    pub rules: BTreeSet<RoutingRule>,
     /// meshctl's own firewall chains and the jumps into them.
     pub firewall: Firewall,
     /// `ip -6 neigh add proxy ADDR dev IF` entries.
@@ -52,6 +55,10 @@ pub struct WgInterface {
     pub public_key: Option<WgKey>,
     /// Where the private key lives on the host, and whether it is there with mode 0600.
     pub private_key_file: KeyFile,
+    /// The firewall mark of the interface's own packets (`None`: off): set where a default
+    /// route goes through the tunnel, so the tunnel's packets are kept out of it.
+    #[serde(default)]
+    pub fwmark: Option<u32>,
     /// Peers keyed by their host name where known (desired: always; live: through the pinned
     /// keys), otherwise by their public key.
     pub peers: BTreeMap<String, Peer>,
@@ -84,6 +91,55 @@ pub struct Route {
     pub device: InterfaceName,
     /// Next hop, when the route is not directly on the device.
     pub via: Option<std::net::IpAddr>,
+    /// Routing table (`None`: main).
+    #[serde(default)]
+    pub table: Option<u32>,
+}
+
+/// The routing table, firewall mark and rule priorities of default routes through the tunnel
+/// (wg-quick's scheme: everything not marked by the tunnel itself looks up this table, but the
+/// main table's more specific routes still win).
+pub const TUNNEL_TABLE: u32 = 51820;
+/// Priority of the rule that lets main's non-default routes win.
+pub const RULE_PRIORITY_SUPPRESS: u32 = 32760;
+/// Priority of the rule that sends unmarked packets to the tunnel table.
+pub const RULE_PRIORITY_TUNNEL: u32 = 32761;
+
+/// A policy routing rule meshctl owns.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RoutingRule {
+    pub family: Family,
+    pub priority: u32,
+    pub kind: RuleKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// `not fwmark MARK table TABLE`
+    TunnelUnlessMarked { fwmark: u32, table: u32 },
+    /// `table main suppress_prefixlength 0`
+    MainWithoutDefault,
+}
+
+impl RoutingRule {
+    /// The `ip rule` arguments that select this rule (after `add`/`del`).
+    pub fn args(&self) -> String {
+        let fam = match self.family {
+            Family::Ipv4 => "-4",
+            Family::Ipv6 => "-6",
+        };
+        let what = match &self.kind {
+            RuleKind::TunnelUnlessMarked { fwmark, table } => {
+                format!("not fwmark {fwmark} table {table}")
+            }
+            RuleKind::MainWithoutDefault => "table main suppress_prefixlength 0".to_owned(),
+        };
+        format!(
+            "{fam} rule {{}} {what} priority {} protocol {ROUTE_PROTO}",
+            self.priority
+        )
+    }
 }
 
 /// Address family of a firewall table.

@@ -236,7 +236,7 @@ fn routes_carry_meshctls_proto() {
         let script = &d.state.files[&persist::up_script_path("wg0")].content;
         let route_lines: Vec<&str> = script
             .lines()
-            .filter(|l| l.starts_with("ip route"))
+            .filter(|l| l.starts_with("ip -4 route") || l.starts_with("ip -6 route"))
             .collect();
         assert_eq!(
             route_lines.len(),
@@ -245,7 +245,7 @@ fn routes_carry_meshctls_proto() {
         );
         for l in route_lines {
             assert!(
-                l.starts_with("ip route replace ") && l.ends_with(" proto 157"),
+                l.contains(" route replace ") && l.ends_with(" proto 157"),
                 "{h}: {l}"
             );
         }
@@ -262,14 +262,25 @@ fn routes_carry_meshctls_proto() {
         destination: net(dest),
         device: meshctl::names::InterfaceName::parse("wg0").unwrap(),
         via: None,
+        table: None,
     };
     assert_eq!(
         d[&host("vps")].state.routes,
         [route("192.168.178.0/24")].into()
     );
+    // A default route goes into the tunnel's own table (policy routing, as wg-quick does).
+    let in_tunnel_table = Route {
+        table: Some(meshctl::state::TUNNEL_TABLE),
+        ..route("::/0")
+    };
     assert_eq!(
         d[&host("laptop")].state.routes,
-        [route("192.168.178.0/24"), route("::/0")].into()
+        [route("192.168.178.0/24"), in_tunnel_table].into()
+    );
+    assert_eq!(
+        d[&host("laptop")].state.rules.len(),
+        2,
+        "the suppress and the fwmark rule"
     );
     assert!(
         d[&host("nas")].state.routes.is_empty(),
@@ -599,8 +610,7 @@ fn roles_dir_overrides_a_role() {
 // Idempotency: for random valid small inventories, a host whose live state is its desired state
 // has nothing to change.
 
-/// A client of a random topology (`full` only takes effect when unmanaged: validation refuses
-/// a full tunnel on a managed host).
+/// A client of a random topology.
 #[derive(Debug, Clone)]
 struct Client {
     number: u8,
@@ -704,11 +714,7 @@ fn inventory_text(t: &Topology) -> (String, Vec<(String, String)>) {
         let n = c.number;
         s += &format!(
             "  c{n}:\n    role: client\n    address: 10.{o}.0.{n}\n    tunnel: {}\n",
-            if c.full && !c.managed {
-                "full"
-            } else {
-                "split"
-            }
+            if c.full { "full" } else { "split" }
         );
         if c.managed {
             s += &format!("    ssh: root@c{n}\n");

@@ -160,12 +160,12 @@ fn fresh_hosts_get_everything() {
         );
     }
     // vps: interface, key, 2 addresses, listen port, 3 peers, 3 sysctls, 1 route, 5 chains,
-    // 5 jumps, 3 NDP proxies, 5 files, 1 service; laptop: interface, key, 2 addresses, 1 peer,
-    // 2 routes, 2 files, 1 service.
+    // 5 jumps, 3 NDP proxies, 5 files, 1 service; laptop: interface, key, 2 addresses, fwmark,
+    // 1 peer, 2 routes (IPv6 default in the tunnel table), 2 rules, 2 files, 1 service.
     assert_eq!(host_counts(&plan, "vps"), counts(31, 0, 0));
     assert_eq!(host_counts(&plan, "nas"), counts(12, 0, 0));
-    assert_eq!(host_counts(&plan, "laptop"), counts(10, 0, 0));
-    assert_eq!(plan.counts(), counts(53, 0, 0));
+    assert_eq!(host_counts(&plan, "laptop"), counts(13, 0, 0));
+    assert_eq!(plan.counts(), counts(56, 0, 0));
 }
 
 #[test]
@@ -293,6 +293,7 @@ fn route_missing_and_stale_route_removed() {
         destination: "192.168.178.0/24".parse().unwrap(),
         device: wg0(),
         via: None,
+        table: None,
     };
     assert!(case.live("vps").state.routes.remove(&lan));
     // A route with meshctl's proto the inventory no longer has. (Routes of other protos never
@@ -301,6 +302,7 @@ fn route_missing_and_stale_route_removed() {
         destination: "10.99.0.0/24".parse().unwrap(),
         device: wg0(),
         via: None,
+        table: None,
     };
     case.live("laptop").state.routes.insert(stale.clone());
     let plan = case.snapshot("route");

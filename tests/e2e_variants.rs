@@ -125,3 +125,60 @@ fn taking_features_away_removes_exactly_what_meshctl_made() {
         "the IPv6 FORWARD chain of meshctl's and its jump are gone:\n{v6}"
     );
 }
+
+#[test]
+fn a_full_tunnel_laptop_reaches_the_internet_through_the_hub() {
+    let (_keep, inv) = own_inventory("variant-full");
+    let yaml = std::fs::read_to_string(&inv).unwrap().replace(
+        "    address: 10.8.0.10\n    tunnel: split\n",
+        "    address: 10.8.0.10\n    tunnel: full\n",
+    );
+    assert!(
+        yaml.contains("tunnel: full\n"),
+        "the laptop is made full tunnel"
+    );
+    std::fs::write(&inv, yaml).unwrap();
+    let lab = TestLab::up("variant_full", &inv);
+    converges_twice(&lab);
+
+    // inet sees the laptop's connection coming from the hub's public address (the hub's NAT):
+    // all of the laptop's IPv4 goes through the tunnel, and the tunnel itself still works. In
+    // the lab, inet shares the laptop's segment (a connected route wins over the tunnel, as
+    // with wg-quick), so give it an address somewhere else on the "internet" first.
+    let dev = "$(ip -o -4 addr show | awk '/198.51.100.200/ {print $2}')";
+    assert!(
+        lab.exec("inet", &format!("ip addr add 203.0.113.200/24 dev {dev}"))
+            .status
+            .success()
+    );
+    assert!(
+        lab.exec("internet", "ip addr add 203.0.113.1/24 dev br0")
+            .status
+            .success()
+    );
+    let seen = lab.dir.join("inet-seen");
+    let listen = format!(
+        "(nc -l -n -v -p 7070 >/dev/null 2>{} </dev/null &) ; sleep 0.5",
+        seen.display()
+    );
+    assert!(lab.exec("inet", &listen).status.success());
+    let out = lab.exec(
+        "laptop",
+        "ping -c 1 -W 2 10.8.0.1 >/dev/null; echo hi | nc -N -w 5 203.0.113.200 7070",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let seen = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert!(
+        seen.contains("198.51.100.10"),
+        "inet must see the hub's address, not the laptop's own 198.51.100.3: {seen:?}"
+    );
+    let route = text(&lab.exec("laptop", "ip route get 203.0.113.200"));
+    assert!(route.contains("dev wg0"), "{route}");
+    assert!(
+        lab.exec("laptop", "ping -c 1 -W 2 192.168.178.10")
+            .status
+            .success(),
+        "the home LAN through the tunnel"
+    );
+}

@@ -133,12 +133,6 @@ tests/fixtures/inventory/field_for_other_role.yaml:30:10: `nat` does not apply t
 1 error in the inventory; nothing was changed on any host",
     ),
     (
-        "full_tunnel_managed",
-        "tests/fixtures/inventory/full_tunnel_managed.yaml:28:13: full tunnel on a managed host (`laptop`) is not supported yet
-  help: use `tunnel: split` for hosts meshctl manages over SSH; unmanaged clients (phones) may use `full`
-1 error in the inventory; nothing was changed on any host",
-    ),
-    (
         "gateway_without_lan",
         "tests/fixtures/inventory/gateway_without_lan.yaml:16:3: gateway `nas` has no `lan`
   help: add `lan:` to host `nas`: the home LAN it routes into the VPN (`subnet`, `interface`, `address`)

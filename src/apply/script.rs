@@ -18,7 +18,7 @@ use sha2::Digest;
 use crate::persist;
 use crate::plan::{Change, Op};
 use crate::shell::quote;
-use crate::state::{Family, ROUTE_PROTO};
+use crate::state::Family;
 
 /// Where the lock and the state of an apply in progress live on the host.
 pub const RUN_DIR: &str = "/run/meshctl";
@@ -79,9 +79,14 @@ fn rank(op: &Op) -> u8 {
         Op::GenerateKey { .. } | Op::FixKeyMode { .. } => 1,
         Op::SetSysctl { .. } => 2,
         Op::CreateInterface { .. } => 3,
-        Op::AddAddress { .. } | Op::DelAddress { .. } | Op::SetListenPort { .. } => 4,
+        Op::AddAddress { .. }
+        | Op::DelAddress { .. }
+        | Op::SetListenPort { .. }
+        | Op::SetFwmark { .. } => 4,
         Op::SetPeer { .. } | Op::RemovePeer { .. } => 5,
         Op::ReplaceRoute { .. } | Op::DelRoute { .. } => 6,
+        // After the routes: a rule sending traffic to the tunnel's table finds its route there.
+        Op::AddRule { .. } | Op::DelRule { .. } => 6,
         Op::RestoreChains { .. } => 7,
         Op::AddJump { .. } | Op::DelJump { .. } => 8,
         Op::DeleteChain { .. } => 9,
@@ -185,6 +190,13 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
             quote(interface),
             quote(public_key)
         ),
+        Op::SetFwmark { interface, fwmark } => format!(
+            "wg set {} fwmark {}",
+            quote(interface),
+            fwmark.map_or("off".to_owned(), |m| m.to_string())
+        ),
+        Op::AddRule { rule } => persist::rule_add_command(rule),
+        Op::DelRule { rule } => format!("ip {}", rule.args().replace("{}", "del")),
         Op::ReplaceRoute { route } => route_cmd("replace", route),
         Op::DelRoute { route } => route_cmd("del", route),
         Op::SetSysctl { key, value } => {
@@ -248,20 +260,7 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
 }
 
 fn route_cmd(verb: &str, r: &crate::state::Route) -> String {
-    let family = if r.destination.addr().is_ipv6() {
-        "-6"
-    } else {
-        "-4"
-    };
-    let via = r
-        .via
-        .map(|v| format!(" via {}", quote(&v.to_string())))
-        .unwrap_or_default();
-    format!(
-        "ip {family} route {verb} {}{via} dev {} proto {ROUTE_PROTO}",
-        quote(&r.destination.to_string()),
-        quote(r.device.as_str())
-    )
+    persist::route_command(verb, r)
 }
 
 /// Which steps a `changes` run reported: (steps started, the failed step's label if any).

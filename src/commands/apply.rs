@@ -268,11 +268,14 @@ fn step_failure(out: &crate::transport::RemoteOutput) -> String {
         .or_else(|| started.last().cloned())
         .unwrap_or_else(|| "before the first step".into());
     let done: Vec<&String> = started.iter().filter(|s| **s != failed).collect();
-    let detail = out
-        .stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
+    let last = |text: &str| {
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty() && !l.starts_with("@@meshctl"))
+            .map(str::to_owned)
+    };
+    let detail = last(&out.stderr)
+        .or_else(|| last(&out.stdout))
         .unwrap_or_default();
     format!(
         "step `{failed}` failed ({detail}); applied before it: {}",

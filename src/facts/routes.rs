@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::records::{Records, excerpt, malformed};
 use super::{FactError, GatherSpec, failed, require};
 use crate::names::InterfaceName;
-use crate::state::{NdpProxy, Route};
+use crate::state::{Family, NdpProxy, Route, RoutingRule, RuleKind};
 
 #[derive(Deserialize)]
 struct JsonRoute {
@@ -57,19 +57,23 @@ pub(crate) fn parse_routes(
                     continue;
                 }
             };
-            if let Some(table) = &r.table {
-                // Kept: meshctl's Route has no table. Noted so a route in another table is not
-                // mistaken for the main table's.
-                if table != "main" {
-                    warnings.push(format!(
-                        "route {destination} dev {device} with meshctl's proto is in table {table}"
-                    ));
-                }
-            }
+            let table = match r.table.as_deref() {
+                None | Some("main") => None,
+                Some(t) => match t.parse::<u32>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        warnings.push(format!(
+                            "route {destination} dev {device} with meshctl's proto is in table {t}; it is left alone"
+                        ));
+                        continue;
+                    }
+                },
+            };
             out.insert(Route {
                 destination,
                 device,
                 via: r.gateway,
+                table,
             });
         }
     }
@@ -157,4 +161,80 @@ mod tests {
         assert!(destination("10.0.0.0/8", true).is_none());
         assert!(destination("garbage", false).is_none());
     }
+}
+
+#[derive(Deserialize)]
+struct JsonRule {
+    priority: u32,
+    /// `"not": null` marks an inverted selector: only the key's presence counts.
+    #[serde(default, deserialize_with = "present")]
+    not: bool,
+    fwmark: Option<String>,
+    table: Option<String>,
+    suppress_prefixlen: Option<u32>,
+    protocol: Option<String>,
+    src: Option<String>,
+}
+
+/// Policy routing rules carrying meshctl's protocol (157), of the two kinds it makes; another
+/// rule with its protocol is a warning and left alone.
+pub(crate) fn parse_rules(
+    recs: &Records<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeSet<RoutingRule>, FactError> {
+    let mut out = BTreeSet::new();
+    for (id, family) in [("rule4", Family::Ipv4), ("rule6", Family::Ipv6)] {
+        let Some(rec) = recs.get(id) else { continue };
+        if rec.rc != 0 {
+            // No policy routing support (or no IPv6): there are no rules of meshctl's.
+            continue;
+        }
+        let text = rec.text();
+        if text.trim().is_empty() {
+            continue;
+        }
+        let rules: Vec<JsonRule> = serde_json::from_str(&text)
+            .map_err(|e| malformed(id, rec.line + e.line(), format!("bad JSON: {e}")))?;
+        for r in rules
+            .into_iter()
+            .filter(|r| r.protocol.as_deref() == Some("157"))
+        {
+            let mark = r
+                .fwmark
+                .as_deref()
+                .and_then(|m| match m.strip_prefix("0x") {
+                    Some(h) => u32::from_str_radix(h, 16).ok(),
+                    None => m.parse().ok(),
+                });
+            let table = r.table.as_deref().and_then(|t| t.parse::<u32>().ok());
+            let plain_src = r.src.as_deref().is_none_or(|s| s == "all");
+            let kind = match (r.not, mark, table, r.table.as_deref(), r.suppress_prefixlen) {
+                (true, Some(fwmark), Some(table), _, None) if plain_src => {
+                    RuleKind::TunnelUnlessMarked { fwmark, table }
+                }
+                (false, None, None, Some("main"), Some(0)) if plain_src => {
+                    RuleKind::MainWithoutDefault
+                }
+                _ => {
+                    warnings.push(format!(
+                        "a {} rule at priority {} carries meshctl's protocol but is not one it makes; it is left alone",
+                        if family == Family::Ipv4 { "IPv4" } else { "IPv6" },
+                        r.priority
+                    ));
+                    continue;
+                }
+            };
+            out.insert(RoutingRule {
+                family,
+                priority: r.priority,
+                kind,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// True when the field is there at all (whatever its value, `null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde_json::Value::deserialize(d).map(|_| true)
 }

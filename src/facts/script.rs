@@ -50,6 +50,7 @@ pub(crate) const WG_SHOW: &[&str] = &[
     "allowed-ips",
     "endpoints",
     "persistent-keepalive",
+    "fwmark",
 ];
 
 /// Fixed prologue: helper functions. `r ID CMD...` runs CMD between the record markers and
@@ -226,6 +227,8 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     // routes
     rec(&mut s, "route4", "ip -j -4 route show table all proto 157");
     rec(&mut s, "route6", "ip -j -6 route show table all proto 157");
+    rec(&mut s, "rule4", "ip -j -4 rule show");
+    rec(&mut s, "rule6", "ip -j -6 rule show");
 
     // sysctls
     for (i, key) in spec.sysctls.iter().enumerate() {

@@ -75,6 +75,29 @@ pub(crate) fn parse(
         },
     };
 
+    // Fixtures captured before meshctl read the mark have no record: no mark.
+    let fwmark_rec = match recs.get("wg.fwmark") {
+        Some(_) => Some(wg("fwmark")?),
+        None => None,
+    };
+    let fwmark = match fwmark_rec.and_then(|r| r.lines().next()) {
+        None | Some((_, "off")) => None,
+        Some((n, line)) => {
+            let v = line.trim();
+            let parsed = match v.strip_prefix("0x") {
+                Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                None => v.parse::<u32>().ok(),
+            };
+            Some(parsed.ok_or_else(|| {
+                malformed(
+                    "wg.fwmark",
+                    n,
+                    format!("not a firewall mark: {}", excerpt(v)),
+                )
+            })?)
+        }
+    };
+
     let mut peers: BTreeMap<String, Peer> = BTreeMap::new();
     for (n, line) in wg("peers")?.lines() {
         let k = key(line, "wg.peers", n)?;
@@ -130,6 +153,7 @@ pub(crate) fn parse(
         name: spec.interface.clone(),
         addresses,
         listen_port,
+        fwmark,
         public_key,
         private_key_file: parse_key_file(recs, spec)?,
         peers,

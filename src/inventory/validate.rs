@@ -366,16 +366,7 @@ fn host(
             let tunnel = match &h.tunnel {
                 None => Tunnel::Split,
                 Some(t) if t.value == RawTunnel::Split => Tunnel::Split,
-                Some(t) => {
-                    if h.ssh.is_some() {
-                        c.error(
-                            t.referenced,
-                            format!("full tunnel on a managed host (`{shown_name}`) is not supported yet"),
-                            "use `tunnel: split` for hosts meshctl manages over SSH; unmanaged clients (phones) may use `full`",
-                        );
-                    }
-                    Tunnel::Full
-                }
+                Some(_) => Tunnel::Full,
             };
             Some(Role::Client(Client { tunnel }))
         }
