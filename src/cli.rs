@@ -17,10 +17,12 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// meshctl's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Gather the live state of every host over SSH and show what apply would change.
@@ -67,8 +69,10 @@ pub struct Common {
     pub limit: Vec<String>,
 }
 
+/// Arguments of `meshctl plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
+    /// The inventory and connection options.
     #[command(flatten)]
     pub common: Common,
 
@@ -85,8 +89,10 @@ pub struct PlanArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Arguments of `meshctl apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
+    /// The inventory and connection options.
     #[command(flatten)]
     pub common: Common,
 
@@ -111,8 +117,10 @@ pub struct ApplyArgs {
     pub guard_timeout: u64,
 }
 
+/// Arguments of `meshctl client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
+    /// The inventory and connection options.
     #[command(flatten)]
     pub common: Common,
 
@@ -128,16 +136,20 @@ pub struct ClientArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Arguments of `meshctl lab`.
 #[derive(Debug, Args)]
 pub struct LabArgs {
+    /// The lab subcommand to run.
     #[command(subcommand)]
     pub command: LabCommand,
 }
 
+/// The subcommands of `meshctl lab`.
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
     /// Build one namespace per inventory host, plus the internet, the home router and `inet`.
     Up {
+        /// The inventory to build the lab from.
         #[arg(short, long, default_value = "inventory/lab.yaml")]
         inventory: PathBuf,
         /// Where the lab keeps its state (keys, ssh_config, pids).
@@ -146,19 +158,24 @@ pub enum LabCommand {
     },
     /// Remove every namespace and process the lab made (also after a crashed run).
     Down {
+        /// The lab's state directory, as given to `lab up`.
         #[arg(long, default_value = ".meshctl-lab")]
         dir: PathBuf,
     },
     /// List the lab's hosts and whether each answers over SSH.
     Status {
+        /// The lab's state directory, as given to `lab up`.
         #[arg(long, default_value = ".meshctl-lab")]
         dir: PathBuf,
     },
     /// Run a command inside a lab host's network and mount namespace.
     Exec {
+        /// The lab's state directory, as given to `lab up`.
         #[arg(long, default_value = ".meshctl-lab")]
         dir: PathBuf,
+        /// The lab host to run in (its inventory name).
         host: String,
+        /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },

@@ -19,6 +19,7 @@ use crate::state::{
 /// The desired state of one host plus what gathering it needs to know.
 #[derive(Debug, Clone)]
 pub struct Desired {
+    /// What meshctl wants on the host: interface, peers, routes, sysctls, firewall, files.
     pub state: HostState,
     /// Endpoint names the host must resolve so a name compares with a live address.
     pub resolve: Vec<String>,

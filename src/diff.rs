@@ -15,8 +15,11 @@ use crate::state::{HostState, LiveHost, ManagedFile, Peer, WgInterface};
 /// The outcome of diffing one host.
 #[derive(Debug, Clone, Default)]
 pub struct HostDiff {
+    /// The changes that bring the host to its desired state.
     pub changes: Vec<Change>,
+    /// Things the user should know that do not change the exit code (e.g. a foreign rule shadowing meshctl's).
     pub warnings: Vec<String>,
+    /// What is not done on this host and why (e.g. no systemd: nothing enabled at boot).
     pub skipped: Vec<String>,
 }
 

@@ -13,21 +13,35 @@ use crate::names::{HostName, WgKey};
 /// Host name → public key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PinnedKeys {
+    /// Each host's public key, by host name.
     pub keys: BTreeMap<HostName, WgKey>,
 }
 
+/// Why the pinned keys file could not be used; every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
+    /// The file exists but could not be read.
     #[error("cannot read pinned keys {path}: {source}")]
     Read {
+        /// The keys file (`<inventory>.keys.yaml`).
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is not a YAML mapping of valid host names to valid public keys.
     #[error("pinned keys {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The keys file.
+        path: PathBuf,
+        /// What is wrong, with the YAML location or the host it is about.
+        message: String,
+    },
+    /// The file could not be written after apply learnt a new key.
     #[error("cannot write pinned keys {path}: {source}")]
     Write {
+        /// The keys file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
 }
@@ -82,6 +96,7 @@ impl PinnedKeys {
         Ok(Self { keys })
     }
 
+    /// The pinned public key of `host`; `None`: not known yet (it is made at the first apply).
     pub fn get(&self, host: &HostName) -> Option<&WgKey> {
         self.keys.get(host)
     }

@@ -4,6 +4,7 @@
 //! `inventory` → `desired` state ─┐
 //!                                ├→ `diff` → `plan` → `render` / `apply`
 //! `transport` → `facts` (parse) ─┘
+#![warn(missing_docs)]
 
 pub mod apply;
 pub mod cli;

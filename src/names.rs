@@ -17,9 +17,12 @@ pub enum NameError {
     #[error(
         "host name {0:?} is not allowed: use 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
     )]
+    /// A host or router name outside `[a-z0-9][a-z0-9-]{0,62}`.
     Host(String),
+    /// An interface name the kernel would refuse (or `.`/`..`).
     #[error("interface name {0:?} is not allowed: use 1-15 characters of a-z, A-Z, 0-9 and _=+.-")]
     Interface(String),
+    /// Not 44 characters of base64 encoding 32 bytes; the value is not echoed (it may be a private key).
     #[error("not a valid WireGuard public key: expected 44 characters of base64 encoding 32 bytes")]
     Key,
 }
@@ -46,6 +49,7 @@ impl HostName {
         }
     }
 
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -76,6 +80,7 @@ impl fmt::Display for HostName {
 pub struct InterfaceName(String);
 
 impl InterfaceName {
+    /// Parses an interface name against the kernel's rules: 1-15 characters of `[a-zA-Z0-9_=+.-]`, not `.` or `..`.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let ok = !s.is_empty()
             && s.len() <= 15
@@ -90,6 +95,7 @@ impl InterfaceName {
         }
     }
 
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -121,6 +127,7 @@ impl fmt::Display for InterfaceName {
 pub struct WgKey(String);
 
 impl WgKey {
+    /// Parses a public key (surrounding whitespace trimmed): 44 characters of base64 that decode to 32 bytes.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let s = s.trim();
         if s.len() != 44 {
@@ -132,6 +139,7 @@ impl WgKey {
         }
     }
 
+    /// The key in base64, as `wg` prints it.
     pub fn as_str(&self) -> &str {
         &self.0
     }

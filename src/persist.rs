@@ -29,10 +29,12 @@ pub fn candidate_paths(wg: &str) -> Vec<String> {
     ]
 }
 
+/// The wg-quick config of interface `wg`: `/etc/wireguard/<wg>.conf`.
 pub fn conf_path(wg: &str) -> String {
     format!("/etc/wireguard/{wg}.conf")
 }
 
+/// The file meshctl's firewall chains of `family` are restored from at boot and by apply.
 pub fn rules_path(family: Family) -> String {
     match family {
         Family::Ipv4 => "/etc/meshctl/rules.v4".to_owned(),
@@ -40,6 +42,7 @@ pub fn rules_path(family: Family) -> String {
     }
 }
 
+/// The script the config's `PostUp` runs to restore routes, sysctls, NDP entries and chains.
 pub fn up_script_path(wg: &str) -> String {
     format!("/etc/meshctl/{wg}-up.sh")
 }

@@ -18,33 +18,45 @@ use crate::state::{ChainId, Jump, NdpProxy, Peer, Route};
 /// The plan format's version; a saved plan of another version is refused.
 pub const PLAN_VERSION: u32 = 1;
 
+/// What `meshctl plan` computes and `meshctl apply` executes: every managed host's changes plus the steps left to the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
+    /// The plan format's version ([`PLAN_VERSION`]); checked when a saved plan is loaded.
     pub version: u32,
+    /// The inventory's `network.name`, shown in the header of the rendered plan.
     pub network: String,
     /// The inventory file the plan was made from.
     pub inventory: String,
     /// SHA-256 over the inventory, the roles and the pinned keys: a saved plan is only applied
     /// against the same inputs.
     pub inventory_digest: String,
+    /// One entry per managed host, in host-name order.
     pub hosts: Vec<HostPlan>,
+    /// Steps meshctl cannot do itself (routers, unmanaged clients); printed, never applied.
     pub manual_steps: Vec<ManualStep>,
 }
 
+/// The plan for one managed host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPlan {
+    /// The host's name in the inventory.
     pub host: HostName,
+    /// The host's role: `hub`, `gateway` or `client`.
     pub role: String,
     /// The SSH target, e.g. `root@vps`.
     pub target: String,
+    /// Whether the host could be gathered; a failed host has no changes and makes the run fail.
     pub status: HostStatus,
+    /// Why gathering failed (`status: failed` only), naming the host and the cause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What apply changes on this host, to bring its live state to the desired one.
     pub changes: Vec<Change>,
     /// Foreign rules that shadow meshctl's, a changed key, ... (do not change the exit code).
     pub warnings: Vec<String>,
     /// What is not done on this host and why (e.g. no systemd: nothing enabled at boot).
     pub skipped: Vec<String>,
+    /// Informational remarks, e.g. an unmanaged client left out until its key is known.
     pub notes: Vec<String>,
     /// SHA-256 of the normalised live state meshctl owns (stable while nothing it cares about
     /// moves); a saved plan is refused when it no longer matches.
@@ -52,14 +64,18 @@ pub struct HostPlan {
     pub fingerprint: Option<String>,
 }
 
+/// Whether a host's part of the plan could be computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HostStatus {
+    /// Gathered and diffed: `changes` is complete (possibly empty).
     Planned,
+    /// Gathering failed (unreachable, no permission, bad facts): see `error`.
     Failed,
 }
 
 impl HostPlan {
+    /// How many changes of each action this host has.
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
         for ch in &self.changes {
@@ -76,18 +92,23 @@ impl HostPlan {
 /// Numbers of changes per action.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Resources to create.
     pub add: usize,
+    /// Resources to modify in place.
     pub change: usize,
+    /// Resources to delete.
     pub remove: usize,
 }
 
 impl Counts {
+    /// All changes together; 0 means in sync.
     pub fn total(&self) -> usize {
         self.add + self.change + self.remove
     }
 }
 
 impl Plan {
+    /// The change counts over all hosts, for the summary line.
     pub fn counts(&self) -> Counts {
         self.hosts
             .iter()
@@ -99,24 +120,31 @@ impl Plan {
             })
     }
 
+    /// Whether anything would change (exit status 2 under `--detailed-exitcode`).
     pub fn has_changes(&self) -> bool {
         self.counts().total() > 0
     }
 
+    /// Hosts that could not be gathered; any makes the command exit 1.
     pub fn failed_hosts(&self) -> impl Iterator<Item = &HostPlan> {
         self.hosts.iter().filter(|h| h.status == HostStatus::Failed)
     }
 }
 
+/// What a change does to a resource, rendered as `+`, `~` or `-`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// Create a resource that is missing.
     Add,
+    /// Modify a resource that exists with other values.
     Change,
+    /// Delete a resource meshctl owns that the inventory no longer wants.
     Remove,
 }
 
 impl Action {
+    /// The prefix shown in the rendered plan: `+`, `~` or `-`.
     pub fn symbol(self) -> char {
         match self {
             Action::Add => '+',
@@ -129,19 +157,23 @@ impl Action {
 /// One change: what it is (for humans) and the instruction that applies it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
+    /// Add, change or remove.
     pub action: Action,
     /// `interface`, `key`, `address`, `listen_port`, `peer`, `route`, `sysctl`, `chain`,
     /// `jump`, `ndp_proxy`, `file`, `service`.
     pub kind: String,
     /// e.g. `peer laptop`, `sysctl net.ipv4.ip_forward`.
     pub resource: String,
+    /// The live value, for display (`None` when adding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<String>,
+    /// The desired value, for display (`None` when removing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
     /// Unified diff, for files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// The instruction apply runs; the only field of a change that drives apply.
     pub op: Op,
 }
 
@@ -151,90 +183,137 @@ pub struct Change {
 pub enum Op {
     /// Generate the private key on the host (done in apply's first step, before anything else).
     GenerateKey {
+        /// Path of the key file, e.g. `/etc/wireguard/wg0.key`.
         path: String,
     },
     /// `chmod 600` the key file.
     FixKeyMode {
+        /// Path of the key file.
         path: String,
     },
     /// `wg-quick up IF` from the written config.
     CreateInterface {
+        /// The interface, e.g. `wg0`; its config file is written before this runs.
         interface: String,
     },
+    /// `wg set IF listen-port PORT`.
     SetListenPort {
+        /// The WireGuard interface.
         interface: String,
+        /// The UDP port to listen on (`network.listen_port`).
         port: u16,
     },
     /// `wg set IF fwmark MARK|off`
     SetFwmark {
+        /// The WireGuard interface.
         interface: String,
+        /// The mark to set; `None` turns it off.
         fwmark: Option<u32>,
     },
+    /// `ip rule add ...`: a policy rule for a default route through the tunnel (full tunnel).
     AddRule {
+        /// The rule to add.
         rule: crate::state::RoutingRule,
     },
+    /// `ip rule del ...`: a rule of meshctl's that is no longer wanted.
     DelRule {
+        /// The rule to delete.
         rule: crate::state::RoutingRule,
     },
+    /// `ip address replace ADDR dev IF`.
     AddAddress {
+        /// The WireGuard interface.
         interface: String,
+        /// The address with its prefix length, e.g. `10.8.0.1/24`.
         address: ipnet::IpNet,
     },
+    /// `ip address del ADDR dev IF`.
     DelAddress {
+        /// The WireGuard interface.
         interface: String,
+        /// The address with its prefix length.
         address: ipnet::IpNet,
     },
     /// `wg set IF peer KEY allowed-ips ... [endpoint ...] persistent-keepalive ...`
     SetPeer {
+        /// The WireGuard interface.
         interface: String,
+        /// The peer's host name (or its public key when no host is pinned to it), for messages.
         name: String,
+        /// The peer's public key, allowed IPs, endpoint and keepalive.
         peer: Peer,
     },
     /// `wg set IF peer KEY remove`
     RemovePeer {
+        /// The WireGuard interface.
         interface: String,
+        /// The public key of the peer to remove.
         public_key: String,
     },
+    /// `ip route replace ... proto 157`: add or update a route meshctl owns.
     ReplaceRoute {
+        /// The route to set.
         route: Route,
     },
+    /// `ip route del ...`: a route of meshctl's that is no longer wanted.
     DelRoute {
+        /// The route to delete.
         route: Route,
     },
+    /// `sysctl -w KEY=VALUE` (the drop-in file that persists it is a separate `WriteFile`).
     SetSysctl {
+        /// Dotted sysctl key, e.g. `net.ipv4.ip_forward`.
         key: String,
+        /// The value to set, e.g. `1`.
         value: String,
     },
     /// `*tables-restore --noflush` of meshctl's chains of one family from the rules file.
     RestoreChains {
+        /// A chain of the family to restore; one restore covers all chains of that family.
         chain: ChainId,
     },
     /// Flush and delete one of meshctl's chains (after its jump is gone).
     DeleteChain {
+        /// The chain to delete.
         chain: ChainId,
     },
+    /// Insert the tagged jump from a built-in chain into meshctl's chain (unless already there).
     AddJump {
+        /// The jump to insert.
         jump: Jump,
     },
+    /// `iptables -D ...` of a tagged jump meshctl no longer wants.
     DelJump {
+        /// The jump to delete.
         jump: Jump,
     },
+    /// `ip -6 neigh replace proxy ADDR dev IF`, so the provider's router can reach a client's address.
     AddNdpProxy {
+        /// The address and the device to answer on.
         entry: NdpProxy,
     },
+    /// `ip -6 neigh del proxy ADDR dev IF`.
     DelNdpProxy {
+        /// The entry to delete.
         entry: NdpProxy,
     },
     /// Atomic write (temp file, fsync, rename), content over stdin.
     WriteFile {
+        /// Absolute path on the host.
         path: String,
+        /// The whole new content (never holds a private key).
         content: String,
+        /// Unix permission bits, e.g. 0o600.
         mode: u32,
     },
+    /// `rm -f PATH`: a managed file the inventory no longer needs.
     RemoveFile {
+        /// Absolute path on the host.
         path: String,
     },
+    /// `systemctl enable UNIT`, so the interface comes up at boot.
     EnableService {
+        /// The unit, e.g. `wg-quick@wg0`.
         unit: String,
     },
 }
@@ -242,6 +321,8 @@ pub enum Op {
 /// A step meshctl cannot do itself: an unmanaged router's static route, a phone's config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManualStep {
+    /// What the step is about: a router's or an unmanaged client's name.
     pub subject: String,
+    /// What the user must do, in one sentence.
     pub text: String,
 }

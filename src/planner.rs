@@ -20,8 +20,11 @@ use crate::state::{ChainId, HostState, LiveHost};
 /// Everything a plan is computed from.
 #[derive(Debug, Clone)]
 pub struct Inputs {
+    /// The checked inventory.
     pub inventory: Inventory,
+    /// The roles: built-in, or overridden with `--roles`.
     pub roles: Roles,
+    /// The pinned public keys beside the inventory.
     pub keys: PinnedKeys,
     /// SHA-256 over the inventory text, the roles and the pinned keys.
     pub digest: String,
@@ -30,10 +33,13 @@ pub struct Inputs {
 /// Why the inputs could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// The inventory could not be read or is invalid.
     #[error(transparent)]
     Inventory(#[from] crate::inventory::InventoryError),
+    /// A role file (`--roles DIR`) could not be read or is invalid.
     #[error(transparent)]
     Roles(#[from] crate::roles::RoleError),
+    /// The pinned keys file could not be read or is invalid.
     #[error(transparent)]
     Keys(#[from] crate::keys::KeysError),
 }

@@ -8,6 +8,7 @@ use crate::plan::{Action, HostStatus, Plan};
 /// Colours, on only for a terminal and never with NO_COLOR or `--no-color`.
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
+    /// Whether to use ANSI colours.
     pub color: bool,
 }
 

@@ -42,48 +42,66 @@ pub const CONDITIONS: &[&str] = &[
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleSpec {
+    /// `sysctls:`: kernel settings the role sets (and persists in the sysctl drop-in).
     #[serde(default)]
     pub sysctls: Vec<SysctlSpec>,
+    /// `routes:`: routes the role adds, marked as meshctl's.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// `chains:`: meshctl's own firewall chains, each with its jump.
     #[serde(default)]
     pub chains: Vec<ChainSpec>,
 }
 
+/// One `sysctls:` entry of a role file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SysctlSpec {
+    /// `key`: dotted sysctl key; may hold placeholders such as `{wan}`.
     pub key: String,
+    /// `value`: the value to set, as a string (`"1"`).
     pub value: String,
+    /// `when`: a condition from [`CONDITIONS`]; absent: always.
     #[serde(default)]
     pub when: Option<String>,
 }
 
+/// One `routes:` entry of a role file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
+    /// `to`: the destination, e.g. `{lan4}` (one route per home LAN).
     pub to: String,
+    /// `dev`: the device, e.g. `{wg}`.
     pub dev: String,
+    /// `when`: a condition from [`CONDITIONS`]; absent: always.
     #[serde(default)]
     pub when: Option<String>,
 }
 
+/// One `chains:` entry of a role file: a chain of meshctl's and its rules.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainSpec {
+    /// `family`: `ipv4` or `ipv6`.
     pub family: Family,
+    /// `table`: e.g. `filter` or `nat`.
     pub table: String,
+    /// `chain`: the chain's name, e.g. `MESHCTL-FORWARD`.
     pub chain: String,
     /// The built-in chain that jumps here (one tagged rule at its top).
     pub from: String,
+    /// `when`: a condition from [`CONDITIONS`]; absent: always.
     #[serde(default)]
     pub when: Option<String>,
+    /// `rules`: the chain's rules in `iptables-save` form without `-A CHAIN`; may hold placeholders.
     pub rules: Vec<String>,
 }
 
 /// The three roles, validated.
 #[derive(Debug, Clone)]
 pub struct Roles {
+    /// Each role's data by role name (`hub`, `gateway`, `client`).
     pub by_name: BTreeMap<String, RoleSpec>,
 }
 
@@ -91,7 +109,9 @@ pub struct Roles {
 #[derive(Debug, thiserror::Error)]
 #[error("role file {file}: {message}")]
 pub struct RoleError {
+    /// The role file: its path, or `(built-in) roles/<role>.yaml`.
     pub file: String,
+    /// What is wrong, with the YAML error's location when there is one.
     pub message: String,
 }
 
@@ -127,6 +147,7 @@ impl Roles {
         Ok(Self { by_name })
     }
 
+    /// The data of `role` (`hub`, `gateway` or `client`; any other name panics).
     pub fn get(&self, role: &str) -> &RoleSpec {
         &self.by_name[role]
     }

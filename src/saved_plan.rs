@@ -9,27 +9,58 @@ use crate::plan::{PLAN_VERSION, Plan};
 /// Why a saved plan is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SavedPlanError {
+    /// The file given to `meshctl apply` could not be read.
     #[error("cannot read the saved plan {path}: {source}")]
     Read {
+        /// The saved plan's path, as given.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is not JSON of the plan schema (truncated, hand-edited, another file).
     #[error("the saved plan {path} is not a meshctl plan (corrupt or hand-edited?): {reason}")]
-    Corrupt { path: String, reason: String },
+    Corrupt {
+        /// The saved plan's path.
+        path: String,
+        /// The JSON error.
+        reason: String,
+    },
+    /// The plan was written by a meshctl with another plan format ([`PLAN_VERSION`]).
     #[error(
         "the saved plan {path} has schema version {found}; this meshctl reads version {PLAN_VERSION}: make a new plan"
     )]
-    Version { path: String, found: u64 },
+    Version {
+        /// The saved plan's path.
+        path: String,
+        /// The version the file declares.
+        found: u64,
+    },
+    /// The inventory, roles or pinned keys changed since the plan was made (the digest differs).
     #[error(
         "the saved plan {path} was made from other inputs (inventory, roles or pinned keys differ): make a new plan"
     )]
-    OtherInputs { path: String },
+    OtherInputs {
+        /// The saved plan's path.
+        path: String,
+    },
+    /// A host had failed when the plan was made, so the plan does not cover it.
     #[error(
         "host {host} could not be planned when {path} was made (see the plan's error): fix it and make a new plan"
     )]
-    Incomplete { path: String, host: String },
+    Incomplete {
+        /// The saved plan's path.
+        path: String,
+        /// The host whose gathering failed.
+        host: String,
+    },
+    /// A host's live state no longer matches the fingerprint saved with the plan.
     #[error("host {host} has changed since the plan {path} was made: make a new plan")]
-    Moved { path: String, host: String },
+    Moved {
+        /// The saved plan's path.
+        path: String,
+        /// The host that changed.
+        host: String,
+    },
 }
 
 /// Writes the plan as JSON, 0600 (it names the network's layout).

@@ -46,9 +46,11 @@ pub struct HostState {
 /// A WireGuard interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WgInterface {
+    /// The interface name (`network.interface`, default `wg0`).
     pub name: InterfaceName,
     /// Addresses with their prefix length (`10.8.0.1/24`).
     pub addresses: BTreeSet<IpNet>,
+    /// The UDP port WireGuard listens on; `None`: a random one (only the hub needs a fixed port).
     pub listen_port: Option<u16>,
     /// The interface's public key: desired = the pinned key (`None`: known after apply);
     /// live = what `wg show IF public-key` printed.
@@ -67,7 +69,9 @@ pub struct WgInterface {
 /// The private key file: its path and, in live state, its mode (`None`: it does not exist).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyFile {
+    /// Absolute path, e.g. `/etc/wireguard/wg0.key`.
     pub path: String,
+    /// Permission bits; `None` when the file does not exist. Desired: always 0o600.
     pub mode: Option<u32>,
 }
 
@@ -76,6 +80,7 @@ pub struct KeyFile {
 pub struct Peer {
     /// `None` in desired state: the peer's key is not pinned yet (known after apply).
     pub public_key: Option<WgKey>,
+    /// The addresses routed to this peer and accepted from it.
     pub allowed_ips: BTreeSet<IpNet>,
     /// `host:port` as configured. A roaming peer has none in desired state, and then the live
     /// endpoint the kernel learnt is not compared.
@@ -87,7 +92,9 @@ pub struct Peer {
 /// A route meshctl owns.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Route {
+    /// The destination network, e.g. the home LAN `192.168.1.0/24`.
     pub destination: IpNet,
+    /// The device the route goes out of (usually the WireGuard interface).
     pub device: InterfaceName,
     /// Next hop, when the route is not directly on the device.
     pub via: Option<std::net::IpAddr>,
@@ -108,16 +115,25 @@ pub const RULE_PRIORITY_TUNNEL: u32 = 32761;
 /// A policy routing rule meshctl owns.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RoutingRule {
+    /// IPv4 or IPv6 (`ip -4|-6 rule`).
     pub family: Family,
+    /// The rule's priority; see [`RULE_PRIORITY_SUPPRESS`] and [`RULE_PRIORITY_TUNNEL`].
     pub priority: u32,
+    /// Which of the two rules: unmarked traffic to the tunnel, or main's specific routes first.
     pub kind: RuleKind,
 }
 
+/// The two rules of a default route through the tunnel (wg-quick's scheme).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
     /// `not fwmark MARK table TABLE`
-    TunnelUnlessMarked { fwmark: u32, table: u32 },
+    TunnelUnlessMarked {
+        /// The tunnel's own mark ([`TUNNEL_TABLE`] by convention), so its packets skip the rule.
+        fwmark: u32,
+        /// The table holding the default route through the tunnel.
+        table: u32,
+    },
     /// `table main suppress_prefixlength 0`
     MainWithoutDefault,
 }
@@ -146,7 +162,9 @@ impl RoutingRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
+    /// iptables, `ip -4`.
     Ipv4,
+    /// ip6tables, `ip -6`.
     Ipv6,
 }
 
@@ -163,6 +181,7 @@ impl Family {
 /// meshctl's firewall: its own chains, each jumped to from a built-in chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Firewall {
+    /// meshctl's chains and their rules, in `iptables-save` form without `-A CHAIN`.
     #[serde(with = "chain_list")]
     pub chains: BTreeMap<ChainId, Vec<String>>,
     /// Jumps from built-in chains, each a single rule tagged `-m comment --comment meshctl`.
@@ -174,15 +193,20 @@ pub struct Firewall {
 /// `-A CHAIN` (e.g. `-s 10.8.0.0/24 -j ACCEPT`), which is what makes live and desired compare.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ChainId {
+    /// IPv4 (iptables) or IPv6 (ip6tables).
     pub family: Family,
+    /// The table, e.g. `filter` or `nat`.
     pub table: String,
+    /// The chain's name, e.g. `MESHCTL-FORWARD`.
     pub chain: String,
 }
 
 /// A tagged jump from a built-in chain (`FORWARD`) into one of meshctl's chains.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Jump {
+    /// IPv4 (iptables) or IPv6 (ip6tables).
     pub family: Family,
+    /// The table, e.g. `filter` or `nat`.
     pub table: String,
     /// The built-in chain: `FORWARD`, `INPUT`, `POSTROUTING`.
     pub from: String,
@@ -193,7 +217,9 @@ pub struct Jump {
 /// An NDP proxy entry, answering neighbour solicitations for `address` on `device`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NdpProxy {
+    /// The client's public IPv6 address to answer for.
     pub address: std::net::Ipv6Addr,
+    /// The device facing the provider (the hub's WAN interface).
     pub device: InterfaceName,
 }
 
@@ -201,6 +227,7 @@ pub struct NdpProxy {
 /// Live content has any `PrivateKey`/`PresharedKey` value blanked on the host before sending.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManagedFile {
+    /// The whole content; live content has key values blanked.
     pub content: String,
     /// Unix permission bits, e.g. 0o600.
     pub mode: u32,
@@ -209,6 +236,7 @@ pub struct ManagedFile {
 /// A systemd unit's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceState {
+    /// Whether `systemctl is-enabled` says enabled.
     pub enabled: bool,
 }
 
@@ -230,8 +258,11 @@ pub struct SystemInfo {
 /// Everything one gather returns: the live state plus what is only reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveHost {
+    /// The host this was gathered from; set by the caller, since the fact parser does not know it.
     pub host: Option<HostName>,
+    /// OS, systemd, tools and iptables backend: reported, never diffed.
     pub system: SystemInfo,
+    /// The live state, in the same shape as the desired state.
     pub state: HostState,
     /// Foreign rules that shadow meshctl's (an earlier DROP in FORWARD, ...).
     pub warnings: Vec<String>,

@@ -97,37 +97,66 @@ pub enum TransportError {
     #[error(
         "cannot connect to {host}: {reason} (check that the host is up and reachable and its ssh_config entry)"
     )]
-    Connect { host: String, reason: String },
+    Connect {
+        /// The ssh destination.
+        host: String,
+        /// ssh's own message.
+        reason: String,
+    },
     /// Strict checking is on and known_hosts has no key for the host.
     #[error(
         "the host key of {host} is not known: verify its fingerprint and add it to known_hosts (e.g. by running `ssh {host}` once), or run again with --accept-new-host-keys to trust it on first contact"
     )]
-    HostKeyUnknown { host: String },
+    HostKeyUnknown {
+        /// The ssh destination.
+        host: String,
+    },
     /// The host presented a key different from the one in known_hosts.
     #[error(
         "the host key of {host} changed: if the host was reinstalled, remove its line from known_hosts (ssh-keygen -R {host}) and check the new key; otherwise this may be an attack. meshctl never accepts a changed key"
     )]
-    HostKeyChanged { host: String },
+    HostKeyChanged {
+        /// The ssh destination.
+        host: String,
+    },
     /// The host refused every key meshctl (ssh) offered.
     #[error(
         "{host} refused the login: {reason} (check the user, the key or agent, and the host's authorized_keys)"
     )]
-    Auth { host: String, reason: String },
+    Auth {
+        /// The ssh destination.
+        host: String,
+        /// ssh's own message.
+        reason: String,
+    },
     /// A non-root login could not become root with `sudo -n`.
     #[error(
         "user {user} on {host} cannot run sudo without a password (sudo -n): grant it NOPASSWD for meshctl, or log in as root ({reason})"
     )]
     Sudo {
+        /// The ssh destination.
         host: String,
+        /// The login user that tried sudo.
         user: String,
+        /// sudo's own message.
         reason: String,
     },
     /// The remote execution could not be run or its connection was lost.
     #[error("running a script on {host} failed: {reason}")]
-    Exec { host: String, reason: String },
+    Exec {
+        /// The ssh destination.
+        host: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Shutting the connection down failed (the work itself was done).
     #[error("closing the SSH connection to {host} failed: {reason}")]
-    Close { host: String, reason: String },
+    Close {
+        /// The ssh destination.
+        host: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl TransportError {

@@ -110,15 +110,26 @@ fn finish(child: Child, secs: u64) -> Output {
     match rx.recv_timeout(Duration::from_secs(secs)) {
         Ok(out) => out.expect("wait for meshctl"),
         Err(_) => {
-            kill(pid, "-9");
+            kill(pid, "KILL");
             panic!("meshctl (pid {pid}) did not finish within {secs}s");
         }
     }
 }
 
+/// Sends `signal` (e.g. `KILL`) to process `pid`.
 fn kill(pid: u32, signal: &str) {
+    signal_target(&pid.to_string(), signal);
+}
+
+/// `kill -s SIGNAL -- TARGET`: always with `-s` and `--`, since procps' `kill -9 -PGID` reads
+/// `-9` as the target (process group 9!) rather than as the signal.
+fn signal_target(target: &str, signal: &str) {
+    assert!(
+        !matches!(target, "0" | "-0" | "1" | "-1"),
+        "refusing to signal {target}"
+    );
     let _ = Command::new("kill")
-        .args([signal, &pid.to_string()])
+        .args(["-s", signal, "--", target])
         .status();
 }
 
@@ -177,7 +188,7 @@ fn kill_connections(lab: &TestLab, host: &str) -> Vec<u32> {
         .collect();
     assert!(!sshds.is_empty(), "{host}: no SSH connection to kill");
     for p in &sshds {
-        kill(*p, "-9");
+        kill(*p, "KILL");
     }
     tree.iter()
         .filter(|(p, _)| !sshds.contains(p))
@@ -420,7 +431,7 @@ fn rel_faults_a_killed_remote_script_leaves_the_old_file_and_a_rerun_cleans_up()
     // half written and never renamed.
     let remote = kill_connections(&lab, "vps");
     for p in &remote {
-        kill(*p, "-9");
+        kill(*p, "KILL");
     }
     let out = finish(run, 60);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -460,7 +471,7 @@ fn rel_faults_an_unreachable_host_fails_alone() {
     let (_keep, inv) = own_inventory("rel-faults-unreach");
     let lab = TestLab::up("rel_faults_unreach", &inv);
     let pid = lab.state().hosts["nas"].sshd_pid.expect("nas runs sshd");
-    kill(pid, "-TERM");
+    kill(pid, "TERM");
     wait_for(10, "nas's sshd to stop", || !process_alive(pid));
 
     let out = lab.meshctl(&["apply", "--yes"]);
@@ -717,10 +728,8 @@ fn rel_faults_a_second_apply_is_refused_and_names_the_holder() {
     );
 
     // The first run is killed (with its ssh clients) and its connection dropped: its lock stays.
-    kill(pid, "-9");
-    let _ = Command::new("kill")
-        .args(["-9", &format!("-{pid}")])
-        .status();
+    kill(pid, "KILL");
+    signal_target(&format!("-{pid}"), "KILL");
     let remote = kill_connections(&lab, "nas");
     let _ = finish(first, 30);
     gate.release();

@@ -89,6 +89,9 @@ fn hosts_untouched(lab: &TestLab, why: &str) {
     }
 }
 
+/// (name, inventory text, 1-based line and column of the mistake when known exactly).
+type Case = (&'static str, String, Option<(usize, usize)>);
+
 #[test]
 fn rel_a_bad_inventory_opens_no_connection_and_names_the_position() {
     let (dir, inv) = own_inventory("rel-input-bad");
@@ -97,8 +100,7 @@ fn rel_a_bad_inventory_opens_no_connection_and_names_the_position() {
     let pwned = dir.path().join("pwned");
     let p = pwned.display();
 
-    // (name, inventory text, expected position of the mistake if known exactly)
-    let mut cases: Vec<(&str, String, Option<(usize, usize)>)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     cases.push((
         "syntax",
         edit(&good, "  name: lab\n", "  name: \"lab\n"),

@@ -93,10 +93,10 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
             let Ok(t) = e.file_type() else { continue };
             if t.is_dir() {
                 queue.push(e.path());
-            } else if t.is_file() {
-                if let Ok(bytes) = std::fs::read(e.path()) {
-                    found.push((e.path(), String::from_utf8_lossy(&bytes).into_owned()));
-                }
+            } else if t.is_file()
+                && let Ok(bytes) = std::fs::read(e.path())
+            {
+                found.push((e.path(), String::from_utf8_lossy(&bytes).into_owned()));
             }
         }
     }
@@ -342,10 +342,10 @@ fn created_modes(log: &str, dir: &str) -> Vec<(String, u32, String)> {
     let calls = syscalls(log);
     let mut parent: BTreeMap<u32, u32> = BTreeMap::new();
     for c in &calls {
-        if matches!(c.name.as_str(), "clone" | "clone3" | "fork" | "vfork") {
-            if let Ok(child) = returned(&c.line).parse::<u32>() {
-                parent.insert(child, c.pid);
-            }
+        if matches!(c.name.as_str(), "clone" | "clone3" | "fork" | "vfork")
+            && let Ok(child) = returned(&c.line).parse::<u32>()
+        {
+            parent.insert(child, c.pid);
         }
     }
     // Unknown at the start: assume the usual 022 (which would reveal a readable file).
@@ -374,7 +374,11 @@ fn created_modes(log: &str, dir: &str) -> Vec<(String, u32, String)> {
                 let creates = c.line.contains("O_CREAT") || c.name == "creat";
                 // Only the open that makes the file sets its mode (a later `> file` of a
                 // file mktemp made keeps mktemp's 0600).
-                if creates && path.starts_with(dir) && !returned(&c.line).starts_with('-') && exists.insert(path.to_owned()) {
+                if creates
+                    && path.starts_with(dir)
+                    && !returned(&c.line).starts_with('-')
+                    && exists.insert(path.to_owned())
+                {
                     let mode = octal_arg(&c.line).expect("a mode with O_CREAT");
                     found.push((path.to_owned(), mode & !mask, c.line.clone()));
                 }

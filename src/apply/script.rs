@@ -25,11 +25,16 @@ pub const RUN_DIR: &str = "/run/meshctl";
 /// The lock directory (mkdir is atomic).
 pub const LOCK_DIR: &str = "/run/meshctl/lock";
 
-/// Marker lines the scripts print for the controller.
+// Marker lines the scripts print for the controller.
+/// `prepare`: the lock is held by another apply; the next line names the holder.
 pub const MARK_LOCKED: &str = "@@meshctl locked@@";
+/// `prepare`: the next line is the host's public key.
 pub const MARK_PUBKEY: &str = "@@meshctl pubkey@@";
+/// `changes`: a step starts (`MARK N LABEL`).
 pub const MARK_STEP: &str = "@@meshctl step@@";
+/// `changes`: step N failed; the script stops there.
 pub const MARK_FAILED: &str = "@@meshctl failed@@";
+/// `changes`: every step succeeded.
 pub const MARK_DONE: &str = "@@meshctl done@@";
 
 /// Exit status of `prepare` when another apply holds the lock.

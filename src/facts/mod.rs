@@ -106,32 +106,55 @@ pub enum FactError {
     NoHeader,
     /// The output stops inside or after a section: the connection or the script was cut off.
     #[error("the output is cut off at section `{section}` (line {line})")]
-    Truncated { section: String, line: usize },
+    Truncated {
+        /// The last section the output reached.
+        section: String,
+        /// Line of the whole output where it stops.
+        line: usize,
+    },
     /// A section the spec asks for is not in the output.
     #[error("section `{section}` is missing from the output")]
-    Missing { section: String },
+    Missing {
+        /// The section that is absent.
+        section: String,
+    },
     /// A section's output is not in the expected form.
     #[error("section `{section}`, line {line}: {reason}")]
     Malformed {
+        /// The section, e.g. `link`, `ndp` or `file /etc/wireguard/wg0.conf`.
         section: String,
+        /// Line of the whole output where the problem is.
         line: usize,
+        /// What is wrong with the line.
         reason: String,
     },
     /// A command failed on the host.
     #[error("section `{section}` (line {line}): `{command}` failed with exit status {status}")]
     Command {
+        /// The section the command belongs to.
         section: String,
+        /// Line of the whole output where the failure is reported.
         line: usize,
+        /// The command that failed, as run on the host.
         command: String,
+        /// Its exit status.
         status: i32,
     },
     /// A managed file exists but could not be read (or is not a regular file).
     #[error("managed file {path}: {reason}")]
-    Unreadable { path: String, reason: String },
+    Unreadable {
+        /// The file's absolute path on the host.
+        path: String,
+        /// What the host reported, e.g. `not a regular file`.
+        reason: String,
+    },
     /// A spec item was not gathered because it is unsafe to put in a path (a sysctl key with
     /// `..`, a relative file path, ...).
     #[error("{what} was not gathered: it is not an acceptable name or absolute path")]
-    InvalidSpec { what: String },
+    InvalidSpec {
+        /// The refused item, e.g. `sysctl a..b`.
+        what: String,
+    },
 }
 
 /// The POSIX sh script that gathers everything `spec` names, in one execution. It runs as root

@@ -8,9 +8,13 @@ use serde_saphyr::Location;
 /// One problem in an inventory file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The inventory file, as given on the command line.
     pub file: String,
+    /// 1-based line of the offending spot.
     pub line: u64,
+    /// 1-based column of the offending spot.
     pub column: u64,
+    /// What is wrong, naming the key or host it is about.
     pub message: String,
     /// What to do about it.
     pub help: Option<String>,
@@ -55,10 +59,12 @@ impl fmt::Display for Diagnostics {
 #[derive(Debug)]
 pub struct Collector {
     file: String,
+    /// The problems so far, in the order found (sorted by `finish`).
     pub found: Vec<Diagnostic>,
 }
 
 impl Collector {
+    /// A collector for `file`, the name every diagnostic will carry.
     pub fn new(file: impl Into<String>) -> Self {
         Self {
             file: file.into(),
@@ -66,6 +72,7 @@ impl Collector {
         }
     }
 
+    /// Records a problem at `at`; an empty `help` means none is shown.
     pub fn error(&mut self, at: Location, message: impl Into<String>, help: impl Into<String>) {
         let help = help.into();
         self.found.push(Diagnostic {
@@ -77,6 +84,7 @@ impl Collector {
         });
     }
 
+    /// `Ok` when nothing was found; otherwise every problem, in file order, without duplicates.
     pub fn finish(mut self) -> Result<(), Diagnostics> {
         if self.found.is_empty() {
             return Ok(());
@@ -98,12 +106,16 @@ pub struct Source<'a> {
 /// A `key:` found on a line: its text and where it starts (1-based line and column).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyAt {
+    /// The key's text, without the colon.
     pub key: String,
+    /// 1-based line.
     pub line: u64,
+    /// 1-based column of the key's first character.
     pub column: u64,
 }
 
 impl<'a> Source<'a> {
+    /// Wraps the inventory's text.
     pub fn new(text: &'a str) -> Self {
         Self { text }
     }
@@ -266,9 +278,13 @@ impl<'a> Source<'a> {
 /// What a YAML error found where it expected something else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
+    /// A plain value, shown quoted in the message.
     Scalar(String),
+    /// A list (block or flow).
     List,
+    /// A mapping (block or flow).
     Mapping,
+    /// An empty value or `null`.
     Nothing,
 }
 

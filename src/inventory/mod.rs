@@ -16,11 +16,15 @@ pub use model::*;
 /// Why an inventory could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
+    /// The file could not be read (missing, no permission, a directory).
     #[error("cannot read inventory {path}: {source}")]
     Read {
+        /// The inventory path, as given.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is not valid YAML or fails validation: every problem found, with its location.
     #[error("{0}")]
     Invalid(#[from] Diagnostics),
 }

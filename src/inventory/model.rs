@@ -19,31 +19,47 @@ pub const DEFAULT_KEEPALIVE: u16 = 25;
 pub struct Inventory {
     /// The file it was read from (the pinned keys live beside it).
     pub path: PathBuf,
+    /// The `network:` section: settings shared by every host.
     pub network: Network,
+    /// The `hosts:` section, by name: the hub, gateways and clients.
     pub hosts: BTreeMap<HostName, Host>,
+    /// The `routers:` section: home routers that need a static route added by hand.
     pub routers: BTreeMap<HostName, Router>,
+    /// The `lab:` section (defaults when absent); only `meshctl lab` reads it.
     pub lab: LabSettings,
 }
 
+/// The `network:` section, with defaults filled in.
 #[derive(Debug, Clone, Serialize)]
 pub struct Network {
+    /// `name`: the network's name, shown in plans.
     pub name: String,
+    /// `interface`: the WireGuard interface on every host (default `wg0`).
     pub interface: InterfaceName,
+    /// `listen_port`: the hub's UDP port, the one everybody dials (default 51820).
     pub listen_port: u16,
+    /// `ipv4`: the VPN's IPv4 range, e.g. `10.8.0.0/24`; every host's `address` is inside it.
     pub ipv4: Ipv4Net,
+    /// `ipv6`: the public IPv6 plan; `None`: the VPN is IPv4 only.
     pub ipv6: Option<Ipv6Plan>,
+    /// `dns`: DNS servers written into unmanaged clients' configs (default none).
     pub dns: Vec<IpAddr>,
+    /// `mtu`: the WireGuard interface's MTU (1280-9000); `None`: wg-quick's default.
     pub mtu: Option<u16>,
 }
 
 /// The public IPv6 plan: the hub's prefix and the slice handed to VPN hosts.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ipv6Plan {
+    /// `prefix`: the hub's provider prefix, e.g. its /64.
     pub prefix: Ipv6Net,
+    /// `clients`: the slice of `prefix` the VPN hosts' public addresses come from, e.g. a /72.
     pub clients: Ipv6Net,
+    /// `mode`: how the provider delivers `prefix` to the hub.
     pub mode: Ipv6Mode,
 }
 
+/// `network.ipv6.mode`: whether the hub must answer NDP for the clients' addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Ipv6Mode {
@@ -56,8 +72,11 @@ pub enum Ipv6Mode {
 /// Where meshctl logs in: `user@host[:port]` (the host may be an ssh_config alias).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SshTarget {
+    /// The login user; `None`: ssh's default (ssh_config or the local user).
     pub user: Option<String>,
+    /// A host name, address or ssh_config alias.
     pub host: String,
+    /// The SSH port; `None`: ssh's default.
     pub port: Option<u16>,
 }
 
@@ -74,12 +93,16 @@ impl std::fmt::Display for SshTarget {
     }
 }
 
+/// One entry of `hosts:`, checked.
 #[derive(Debug, Clone, Serialize)]
 pub struct Host {
+    /// The key under `hosts:`; also names the host's peer elsewhere.
     pub name: HostName,
+    /// `role` together with the keys that only that role takes.
     pub role: Role,
     /// `None`: unmanaged (meshctl writes its config instead of applying it).
     pub ssh: Option<SshTarget>,
+    /// `address`: the host's IPv4 address inside `network.ipv4`.
     pub address: Ipv4Addr,
     /// The host's public IPv6 address out of the clients' range, if it has one.
     pub ipv6: Option<Ipv6Addr>,
@@ -94,20 +117,26 @@ pub struct Host {
 }
 
 impl Host {
+    /// Whether meshctl applies to this host itself (it has `ssh`); otherwise it only writes a config.
     pub fn is_managed(&self) -> bool {
         self.ssh.is_some()
     }
 }
 
+/// What a host does in the network, with the settings of that role.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Role {
+    /// `role: hub`: the VPS every host peers with, gateway to the internet.
     Hub(Hub),
+    /// `role: gateway`: routes between the VPN and a home LAN (the NAS).
     Gateway(Gateway),
+    /// `role: client`: a roaming device (laptop, phone) with the hub as its one peer.
     Client(Client),
 }
 
 impl Role {
+    /// The role as written in YAML: `hub`, `gateway` or `client`; also picks the role file.
     pub fn name(&self) -> &'static str {
         match self {
             Role::Hub(_) => "hub",
@@ -117,28 +146,40 @@ impl Role {
     }
 }
 
+/// Settings of the hub.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hub {
     /// What the others dial: a name or an address (port is the network's listen port).
     pub endpoint: String,
+    /// `wan_interface` (required): the interface facing the internet, e.g. `eth0`.
     pub wan_interface: InterfaceName,
+    /// `nat` (default true): masquerade the VPN's IPv4 range out of `wan_interface`.
     pub nat: bool,
+    /// `wan_accepts_ra` (default false): keep accepting router advertisements on the WAN with forwarding on (`accept_ra = 2`).
     pub wan_accepts_ra: bool,
 }
 
+/// Settings of a gateway.
 #[derive(Debug, Clone, Serialize)]
 pub struct Gateway {
+    /// `lan` (required): the home LAN it routes into the VPN.
     pub lan: Lan,
 }
 
+/// A gateway's home LAN.
 #[derive(Debug, Clone, Serialize)]
 pub struct Lan {
+    /// `subnet`: the home LAN's IPv4 range, e.g. `192.168.1.0/24`; routed through the VPN.
     pub subnet: Ipv4Net,
+    /// `interface`: the gateway's interface on the home LAN, e.g. `eth0`.
     pub interface: InterfaceName,
+    /// `address`: the gateway's own address on the home LAN (the routers' next hop).
     pub address: Ipv4Addr,
+    /// `ipv6_prefix`: the home LAN's IPv6 prefix, if it should be reachable over the VPN.
     pub ipv6_prefix: Option<Ipv6Net>,
 }
 
+/// `tunnel`: what a client sends through the VPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tunnel {
@@ -148,26 +189,36 @@ pub enum Tunnel {
     Full,
 }
 
+/// Settings of a client.
 #[derive(Debug, Clone, Serialize)]
 pub struct Client {
+    /// `tunnel` (default `split`).
     pub tunnel: Tunnel,
 }
 
 /// An unmanaged home router: meshctl prints the static route to add by hand.
 #[derive(Debug, Clone, Serialize)]
 pub struct Router {
+    /// The key under `routers:`.
     pub name: HostName,
+    /// `lan`: the home LAN the router serves; must contain the gateway's LAN address.
     pub lan: Ipv4Net,
+    /// `address`: the router's own address on that LAN.
     pub address: Ipv4Addr,
+    /// `gateway`: the host of role gateway the router must send the VPN range to.
     pub gateway: HostName,
 }
 
 /// Addresses that only `meshctl lab` reads (they stand for the internet).
 #[derive(Debug, Clone, Serialize)]
 pub struct LabSettings {
+    /// `lab.internet4`: the lab's stand-in for the IPv4 internet (default `198.51.100.0/24`).
     pub internet4: Ipv4Net,
+    /// `lab.internet6`: the lab's stand-in for the IPv6 internet (default `2001:db8:ff::/64`).
     pub internet6: Ipv6Net,
+    /// `lab.hub_public4`: the hub's public IPv4 address in the lab (default `.10` of `internet4`).
     pub hub_public4: Ipv4Addr,
+    /// `lab.hub_public6`: the hub's public IPv6 address with its prefix (default `::1` of `network.ipv6.prefix`).
     pub hub_public6: Ipv6Net,
 }
 

@@ -21,6 +21,7 @@ pub const PRIVATE_DIRS: [&str; 8] = [
 /// Where a lab keeps its files, all under one directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
+    /// The lab's directory (`.meshctl-lab` by default), canonical.
     pub dir: PathBuf,
 }
 
@@ -100,6 +101,7 @@ pub struct SshHost {
     pub name: String,
     /// Every name the block matches: the inventory name and the `ssh:` target's host.
     pub aliases: Vec<String>,
+    /// The network namespace whose sshd the block reaches.
     pub namespace: String,
 }
 

@@ -10,7 +10,9 @@ use anyhow::{Context as _, bail};
 
 /// A program the lab runs and the Debian package that provides it.
 pub struct Needed {
+    /// The command name looked up on `PATH`, e.g. `ip`.
     pub program: &'static str,
+    /// The Debian package to install when it is missing, named in the error.
     pub package: &'static str,
 }
 

@@ -23,20 +23,26 @@ pub const HOMEPC: &str = "homepc";
 /// Everything `lab up` makes, in creation order (bridges before the hosts plugged into them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
+    /// The namespace prefix (`m` plus a hash of the lab directory), so coexisting labs do not clash.
     pub prefix: String,
+    /// Every namespace to make, in creation order.
     pub hosts: Vec<NetHost>,
 }
 
 /// One namespace of the lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetHost {
+    /// The inventory name (or `internet`, `inet`, `homepc`, a router's name).
     pub name: String,
+    /// What the namespace stands for.
     pub kind: HostKind,
+    /// The network namespace's name, `<prefix>-<name>`.
     pub namespace: String,
     /// Runs its own sshd (the inventory gave it an `ssh:` target).
     pub sshd: bool,
     /// The inventory names the host is reached by in ssh_config (its name and its `ssh:` host).
     pub ssh_aliases: Vec<String>,
+    /// Addresses on the uplink, with prefix length (`10.0.0.2/24`).
     pub addresses: Vec<String>,
     /// Shell lines run inside the namespace right after it is made (bridges, sysctls, NAT).
     pub init: Vec<String>,
@@ -49,9 +55,13 @@ pub struct NetHost {
 /// A veth pair: `interface` inside the host, `peer` inside `peer_namespace`, enslaved to `bridge`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uplink {
+    /// The veth end inside the host.
     pub interface: String,
+    /// The namespace holding the bridge.
     pub peer_namespace: String,
+    /// The veth end in `peer_namespace`, plugged into `bridge`.
     pub peer: String,
+    /// The bridge: `br0` (internet) or a router's `br-lan`.
     pub bridge: String,
 }
 
