@@ -61,7 +61,7 @@ pub struct Common {
     pub accept_new_host_keys: bool,
 
     /// How many hosts to work on at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     pub parallel: usize,
 
     /// Only these managed hosts (comma-separated or repeated); the others are not contacted.

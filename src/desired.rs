@@ -31,10 +31,11 @@ pub struct Desired {
 
 /// The desired state of every managed host.
 pub fn all(inv: &Inventory, roles: &Roles, keys: &PinnedKeys) -> BTreeMap<HostName, Desired> {
+    let shared = Shared::of(inv);
     inv.hosts
         .values()
         .filter(|h| h.is_managed())
-        .map(|h| (h.name.clone(), for_host(inv, roles, keys, h)))
+        .map(|h| (h.name.clone(), for_host_with(inv, roles, keys, h, &shared)))
         .collect()
 }
 
@@ -43,11 +44,38 @@ pub fn key_path(wg: &InterfaceName) -> String {
     format!("/etc/wireguard/{wg}.key")
 }
 
+/// What every host's desired state needs from the whole inventory, computed once (so a hub
+/// with thousands of peers costs one pass, not one per host).
+pub struct Shared<'a> {
+    hub: (&'a Host, &'a crate::inventory::Hub),
+    lans: Vec<Ipv4Net>,
+}
+
+impl<'a> Shared<'a> {
+    /// Looks up the hub and the home LANs of `inv`.
+    pub fn of(inv: &'a Inventory) -> Self {
+        Self {
+            hub: inv.hub(),
+            lans: inv.lans().iter().map(|(_, l)| l.subnet).collect(),
+        }
+    }
+}
+
 /// The desired state of `host`.
 pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) -> Desired {
+    for_host_with(inv, roles, keys, host, &Shared::of(inv))
+}
+
+fn for_host_with(
+    inv: &Inventory,
+    roles: &Roles,
+    keys: &PinnedKeys,
+    host: &Host,
+    shared: &Shared<'_>,
+) -> Desired {
     let net = &inv.network;
     let wg = &net.interface;
-    let (hub, hub_role) = inv.hub();
+    let (hub, hub_role) = shared.hub;
     let mut notes = Vec::new();
 
     // Addresses: the hub holds the clients' IPv6 range on wg0 (so it routes it there); every
@@ -65,7 +93,7 @@ pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) 
         addresses.insert(IpNet::V6(Ipv6Net::new(v6, len).expect("valid prefix")));
     }
 
-    let all_lans: Vec<Ipv4Net> = inv.lans().iter().map(|(_, l)| l.subnet).collect();
+    let all_lans: Vec<Ipv4Net> = shared.lans.clone();
     let own_lan: Vec<Ipv4Net> = match &host.role {
         Role::Gateway(g) => vec![g.lan.subnet],
         _ => vec![],

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::names::{HostName, WgKey};
 use crate::keys::PinnedKeys;
 use crate::plan::{Action, Change, Op};
 use crate::state::{HostState, LiveHost, ManagedFile, Peer, WgInterface};
@@ -470,13 +471,16 @@ fn interface(
     }
 
     // Live peers are keyed by public key; match desired peers by their pinned key.
+    // One index of the live peers by key (not a search per peer: a hub may have thousands).
+    let live_by_key: BTreeMap<&WgKey, (&String, &Peer)> = have
+        .peers
+        .iter()
+        .filter_map(|(id, lp)| lp.public_key.as_ref().map(|k| (k, (id, lp))))
+        .collect();
+    let owners: BTreeMap<&str, &HostName> = pinned.keys.iter().map(|(h, k)| (k.as_str(), h)).collect();
     let mut matched: BTreeSet<&str> = BTreeSet::new();
     for (peer_name, p) in &want.peers {
-        let live_peer = p.public_key.as_ref().and_then(|k| {
-            have.peers
-                .iter()
-                .find(|(_, lp)| lp.public_key.as_ref() == Some(k))
-        });
+        let live_peer = p.public_key.as_ref().and_then(|k| live_by_key.get(k).copied());
         let Some((live_id, lp)) = live_peer else {
             d.changes.push(Change {
                 action: Action::Add,
@@ -530,8 +534,8 @@ fn interface(
             continue;
         }
         let Some(key) = &lp.public_key else { continue };
-        let who = pinned
-            .owner(key.as_str())
+        let who = owners
+            .get(key.as_str())
             .map_or_else(|| key.short(), |h| h.to_string());
         d.changes.push(Change {
             action: Action::Remove,

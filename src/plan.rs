@@ -8,7 +8,7 @@
 //! JSON schema (version 1): `{ version, network, inventory, inventory_digest, hosts: [{ host,
 //! role, target, status: "planned" | "failed", error?, changes: [{ action: "add" | "change" |
 //! "remove", kind, resource, before?, after?, diff?, op }], warnings, skipped, notes,
-//! fingerprint? }], manual_steps: [{ subject, text }] }`.
+//! fingerprint? }], manual_steps: [{ subject, text }], checksum? }` (`checksum` in saved plans).
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,10 @@ pub struct Plan {
     pub hosts: Vec<HostPlan>,
     /// Steps meshctl cannot do itself (routers, unmanaged clients); printed, never applied.
     pub manual_steps: Vec<ManualStep>,
+    /// In a saved plan: SHA-256 over the rest of the plan, so a hand-edited file is refused
+    /// rather than silently replaced by a fresh plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 /// The plan for one managed host.

@@ -251,6 +251,7 @@ pub fn build(
         inventory_digest: inputs.digest.clone(),
         hosts,
         manual_steps: manual_steps(inv, &inputs.keys),
+        checksum: None,
     }
 }
 

@@ -73,7 +73,9 @@ pub fn save(plan: &Plan, path: &Path) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(crate::render::json(plan).as_bytes())?;
+    let mut sealed = plan.clone();
+    sealed.checksum = Some(checksum(plan));
+    f.write_all(crate::render::json(&sealed).as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
 }
@@ -103,10 +105,39 @@ pub fn load(path: &Path) -> Result<Plan, SavedPlanError> {
             found: version,
         });
     }
-    serde_json::from_value(value).map_err(|e| SavedPlanError::Corrupt {
-        path: p,
+    let plan: Plan = serde_json::from_value(value).map_err(|e| SavedPlanError::Corrupt {
+        path: p.clone(),
         reason: e.to_string(),
-    })
+    })?;
+    match &plan.checksum {
+        Some(sum) if *sum == checksum(&plan) => Ok(Plan { checksum: None, ..plan }),
+        Some(_) => Err(SavedPlanError::Corrupt {
+            path: p,
+            reason: "its content does not match its checksum (edited by hand?)".into(),
+        }),
+        None => Err(SavedPlanError::Corrupt {
+            path: p,
+            reason: "it has no checksum (not saved with `meshctl plan -o`)".into(),
+        }),
+    }
+}
+
+/// SHA-256 over the plan without its checksum field.
+fn checksum(plan: &Plan) -> String {
+    use sha2::Digest;
+    let mut unsealed = plan.clone();
+    unsealed.checksum = None;
+    let json = serde_json::to_vec(&unsealed).expect("a plan always serialises");
+    sha2::Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Refuses a saved plan made from other inputs (inventory, roles, pinned keys) — checked
+/// before any host is contacted.
+pub fn check_inputs(saved: &Plan, digest: &str, path: &Path) -> Result<(), SavedPlanError> {
+    if saved.inventory_digest != digest {
+        return Err(SavedPlanError::OtherInputs { path: path.display().to_string() });
+    }
+    Ok(())
 }
 
 /// Checks a saved plan against a fresh one made now: same inputs, and every host's live state

@@ -36,6 +36,9 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         None => None,
     };
     let mut inputs = Inputs::load(&args.common.inventory, args.common.roles.as_deref())?;
+    if let (Some(saved), Some(path)) = (&saved, &args.plan_file) {
+        crate::saved_plan::check_inputs(saved, &inputs.digest, path)?;
+    }
     let digest_before = inputs.digest.clone();
     let only = inputs
         .limit(&args.common.limit)
@@ -165,7 +168,9 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     print!("{}", render::text(&plan, style));
     if plan.has_changes() && !confirm(args.yes)? {
         release_all(results, &specs).await;
-        println!("Apply cancelled; nothing was changed.");
+        println!(
+            "Apply cancelled: nothing was changed, except that hosts without a private key got one in step 1 (it stays on the host; its public key is pinned)."
+        );
         return Ok(EXIT_ERROR);
     }
 

@@ -824,35 +824,60 @@ fn check_allowed_ips(hosts: &[(&Key, &Spanned<RawHost>)], net: &Network, c: &mut
             .as_ref()
             .is_some_and(|p| overlaps(IpNet::V6(p.clients), n))
     };
-    for (j, later) in ranges.iter().enumerate() {
-        for earlier in &ranges[..j] {
-            if earlier.1 == later.1 || !overlaps(earlier.0, later.0) {
-                continue;
-            }
-            let reported = match (earlier.2, later.2) {
-                (Allowed::Address, Allowed::Address) | (Allowed::Address6, Allowed::Address6) => {
-                    true
-                }
-                (Allowed::Address, Allowed::Lan) | (Allowed::Lan, Allowed::Address) => true,
-                (Allowed::Address6, Allowed::Lan6) => lan6_in_clients(later.0),
-                (Allowed::Lan6, Allowed::Address6) => lan6_in_clients(earlier.0),
-                _ => false,
-            };
-            if reported {
-                continue;
-            }
-            c.error(
-                later.3,
-                format!(
-                    "AllowedIPs of two peers of the hub's {} overlap: {} and {}",
-                    net.interface,
-                    describe(later),
-                    describe(earlier)
-                ),
-                "WireGuard would silently move the overlap to whichever peer is configured last: give each peer its own, non-overlapping range",
-            );
+    for (i, j) in overlapping_pairs(ranges.iter().map(|r| r.0)) {
+        let (earlier, later) = (&ranges[i], &ranges[j]);
+        if earlier.1 == later.1 {
+            continue;
         }
+        let reported = match (earlier.2, later.2) {
+            (Allowed::Address, Allowed::Address) | (Allowed::Address6, Allowed::Address6) => true,
+            (Allowed::Address, Allowed::Lan) | (Allowed::Lan, Allowed::Address) => true,
+            (Allowed::Address6, Allowed::Lan6) => lan6_in_clients(later.0),
+            (Allowed::Lan6, Allowed::Address6) => lan6_in_clients(earlier.0),
+            _ => false,
+        };
+        if reported {
+            continue;
+        }
+        c.error(
+            later.3,
+            format!(
+                "AllowedIPs of two peers of the hub's {} overlap: {} and {}",
+                net.interface,
+                describe(later),
+                describe(earlier)
+            ),
+            "WireGuard would silently move the overlap to whichever peer is configured last: give each peer its own, non-overlapping range",
+        );
     }
+}
+
+/// Every pair `(i, j)`, `i < j`, of overlapping networks, in the order a nested loop over `j`
+/// then `i` would find them — without the nested loop: CIDR blocks either nest or are apart,
+/// so a sweep in address order with a stack of the blocks still open finds each overlap once
+/// (a hub with 10,000 peers is checked in milliseconds).
+pub fn overlapping_pairs(nets: impl Iterator<Item = IpNet>) -> Vec<(usize, usize)> {
+    let nets: Vec<IpNet> = nets.collect();
+    let mut order: Vec<usize> = (0..nets.len()).collect();
+    order.sort_by_key(|&k| {
+        let n = nets[k];
+        (n.addr().is_ipv6(), n.network(), n.prefix_len())
+    });
+    let mut open: Vec<usize> = Vec::new();
+    let mut pairs = Vec::new();
+    for k in order {
+        let n = nets[k];
+        while let Some(&top) = open.last() {
+            if nets[top].addr().is_ipv6() == n.addr().is_ipv6() && nets[top].contains(&n.network()) {
+                break;
+            }
+            open.pop();
+        }
+        pairs.extend(open.iter().map(|&o| (o.min(k), o.max(k))));
+        open.push(k);
+    }
+    pairs.sort_by_key(|&(i, j)| (j, i));
+    pairs
 }
 
 /// Whether two networks share any address.
@@ -1050,6 +1075,33 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_sweep_finds_exactly_the_pairs_a_nested_loop_finds(
+            nets in proptest::collection::vec((0u32..64, 24u8..=32, any::<bool>()), 0..40)
+        ) {
+            // Small address space, so overlaps are common; IPv4 and IPv6 mixed.
+            let nets: Vec<IpNet> = nets
+                .into_iter()
+                .map(|(a, len, v6)| {
+                    let a = u32::from(Ipv4Addr::new(10, 0, 0, 0)) + a * 8;
+                    if v6 {
+                        IpNet::V6(Ipv6Net::new(Ipv6Addr::from(u128::from(a)), len + 96).unwrap().trunc())
+                    } else {
+                        IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), len).unwrap().trunc())
+                    }
+                })
+                .collect();
+            let mut naive = Vec::new();
+            for j in 0..nets.len() {
+                for i in 0..j {
+                    if nets[i].addr().is_ipv6() == nets[j].addr().is_ipv6() && overlaps(nets[i], nets[j]) {
+                        naive.push((i, j));
+                    }
+                }
+            }
+            prop_assert_eq!(overlapping_pairs(nets.into_iter()), naive);
+        }
+
         #[test]
         fn derived_ipv6_stays_in_range_and_is_unique(a in 1u32..254, b in 1u32..254) {
             let clients: Ipv6Net = "2001:db8:10:0:100::/72".parse().unwrap();
