@@ -727,10 +727,11 @@ fn rel_faults_a_second_apply_is_refused_and_names_the_holder() {
         "the second apply names the holder ({want}):\n{t}"
     );
 
-    // The first run is killed (with its ssh clients) and its connection dropped: its lock stays.
+    // The first run's connection is dropped and the run killed (with its ssh clients): its lock
+    // stays. The connection goes first: once its ssh client is gone, sshd may close it itself.
+    let remote = kill_connections(&lab, "nas");
     kill(pid, "KILL");
     signal_target(&format!("-{pid}"), "KILL");
-    let remote = kill_connections(&lab, "nas");
     let _ = finish(first, 30);
     gate.release();
     wait_for(30, "the orphaned remote script to end", || {
