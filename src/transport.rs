@@ -37,6 +37,10 @@ const MAX_REASON_LEN: usize = 600;
 
 /// First stderr line of a non-root execution: who logged in (for the sudo error message).
 const LOGIN_USER_MARKER: &str = "meshctl-transport: login user ";
+/// Why a remote execution failed when its connection is gone.
+const LOST: &str = "the SSH connection was lost (the host went down, the network was cut, or \
+                    the connection sat idle longer than the master's idle timeout)";
+
 /// Printed by the shell that `sudo -n` started: sudo worked, the script's own output follows.
 const SUDO_OK_MARKER: &str = "meshctl-transport: sudo ok";
 
@@ -215,7 +219,9 @@ impl Session {
             b.config_file(config);
         }
 
-        match b.connect(&target.host).await {
+        // Native multiplexing talks to the control master in-process: no `ssh` client process
+        // per command or to close (measured by ci/bench: the drift check is CPU-bound on ssh).
+        match b.connect_mux(&target.host).await {
             Ok(inner) => Ok(Session { inner, host }),
             Err(e) => Err(classify_connect_error(&host, &e)),
         }
@@ -246,10 +252,13 @@ impl Session {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .await
-            .map_err(|e| self.exec_error(format!("cannot start ssh: {e}")))?;
+        let mut child = match cmd.spawn().await {
+            Ok(c) => c,
+            Err(e) if self.inner.check().await.is_err() => {
+                return Err(self.exec_error(format!("{LOST} ({e})")));
+            }
+            Err(e) => return Err(self.exec_error(format!("cannot start the remote command: {e}"))),
+        };
 
         let stdin = child.stdin().take();
         let stdout = child.stdout().take();
@@ -291,11 +300,7 @@ impl Session {
             Err(openssh::Error::RemoteProcessTerminated) | Err(openssh::Error::Disconnected) => {
                 // 255: either the remote shell died/exited 255, or the connection is gone.
                 if self.inner.check().await.is_err() {
-                    return Err(self.exec_error(
-                        "the SSH connection was lost (the host went down, the network was cut, or \
-                         the connection sat idle longer than the master's idle timeout)"
-                            .to_owned(),
-                    ));
+                    return Err(self.exec_error(LOST.to_owned()));
                 }
                 None
             }
