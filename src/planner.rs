@@ -230,6 +230,21 @@ pub fn build(
                 let hd = diff::diff_host(&d.state, l, &inputs.keys);
                 hp.changes = hd.changes;
                 hp.warnings = hd.warnings;
+                let key_changed = hp.warnings.iter().any(|w| w.starts_with("THE PUBLIC KEY"));
+                if key_changed && matches!(host.role, Role::Hub(_)) {
+                    let unmanaged: Vec<String> = inv
+                        .hosts
+                        .values()
+                        .filter(|h| !h.is_managed())
+                        .map(|h| format!("`meshctl client {}`", h.name))
+                        .collect();
+                    if !unmanaged.is_empty() {
+                        hp.warnings.push(format!(
+                            "the hub's key is in every unmanaged client's config: once accepted, hand these out again: {}",
+                            unmanaged.join(", ")
+                        ));
+                    }
+                }
                 hp.skipped = hd.skipped;
                 hp.fingerprint = Some(fingerprint(&l.state, &d.state));
             }
