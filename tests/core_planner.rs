@@ -500,11 +500,16 @@ fn pinned_key_differs_from_live_key() {
         .iter()
         .find(|h| h.host.as_str() == "vps")
         .unwrap();
-    assert_eq!(vps.warnings.len(), 1);
+    assert_eq!(vps.warnings.len(), 2);
     assert!(
         vps.warnings[0]
             .starts_with("THE PUBLIC KEY OF THIS HOST CHANGED: pinned x/mx1BYR…, live PGphLCc7…"),
         "{:?}",
+        vps.warnings
+    );
+    assert!(
+        vps.warnings[1].ends_with("hand these out again: `meshctl client phone`"),
+        "the hub's key is in the phone's config: {:?}",
         vps.warnings
     );
     assert!(
