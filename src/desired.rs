@@ -49,6 +49,7 @@ pub fn key_path(wg: &InterfaceName) -> String {
 pub struct Shared<'a> {
     hub: (&'a Host, &'a crate::inventory::Hub),
     lans: Vec<Ipv4Net>,
+    lans6: Vec<Ipv6Net>,
 }
 
 impl<'a> Shared<'a> {
@@ -57,6 +58,11 @@ impl<'a> Shared<'a> {
         Self {
             hub: inv.hub(),
             lans: inv.lans().iter().map(|(_, l)| l.subnet).collect(),
+            lans6: inv
+                .lans()
+                .iter()
+                .filter_map(|(_, l)| l.ipv6_prefix)
+                .collect(),
         }
     }
 }
@@ -103,6 +109,21 @@ fn for_host_with(
         .copied()
         .filter(|l| !own_lan.contains(l))
         .collect();
+    // Home LANs' IPv6 prefixes, routed only where the network has a public IPv6 plan.
+    let own_lan6: Vec<Ipv6Net> = match &host.role {
+        Role::Gateway(g) if net.ipv6.is_some() => g.lan.ipv6_prefix.into_iter().collect(),
+        _ => vec![],
+    };
+    let all_lans6: Vec<Ipv6Net> = if net.ipv6.is_some() {
+        shared.lans6.clone()
+    } else {
+        vec![]
+    };
+    let remote_lans6: Vec<Ipv6Net> = all_lans6
+        .iter()
+        .copied()
+        .filter(|l| !own_lan6.contains(l))
+        .collect();
 
     let mut peers = BTreeMap::new();
     let mut resolve = Vec::new();
@@ -123,7 +144,7 @@ fn for_host_with(
             }
             if let Role::Gateway(g) = &other.role {
                 allowed.insert(IpNet::V4(g.lan.subnet));
-                if let Some(p) = g.lan.ipv6_prefix {
+                if let (Some(p), Some(_)) = (g.lan.ipv6_prefix, &net.ipv6) {
                     allowed.insert(IpNet::V6(p));
                 }
             }
@@ -148,6 +169,11 @@ fn for_host_with(
         }
         if host.ipv6.is_some() {
             allowed.insert("::/0".parse().expect("valid"));
+        } else if !own_lan6.is_empty() {
+            // A gateway whose LAN has an IPv6 prefix talks to the clients' public addresses
+            // and the other home LANs through the hub.
+            allowed.extend(net.ipv6.iter().map(|p| IpNet::V6(p.clients)));
+            allowed.extend(remote_lans6.iter().map(|l| IpNet::V6(*l)));
         }
         if hub_role.endpoint.parse::<IpAddr>().is_err() {
             resolve.push(hub_role.endpoint.clone());
@@ -194,6 +220,15 @@ fn for_host_with(
         "clients6",
         net.ipv6.iter().map(|p| p.clients.to_string()).collect(),
     );
+    values.insert("lan6", all_lans6.iter().map(ToString::to_string).collect());
+    values.insert(
+        "own_lan6",
+        own_lan6.iter().map(ToString::to_string).collect(),
+    );
+    values.insert(
+        "remote_lan6",
+        remote_lans6.iter().map(ToString::to_string).collect(),
+    );
     if let Role::Hub(h) = &host.role {
         values.insert("wan", vec![h.wan_interface.to_string()]);
     }
@@ -210,6 +245,7 @@ fn for_host_with(
             "has_ipv6" => host.ipv6.is_some(),
             "split_tunnel" => !matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full),
             "full_tunnel" => matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full),
+            "has_lan6" => !own_lan6.is_empty(),
             _ => false,
         }
     };

@@ -284,12 +284,18 @@ pub fn manual_steps(inv: &Inventory, keys: &PinnedKeys) -> Vec<ManualStep> {
                 ),
             });
             if let (Some(_), Some(v6)) = (g.lan.ipv6_prefix, &inv.network.ipv6) {
+                let via = g.lan.ipv6_address.map_or_else(
+                    || {
+                        format!(
+                            "{}'s address on the LAN (e.g. its link-local fe80:: address on {})",
+                            gw.name, g.lan.interface
+                        )
+                    },
+                    |a| a.to_string(),
+                );
                 steps.push(ManualStep {
                     subject: r.name.to_string(),
-                    text: format!(
-                        "add the static IPv6 route {} via {}'s LAN address",
-                        v6.clients, gw.name
-                    ),
+                    text: format!("add the static IPv6 route {} via {via} (the clients' public addresses through {})", v6.clients, gw.name),
                 });
             }
         }

@@ -21,8 +21,17 @@ const BUILTIN: [(&str, &str); 3] = [
 /// Placeholders each role may use.
 fn allowed_placeholders(role: &str) -> &'static [&'static str] {
     match role {
-        "hub" => &["wg", "port", "wan", "vpn4", "clients6", "lan4"],
-        "gateway" => &["wg", "port", "vpn4", "own_lan4", "remote_lan4", "clients6"],
+        "hub" => &["wg", "port", "wan", "vpn4", "clients6", "lan4", "lan6"],
+        "gateway" => &[
+            "wg",
+            "port",
+            "vpn4",
+            "own_lan4",
+            "remote_lan4",
+            "clients6",
+            "own_lan6",
+            "remote_lan6",
+        ],
         _ => &["wg", "port", "vpn4", "remote_lan4", "clients6"],
     }
 }
@@ -36,6 +45,7 @@ pub const CONDITIONS: &[&str] = &[
     "has_ipv6",
     "split_tunnel",
     "full_tunnel",
+    "has_lan6",
 ];
 
 /// One role's data.

@@ -182,3 +182,77 @@ fn a_full_tunnel_laptop_reaches_the_internet_through_the_hub() {
         "the home LAN through the tunnel"
     );
 }
+
+#[test]
+fn a_home_lan_with_an_ipv6_prefix_is_routed_to_the_clients() {
+    let (_keep, inv) = own_inventory("variant-lan6");
+    let yaml = std::fs::read_to_string(&inv).unwrap().replace(
+        "      address: 192.168.178.10\n",
+        "      address: 192.168.178.10\n      ipv6_prefix: 2001:db8:77::/64\n      ipv6_address: 2001:db8:77::10\n",
+    );
+    assert!(
+        yaml.contains("ipv6_prefix"),
+        "the NAS's LAN gets an IPv6 prefix"
+    );
+    std::fs::write(&inv, yaml).unwrap();
+    let lab = TestLab::up("variant_lan6", &inv);
+
+    // The home LAN's IPv6, as the router's SLAAC would hand it out (the lab has none).
+    let dev = |ip: &str| format!("$(ip -o -4 addr show | awk '/{ip}\\// {{print $2}}')");
+    let run = |host: &str, cmd: &str| {
+        let out = lab.exec(host, cmd);
+        assert!(out.status.success(), "{host}: {cmd}: {}", text(&out));
+    };
+    run(
+        "nas",
+        &format!(
+            "ip -6 addr add 2001:db8:77::10/64 dev {} nodad",
+            dev("192.168.178.10")
+        ),
+    );
+    run(
+        "fritzbox",
+        &format!(
+            "ip -6 addr add 2001:db8:77::1/64 dev {} nodad && sysctl -qw net.ipv6.conf.all.forwarding=1",
+            dev("192.168.178.1")
+        ),
+    );
+    run(
+        "homepc",
+        &format!(
+            "ip -6 addr add 2001:db8:77::20/64 dev {} nodad && ip -6 route add default via 2001:db8:77::1",
+            dev("192.168.178.20")
+        ),
+    );
+
+    let first = lab.meshctl(&["apply", "--yes"]);
+    let t = text(&first);
+    assert!(first.status.success(), "{t}");
+    let step = "fritzbox: add the static IPv6 route 2001:db8:10:0:100::/72 via 2001:db8:77::10";
+    assert!(t.contains(step), "the router's IPv6 manual step:\n{t}");
+    run(
+        "fritzbox",
+        "ip -6 route add 2001:db8:10:0:100::/72 via 2001:db8:77::10",
+    );
+    assert_eq!(
+        lab.meshctl(&["plan", "--detailed-exitcode"]).status.code(),
+        Some(0)
+    );
+
+    let ping = |host: &str, addr: &str| {
+        lab.exec(
+            host,
+            &format!("ping -6 -c 1 -W 2 {addr} || ping -6 -c 2 -W 2 {addr}"),
+        )
+        .status
+        .success()
+    };
+    assert!(
+        ping("laptop", "2001:db8:77::20"),
+        "laptop's public IPv6 → homepc on the home LAN"
+    );
+    assert!(
+        ping("homepc", "2001:db8:10:0:100::a"),
+        "homepc → laptop's public IPv6"
+    );
+}

@@ -177,6 +177,8 @@ pub struct Lan {
     pub address: Ipv4Addr,
     /// `ipv6_prefix`: the home LAN's IPv6 prefix, if it should be reachable over the VPN.
     pub ipv6_prefix: Option<Ipv6Net>,
+    /// `ipv6_address`: the gateway's own address in `ipv6_prefix`, if given.
+    pub ipv6_address: Option<Ipv6Addr>,
 }
 
 /// `tunnel`: what a client sends through the VPN.

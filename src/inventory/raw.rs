@@ -156,6 +156,10 @@ pub struct RawLan {
     /// `ipv6_prefix`: the home LAN's IPv6 prefix, to reach it over the VPN (optional).
     #[serde(default)]
     pub ipv6_prefix: Option<Spanned<Ipv6Net>>,
+    /// `ipv6_address`: the gateway's own address in `ipv6_prefix` (the next hop the home
+    /// router's IPv6 route names; optional).
+    #[serde(default)]
+    pub ipv6_address: Option<Spanned<Ipv6Addr>>,
 }
 
 /// One entry of `routers:` as written.

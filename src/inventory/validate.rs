@@ -528,6 +528,27 @@ fn check_lan(l: &RawLan, host: &str, c: &mut Collector) -> Option<Lan> {
     if let Some(p) = &l.ipv6_prefix {
         host_bits(IpNet::V6(p.value), "LAN IPv6 prefix", p.referenced, c);
     }
+    match (&l.ipv6_address, &l.ipv6_prefix) {
+        (Some(a), Some(p)) if !p.value.contains(&a.value) => c.error(
+            a.referenced,
+            format!(
+                "LAN IPv6 address {} of gateway `{}` is outside its LAN prefix {}",
+                a.value,
+                shown(host),
+                p.value
+            ),
+            "give the gateway's own address inside `ipv6_prefix`",
+        ),
+        (Some(a), None) => c.error(
+            a.referenced,
+            format!(
+                "gateway `{}` has a LAN IPv6 address but no `ipv6_prefix`",
+                shown(host)
+            ),
+            "add `ipv6_prefix:` (the home LAN's IPv6 prefix) or remove `ipv6_address`",
+        ),
+        _ => {}
+    }
     let interface = iface(&l.interface, c);
     (c.found.len() == before).then_some(())?;
     Some(Lan {
@@ -535,6 +556,7 @@ fn check_lan(l: &RawLan, host: &str, c: &mut Collector) -> Option<Lan> {
         interface: interface?,
         address,
         ipv6_prefix: l.ipv6_prefix.as_ref().map(|p| p.value),
+        ipv6_address: l.ipv6_address.as_ref().map(|a| a.value),
     })
 }
 
@@ -868,7 +890,8 @@ pub fn overlapping_pairs(nets: impl Iterator<Item = IpNet>) -> Vec<(usize, usize
     for k in order {
         let n = nets[k];
         while let Some(&top) = open.last() {
-            if nets[top].addr().is_ipv6() == n.addr().is_ipv6() && nets[top].contains(&n.network()) {
+            if nets[top].addr().is_ipv6() == n.addr().is_ipv6() && nets[top].contains(&n.network())
+            {
                 break;
             }
             open.pop();
