@@ -134,6 +134,11 @@ pub struct ClientArgs {
     /// Write the config to this file (mode 0600) instead of standard output.
     #[arg(short, long)]
     pub out: Option<PathBuf>,
+
+    /// Make a new key for a client meshctl made a key for before (its private half is only in
+    /// the config handed out then); run `meshctl apply` afterwards so the hub learns it.
+    #[arg(long)]
+    pub new_key: bool,
 }
 
 /// Arguments of `meshctl lab`.

@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::names::{HostName, WgKey};
 use crate::keys::PinnedKeys;
+use crate::names::{HostName, WgKey};
 use crate::plan::{Action, Change, Op};
 use crate::state::{HostState, LiveHost, ManagedFile, Peer, WgInterface};
 
@@ -477,10 +477,14 @@ fn interface(
         .iter()
         .filter_map(|(id, lp)| lp.public_key.as_ref().map(|k| (k, (id, lp))))
         .collect();
-    let owners: BTreeMap<&str, &HostName> = pinned.keys.iter().map(|(h, k)| (k.as_str(), h)).collect();
+    let owners: BTreeMap<&str, &HostName> =
+        pinned.keys.iter().map(|(h, k)| (k.as_str(), h)).collect();
     let mut matched: BTreeSet<&str> = BTreeSet::new();
     for (peer_name, p) in &want.peers {
-        let live_peer = p.public_key.as_ref().and_then(|k| live_by_key.get(k).copied());
+        let live_peer = p
+            .public_key
+            .as_ref()
+            .and_then(|k| live_by_key.get(k).copied());
         let Some((live_id, lp)) = live_peer else {
             d.changes.push(Change {
                 action: Action::Add,

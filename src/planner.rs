@@ -300,21 +300,19 @@ pub fn manual_steps(inv: &Inventory, keys: &PinnedKeys) -> Vec<ManualStep> {
             }
         }
     }
-    for h in inv.hosts.values().filter(|h| !h.is_managed()) {
-        let text = if keys.get(&h.name).is_some() {
-            format!(
-                "run `meshctl client {} --qr` and scan the code with the WireGuard app (after changes to the hub)",
-                h.name
-            )
-        } else {
-            format!(
-                "run `meshctl client {} --qr` and scan the code with the WireGuard app (its key is made then; then apply again so the hub knows it)",
-                h.name
-            )
-        };
+    // An unmanaged client whose key is pinned has its config already (its private key is
+    // only there); only one still without a key needs a step.
+    for h in inv
+        .hosts
+        .values()
+        .filter(|h| !h.is_managed() && keys.get(&h.name).is_none())
+    {
         steps.push(ManualStep {
             subject: h.name.to_string(),
-            text,
+            text: format!(
+                "run `meshctl client {} --qr` and scan the code with the WireGuard app (its key is made then; then apply again so the hub knows it)",
+                h.name
+            ),
         });
     }
     steps

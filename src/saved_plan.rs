@@ -110,7 +110,10 @@ pub fn load(path: &Path) -> Result<Plan, SavedPlanError> {
         reason: e.to_string(),
     })?;
     match &plan.checksum {
-        Some(sum) if *sum == checksum(&plan) => Ok(Plan { checksum: None, ..plan }),
+        Some(sum) if *sum == checksum(&plan) => Ok(Plan {
+            checksum: None,
+            ..plan
+        }),
         Some(_) => Err(SavedPlanError::Corrupt {
             path: p,
             reason: "its content does not match its checksum (edited by hand?)".into(),
@@ -128,14 +131,19 @@ fn checksum(plan: &Plan) -> String {
     let mut unsealed = plan.clone();
     unsealed.checksum = None;
     let json = serde_json::to_vec(&unsealed).expect("a plan always serialises");
-    sha2::Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(&json)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Refuses a saved plan made from other inputs (inventory, roles, pinned keys) — checked
 /// before any host is contacted.
 pub fn check_inputs(saved: &Plan, digest: &str, path: &Path) -> Result<(), SavedPlanError> {
     if saved.inventory_digest != digest {
-        return Err(SavedPlanError::OtherInputs { path: path.display().to_string() });
+        return Err(SavedPlanError::OtherInputs {
+            path: path.display().to_string(),
+        });
     }
     Ok(())
 }

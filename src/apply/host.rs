@@ -249,9 +249,25 @@ pub(crate) async fn prepare(
         return Err(format!("preparing failed: {err}"));
     };
     let (key_line, gather_out) = rest.split_once('\n').unwrap_or((rest, ""));
-    let public_key =
-        WgKey::parse(key_line).map_err(|e| format!("reading the host's public key: {e}"))?;
-    let mut live = facts::parse(gather_out, &spec).map_err(|e| format!("reading facts: {e}"))?;
+    let read = WgKey::parse(key_line)
+        .map_err(|e| format!("reading the host's public key: {e}"))
+        .and_then(|k| {
+            facts::parse(gather_out, &spec)
+                .map(|l| (k, l))
+                .map_err(|e| format!("reading facts: {e}"))
+        });
+    let (public_key, mut live) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            // The lock was taken: give it back before giving up on the host.
+            session
+                .run_script(&format!("rm -rf {}\n", script::LOCK_DIR))
+                .await
+                .ok();
+            session.close().await.ok();
+            return Err(e);
+        }
+    };
     live.host = Some(host.clone());
     progress.finish(host.as_str(), "locked and gathered");
     Ok(Prepared {

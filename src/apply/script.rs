@@ -57,6 +57,8 @@ pub fn prepare(
     )
     .ok();
     writeln!(s, "printf '%s\\n' {} > {LOCK_DIR}/holder", quote(holder)).ok();
+    // Until the host is prepared, a failure gives the lock back.
+    writeln!(s, "trap 'rm -rf {LOCK_DIR}' EXIT").ok();
     let key = quote(key_path);
     let iface = quote(interface);
     // A key that already lives on the interface (a hand-made setup) is adopted, so the host
@@ -68,6 +70,7 @@ pub fn prepare(
     .ok();
     writeln!(s, "echo {MARK_PUBKEY}\nwg pubkey < {key} || exit 1").ok();
     s.push_str(gather);
+    s.push_str("\ntrap - EXIT\n");
     s
 }
 

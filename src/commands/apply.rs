@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use super::{EXIT_ERROR, EXIT_OK};
 use crate::apply::host::{Guard, HostJob, Prepared, apply_host, prepare};
@@ -56,6 +56,13 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         .map(|(h, d)| (h.clone(), planner::gather_spec(d, &inputs.roles)))
         .collect();
 
+    // Without a terminal there is nobody to ask: refuse before any host is locked.
+    if !args.yes && !std::io::stdin().is_terminal() {
+        bail!(
+            "there is no terminal to confirm on: review `meshctl plan`, then run `meshctl apply --yes`"
+        );
+    }
+
     // Step 1: lock, key, gather — every host in parallel.
     let prepared = remote::for_each_host(hosts.clone(), args.common.parallel, |h| {
         let target = inputs.inventory.hosts[&h]
@@ -73,29 +80,61 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     })
     .await;
 
-    // Pin the keys learnt; a changed key is refused unless accepted explicitly.
+    // Pin the keys learnt; a changed key is refused unless accepted explicitly, and a key that
+    // another host already has (a copied key, or a host lying) is refused outright. A refused
+    // host's lock is released at once.
     let mut results: BTreeMap<HostName, Result<Prepared, String>> = BTreeMap::new();
     let mut new_keys = inputs.keys.clone();
     let mut hub_key_changed = false;
     for (h, r) in prepared {
-        let r = r.and_then(|p| {
-            match inputs.keys.get(&h) {
-                Some(old) if *old != p.public_key && !args.accept_new_keys => {
-                    return Err(format!(
-                        "THE PUBLIC KEY OF {h} CHANGED (pinned {}, now {}): a reinstall, or something worse. Check the host; accept with --accept-new-keys",
-                        old.short(),
-                        p.public_key.short()
-                    ));
-                }
-                Some(old) if *old != p.public_key => {
-                    hub_key_changed |= matches!(inputs.inventory.hosts[&h].role, crate::inventory::Role::Hub(_));
-                }
-                _ => {}
+        let p = match r {
+            Ok(p) => p,
+            Err(e) => {
+                results.insert(h, Err(e));
+                continue;
             }
-            new_keys.keys.insert(h.clone(), p.public_key.clone());
-            Ok(p)
-        });
-        results.insert(h, r);
+        };
+        let refusal = match inputs.keys.get(&h) {
+            _ if new_keys
+                .keys
+                .iter()
+                .any(|(o, k)| *o != h && *k == p.public_key) =>
+            {
+                let other = new_keys
+                    .keys
+                    .iter()
+                    .find(|(o, k)| **o != h && **k == p.public_key)
+                    .map(|(o, _)| o.to_string())
+                    .unwrap_or_default();
+                Some(format!(
+                    "its public key {} is also the key of {other}: two peers cannot share a key (a copied key file?); give one of them a new key",
+                    p.public_key.short()
+                ))
+            }
+            Some(old) if *old != p.public_key && !args.accept_new_keys => Some(format!(
+                "THE PUBLIC KEY OF {h} CHANGED (pinned {}, now {}): a reinstall, or something worse. Check the host; accept with --accept-new-keys",
+                old.short(),
+                p.public_key.short()
+            )),
+            Some(old) if *old != p.public_key => {
+                hub_key_changed |= matches!(
+                    inputs.inventory.hosts[&h].role,
+                    crate::inventory::Role::Hub(_)
+                );
+                None
+            }
+            _ => None,
+        };
+        match refusal {
+            Some(why) => {
+                release(p).await;
+                results.insert(h, Err(why));
+            }
+            None => {
+                new_keys.keys.insert(h.clone(), p.public_key.clone());
+                results.insert(h, Ok(p));
+            }
+        }
     }
     if new_keys != inputs.keys {
         let path = inputs.inventory.keys_path();
@@ -107,9 +146,12 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
                 .filter(|(h, _)| inputs.inventory.hosts[*h].public_key.is_none())
                 .map(|(h, k)| (h.clone(), k.clone())),
         );
-        to_save
-            .save(&path)
-            .with_context(|| format!("pinning public keys in {}", path.display()))?;
+        if let Err(e) = to_save.save(&path) {
+            release_all(results).await;
+            return Err(
+                anyhow::Error::new(e).context(format!("pinning public keys in {}", path.display()))
+            );
+        }
         inputs.keys = new_keys;
     }
     if hub_key_changed {
@@ -152,15 +194,27 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         let mut now = plan.clone();
         now.inventory_digest = digest_before.clone();
         if let Err(e) = crate::saved_plan::check(saved, &now, path) {
-            release_all(results, &specs).await;
+            release_all(results).await;
             return Err(e.into());
         }
     }
 
     let style = Style::detect(std::io::stdout().is_terminal(), no_color);
     print!("{}", render::text(&plan, style));
-    if plan.has_changes() && !confirm(args.yes)? {
-        release_all(results, &specs).await;
+    let confirmed = if plan.has_changes() {
+        confirm(args.yes)
+    } else {
+        Ok(true)
+    };
+    let confirmed = match confirmed {
+        Ok(c) => c,
+        Err(e) => {
+            release_all(results).await;
+            return Err(e);
+        }
+    };
+    if !confirmed {
+        release_all(results).await;
         println!(
             "Apply cancelled: nothing was changed, except that hosts without a private key got one in step 1 (it stays on the host; its public key is pinned)."
         );
@@ -244,20 +298,19 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     Ok(if failed > 0 { EXIT_ERROR } else { EXIT_OK })
 }
 
+/// Releases one host's lock taken in step 1 and closes its connection.
+async fn release(p: Prepared) {
+    p.session
+        .run_script(&format!("rm -rf {}\n", script::LOCK_DIR))
+        .await
+        .ok();
+    p.session.close().await.ok();
+}
+
 /// Releases the locks taken in step 1 (when apply stops before changing anything).
-async fn release_all(
-    results: BTreeMap<HostName, Result<Prepared, String>>,
-    specs: &BTreeMap<HostName, GatherSpec>,
-) {
-    for (h, r) in results {
-        if let Ok(p) = r {
-            let _ = specs.get(&h);
-            p.session
-                .run_script(&format!("rm -rf {}\n", script::LOCK_DIR))
-                .await
-                .ok();
-            p.session.close().await.ok();
-        }
+async fn release_all(results: BTreeMap<HostName, Result<Prepared, String>>) {
+    for p in results.into_values().flatten() {
+        release(p).await;
     }
 }
 

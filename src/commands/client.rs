@@ -38,9 +38,16 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
         );
     };
 
-    let (private_key, public_key) = match inputs.keys.get(&name) {
-        Some(_) if host.public_key.is_some() => (None, host.public_key.clone()),
-        _ => {
+    // A key made on the device (`public_key:` in the inventory) never needs a private key here.
+    // A key meshctl made earlier is pinned, but its private half is only in the config handed
+    // out then: a new one is made only when asked, since the hub must then learn it.
+    let (private_key, public_key) = match (&host.public_key, inputs.keys.get(&name)) {
+        (Some(k), _) => (None, Some(k.clone())),
+        (None, Some(_)) if !args.new_key => bail!(
+            "{name} already has a key (pinned in {}); its private half is only in the config handed out then. To make a new one, run `meshctl client {name} --new-key`, then `meshctl apply` so the hub learns it",
+            inv.keys_path().display()
+        ),
+        (None, _) => {
             let secret = x25519_dalek::StaticSecret::random();
             let public = x25519_dalek::PublicKey::from(&secret);
             let b64 = base64::engine::general_purpose::STANDARD;
@@ -54,17 +61,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
     };
     let config = render(inv, &name, hub_key, private_key.as_deref());
 
-    // Pin the new public key before printing anything, so a config is never handed out whose
-    // key the hub will not learn.
-    if host.public_key.is_none()
-        && let Some(k) = &public_key
-    {
-        let path = inv.keys_path();
-        let mut pinned = PinnedKeys::read(&path)?;
-        pinned.keys.insert(name.clone(), k.clone());
-        pinned.save(&path)?;
-    }
-
+    // The output first: a key is only pinned once its config exists somewhere.
     match &args.out {
         Some(path) => {
             use std::os::unix::fs::OpenOptionsExt;
@@ -75,10 +72,22 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
                 .open(path)
                 .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
             f.write_all(config.as_bytes())?;
+            f.sync_all()?;
             eprintln!("Wrote {} (mode 0600).", path.display());
         }
         None => print!("{config}"),
     }
+    if host.public_key.is_none()
+        && let Some(k) = &public_key
+    {
+        let path = inv.keys_path();
+        let mut pinned = PinnedKeys::read(&path)?;
+        pinned.keys.insert(name.clone(), k.clone());
+        pinned.save(&path).with_context(|| {
+            format!("the config was handed out, but pinning its public key in {} failed: fix that and run again with --new-key", path.display())
+        })?;
+    }
+
     if args.qr {
         let code = qrcode::QrCode::new(config.as_bytes()).context("making the QR code")?;
         let image = code

@@ -113,7 +113,8 @@ m_file() {
 /// content is encoded and sent. Key names match case-insensitively and with whitespace anywhere
 /// inside them (wg's own parser drops all whitespace), wherever they appear in a line (so a
 /// commented-out key is blanked too); everything after the `=` is replaced:
-/// `PrivateKey = abc` → `PrivateKey = (redacted)`. `PrivateKeyFile=` (a path) is kept.
+/// `PrivateKey = abc` → `PrivateKey = (redacted)`. `PrivateKeyFile=` (a path) is kept. Any
+/// other key-shaped token outside a `PublicKey` line is blanked as well.
 pub(crate) fn redact_sed() -> String {
     fn pattern(word: &str) -> String {
         let mut p = String::new();
@@ -127,11 +128,18 @@ pub(crate) fn redact_sed() -> String {
         }
         p
     }
-    ["privatekey", "presharedkey"]
+    let mut parts: Vec<String> = ["privatekey", "presharedkey"]
         .iter()
         .map(|w| format!(r"s/\({}\)=.*$/\1= (redacted)/", pattern(w)))
-        .collect::<Vec<_>>()
-        .join(";")
+        .collect();
+    // A key can hide elsewhere too: `PostUp = echo KEY | wg set %i private-key /dev/stdin`.
+    // Anything shaped like a WireGuard key (43 base64 characters and `=`) is blanked, except on
+    // `PublicKey` lines, which meshctl compares.
+    parts.push(format!(
+        r"/^[[:space:]]*{}=/!s|[A-Za-z0-9+/]\{{43\}}=|(redacted)|g",
+        pattern("publickey")
+    ));
+    parts.join(";")
 }
 
 /// The `/proc/sys` path of a dotted sysctl key, or `None` when the key is not acceptable.

@@ -197,7 +197,8 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
         "[Interface]\nPrivateKey = {secret}\n\tprivatekey={secret}\n# PRIVATEKEY =  {secret}\n\
          PrivateKeyFile = /etc/wireguard/wg0.key\nPrivate Key={secret}\n[Peer]\n\
          PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nPresharedKey\t=\t{psk}\n\
-         presharedKEY={psk}\nEndpoint = vps.example.org:51820"
+         presharedKEY={psk}\nEndpoint = vps.example.org:51820\n\
+         PostUp = echo {secret} | wg set %i private-key /dev/stdin"
     );
     let conf = dir.path().join("wg0.conf");
     std::fs::write(&conf, &content).unwrap();
@@ -229,7 +230,8 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
          # PRIVATEKEY = (redacted)\nPrivateKeyFile = /etc/wireguard/wg0.key\n\
          Private Key= (redacted)\n[Peer]\n\
          PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nPresharedKey\t= (redacted)\n\
-         presharedKEY= (redacted)\nEndpoint = vps.example.org:51820"
+         presharedKEY= (redacted)\nEndpoint = vps.example.org:51820\n\
+         PostUp = echo (redacted) | wg set %i private-key /dev/stdin"
     );
     assert!(!got.content.contains(secret));
     // Content that looks like markers survives, byte for byte (trailing newlines included).
