@@ -101,7 +101,7 @@ pub fn arm(
         s,
         "setsid sh -c {} </dev/null >/dev/null 2>&1 &",
         quote(&format!(
-            "sleep {timeout_secs}; if [ -e {gq}/rollback.sh ] && [ ! -e {gq}/confirmed ]; then touch {gq}/rolled-back; sh {gq}/rollback.sh > {gq}/rollback.log 2>&1; fi"
+            "sleep {timeout_secs}; if mv {gq}/rollback.sh {gq}/rollback.claimed 2>/dev/null; then touch {gq}/rolled-back; sh {gq}/rollback.claimed > {gq}/rollback.log 2>&1; fi"
         ))
     )
     .ok();
@@ -109,13 +109,23 @@ pub fn arm(
     s
 }
 
-/// Confirms over a new connection, then gathers and releases the lock (step 3). Refuses to
-/// confirm a guard whose timer already rolled back. The guard's directory goes: a timer that
-/// wakes up without its rollback script does nothing.
+/// Put after a guarded host's changes script: only a script that got to its end marks the
+/// changes as applied, and only applied changes can be confirmed.
+pub fn applied(run_id: &str) -> String {
+    format!("touch {}/applied\n", quote(&dir(run_id)))
+}
+
+/// Confirms over a new connection, then gathers and releases the lock (step 3). The timer and
+/// the confirmation both claim the rollback script with one atomic `mv`: exactly one of them
+/// wins, so a host never rolls back after meshctl reported it confirmed. Changes that did not
+/// get to their end (a failed step, a script cut off) are not confirmed: the timer rolls them
+/// back.
 pub fn confirm(run_id: &str, gather: &str) -> String {
     let g = quote(&dir(run_id));
     format!(
-        "if [ -e {g}/rolled-back ]; then echo 'the guard already rolled back' >&2; exit 3; fi\ntouch {g}/confirmed || exit 1\nrm -rf {g}\n{}",
+        "if [ ! -e {g}/applied ]; then echo 'the changes did not finish on the host' >&2; exit 4; fi\n\
+         mv {g}/rollback.sh {g}/rollback.confirmed 2>/dev/null || {{ echo 'the guard already rolled back' >&2; exit 3; }}\n\
+         rm -rf {g}\n{}",
         script::finish(gather)
     )
 }
@@ -124,6 +134,6 @@ pub fn confirm(run_id: &str, gather: &str) -> String {
 pub fn status(run_id: &str) -> String {
     let g = quote(&dir(run_id));
     format!(
-        "if [ -e {g}/rolled-back ]; then echo rolled-back; cat {g}/rollback.log 2>/dev/null; elif [ -e {g}/confirmed ]; then echo confirmed; else echo pending; fi\n"
+        "if [ -e {g}/rolled-back ]; then echo rolled-back; cat {g}/rollback.log 2>/dev/null; elif [ ! -e {g} ]; then echo confirmed; else echo pending; fi\n"
     )
 }

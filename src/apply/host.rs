@@ -97,6 +97,9 @@ pub(crate) async fn apply_host(
             ));
         }
         s.push_str(&script::changes(&hp.changes));
+        if let Some(g) = &guard {
+            s.push_str(&guard::applied(&g.run_id));
+        }
         // A guarded change may cut this very connection: don't wait for it past half the
         // guard's time, the confirmation over a new connection decides.
         let wait = guard
