@@ -38,6 +38,21 @@ impl Style {
     }
 }
 
+/// Text that came from a host (a file's content, an error, a rule) made safe for a terminal:
+/// control characters other than tab are shown escaped, so a hostile host cannot move the
+/// cursor, recolour or rewrite what the user reads.
+pub fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' && c != '\n' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// The plan as text.
 pub fn text(plan: &Plan, style: Style) -> String {
     let mut s = String::new();
@@ -56,10 +71,10 @@ pub fn text(plan: &Plan, style: Style) -> String {
         )
         .ok();
         if let Some(e) = &h.error {
-            writeln!(s, "  {} {}", style.paint("31;1", "error:"), e).ok();
+            writeln!(s, "  {} {}", style.paint("31;1", "error:"), clean(e)).ok();
         }
         for w in &h.warnings {
-            writeln!(s, "  {} {w}", style.paint("33;1", "warning:")).ok();
+            writeln!(s, "  {} {}", style.paint("33;1", "warning:"), clean(w)).ok();
         }
         for c in &h.changes {
             let mut line = format!("  {} {}", c.action.symbol(), c.resource);
@@ -75,12 +90,13 @@ pub fn text(plan: &Plan, style: Style) -> String {
                 }
                 _ => {}
             }
-            writeln!(s, "{}", style.action(c.action, &line)).ok();
+            writeln!(s, "{}", style.action(c.action, &clean(&line))).ok();
             if let Some(d) = &c.diff {
                 for l in d
                     .lines()
                     .filter(|l| !l.starts_with("---") && !l.starts_with("+++"))
                 {
+                    let l = &clean(l);
                     let painted = match l.chars().next() {
                         Some('+') => style.paint("32", l),
                         Some('-') => style.paint("31", l),
@@ -92,10 +108,10 @@ pub fn text(plan: &Plan, style: Style) -> String {
             }
         }
         for k in &h.skipped {
-            writeln!(s, "  skipped: {k}").ok();
+            writeln!(s, "  skipped: {}", clean(k)).ok();
         }
         for n in &h.notes {
-            writeln!(s, "  note: {n}").ok();
+            writeln!(s, "  note: {}", clean(n)).ok();
         }
         s.push('\n');
     }
@@ -153,4 +169,15 @@ pub fn summary(plan: &Plan) -> String {
 /// The plan as pretty JSON (schema: see `plan`).
 pub fn json(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).expect("a plan always serialises") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn host_text_cannot_drive_the_terminal() {
+        assert_eq!(clean("ok\tline\n"), "ok\tline\n");
+        assert_eq!(clean("\x1b[2Jgone\r"), "\\u{1b}[2Jgone\\u{d}");
+    }
 }

@@ -171,6 +171,22 @@ pub fn check(saved: &Plan, now: &Plan, path: &Path) -> Result<(), SavedPlanError
                 host: h.host.to_string(),
             });
         }
+        // The same changes, named the same way: only keys that were "known after apply" may
+        // have been learnt since (they do not appear in a change's name), and apply's first
+        // step has made the private keys the plan said it would.
+        let names = |hp: &crate::plan::HostPlan| -> Vec<(crate::plan::Action, String)> {
+            hp.changes
+                .iter()
+                .filter(|c| !matches!(c.op, crate::plan::Op::GenerateKey { .. }))
+                .map(|c| (c.action, c.resource.clone()))
+                .collect()
+        };
+        if current.map(names) != Some(names(h)) {
+            return Err(SavedPlanError::Moved {
+                path: p,
+                host: h.host.to_string(),
+            });
+        }
     }
     Ok(())
 }

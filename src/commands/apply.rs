@@ -33,9 +33,13 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         crate::saved_plan::check_inputs(saved, &inputs.digest, path)?;
     }
     let digest_before = inputs.digest.clone();
-    let only = inputs
+    let mut only = inputs
         .limit(&args.common.limit)
         .map_err(anyhow::Error::msg)?;
+    // A saved plan is applied to exactly the hosts it was made for.
+    if let Some(saved) = &saved {
+        only = Some(saved.hosts.iter().map(|h| h.host.clone()).collect());
+    }
     let in_scope = |h: &HostName| only.as_ref().is_none_or(|o| o.contains(h));
     let mut desired = inputs.desired();
     desired.retain(|h, _| in_scope(h));
@@ -289,7 +293,7 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
                 )
             }
         };
-        println!("  {}: {line}", hp.host);
+        println!("  {}: {}", hp.host, render::clean(&line));
     }
     println!(
         "{} host(s) converged, {failed} failed.",
