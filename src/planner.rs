@@ -300,20 +300,21 @@ pub fn manual_steps(inv: &Inventory, keys: &PinnedKeys) -> Vec<ManualStep> {
             }
         }
     }
-    // An unmanaged client whose key is pinned has its config already (its private key is
-    // only there); only one still without a key needs a step.
-    for h in inv
-        .hosts
-        .values()
-        .filter(|h| !h.is_managed() && keys.get(&h.name).is_none())
-    {
-        steps.push(ManualStep {
-            subject: h.name.to_string(),
-            text: format!(
+    // An unmanaged client whose key meshctl made earlier has its config already (the private
+    // key is only there); one with a key made on the device, or without a key yet, needs one.
+    for h in inv.hosts.values().filter(|h| !h.is_managed()) {
+        let text = match (&h.public_key, keys.get(&h.name)) {
+            (Some(_), _) => format!(
+                "give it its config: `meshctl client {} --qr` (no private key inside: the device keeps its own)",
+                h.name
+            ),
+            (None, Some(_)) => continue,
+            (None, None) => format!(
                 "run `meshctl client {} --qr` and scan the code with the WireGuard app (its key is made then; then apply again so the hub knows it)",
                 h.name
             ),
-        });
+        };
+        steps.push(ManualStep { subject: h.name.to_string(), text });
     }
     steps
 }

@@ -161,3 +161,38 @@ fn without_the_hubs_key_there_is_nothing_to_hand_out() {
         "nothing pinned when nothing was handed out"
     );
 }
+
+#[test]
+fn a_key_meshctl_made_is_never_rotated_silently() {
+    let dir = setup("");
+    let first = client(dir.path(), &["phone"]);
+    assert!(first.status.success());
+    let keys = || std::fs::read_to_string(dir.path().join("net.keys.yaml")).unwrap();
+    let pinned = keys();
+
+    // Again: refused, nothing pinned anew (the phone's working config stays valid).
+    let again = client(dir.path(), &["phone"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--new-key"));
+    assert_eq!(keys(), pinned);
+
+    // An output file that exists: refused before anything is pinned.
+    let existing = dir.path().join("exists.conf");
+    std::fs::write(&existing, "keep me").unwrap();
+    let out = client(
+        dir.path(),
+        &["phone", "--new-key", "-o", existing.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        keys(),
+        pinned,
+        "no key is pinned whose config was never written"
+    );
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
+
+    // Asked for: a new key, pinned.
+    let rotated = client(dir.path(), &["phone", "--new-key"]);
+    assert!(rotated.status.success());
+    assert_ne!(keys(), pinned);
+}

@@ -477,7 +477,7 @@ fn hub_ipv6_firewall_protects_the_clients() {
         .position(|r| *r == format!("-s {c} -i wg0 -j ACCEPT"));
     let reject = fwd6
         .iter()
-        .position(|r| *r == format!("-d {c} -i eth0 -m conntrack --ctstate NEW -j REJECT --reject-with icmp6-port-unreachable"));
+        .position(|r| *r == format!("-d {c} -i eth0 -j REJECT --reject-with icmp6-port-unreachable"));
     let (related, icmp, from_vpn, reject) = (
         related.unwrap(),
         icmp.unwrap(),
