@@ -475,9 +475,9 @@ fn hub_ipv6_firewall_protects_the_clients() {
     let from_vpn = fwd6
         .iter()
         .position(|r| *r == format!("-s {c} -i wg0 -j ACCEPT"));
-    let reject = fwd6
-        .iter()
-        .position(|r| *r == format!("-d {c} -i eth0 -j REJECT --reject-with icmp6-port-unreachable"));
+    let reject = fwd6.iter().position(|r| {
+        *r == format!("-d {c} -i eth0 -j REJECT --reject-with icmp6-port-unreachable")
+    });
     let (related, icmp, from_vpn, reject) = (
         related.unwrap(),
         icmp.unwrap(),

@@ -6,22 +6,9 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::Duration;
 
-use support::{TestLab, assert_success, own_inventory};
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(lab: &TestLab, host: &str, cmd: &str) -> String {
-    assert_success(&lab.exec(host, cmd), &format!("{host}: {cmd}"))
-}
+use support::{TestLab, assert_success, ok, own_inventory, text};
 
 /// Pings `addr` from `host` (a few tries: the first handshake takes a moment).
 /// Pings `addr` from `host` until it answers or `secs` have passed.

@@ -4,17 +4,8 @@
 
 mod support;
 
-use std::process::Output;
 
-use support::{TestLab, own_inventory};
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::{TestLab, own_inventory, text};
 
 fn converges_twice(lab: &TestLab) {
     let first = lab.meshctl(&["apply", "--yes"]);

@@ -11,38 +11,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{MESHCTL, TestLab, assert_success, process_alive};
-
-/// Copies `inventory/lab.yaml` into a directory of the test's own.
-fn own_inventory(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix(name)
-        .tempdir()
-        .expect("temp dir");
-    let inv = dir.path().join("lab.yaml");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.yaml"),
-        &inv,
-    )
-    .expect("copy inventory");
-    (dir, inv)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(lab: &TestLab, host: &str, cmd: &str) -> String {
-    assert_success(&lab.exec(host, cmd), &format!("{host}: {cmd}"))
-}
+use support::{MESHCTL, TestLab, assert_success, ok, own_inventory, process_alive, text};
 
 fn apply_converges(lab: &TestLab, extra: &[&str]) -> String {
     let mut args = vec!["apply", "--yes"];

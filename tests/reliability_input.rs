@@ -12,41 +12,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::sync::LazyLock;
 
 use meshctl::facts::{self, GatherSpec};
 use meshctl::names::InterfaceName;
 use meshctl::state::{ChainId, Family};
 use proptest::prelude::*;
-use support::{TestLab, assert_success};
+use support::{TestLab, assert_success, own_inventory, text};
 
 const MANAGED: [&str; 3] = ["vps", "nas", "laptop"];
-
-/// Copies `inventory/lab.yaml` into a directory of the test's own (pinned keys are written
-/// beside the inventory).
-fn own_inventory(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix(name)
-        .tempdir()
-        .expect("temp dir");
-    let inv = dir.path().join("lab.yaml");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.yaml"),
-        &inv,
-    )
-    .expect("copy inventory");
-    (dir, inv)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Every managed host's sshd counters.
 fn counts(lab: &TestLab) -> Vec<(usize, usize)> {

@@ -15,43 +15,17 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use base64::Engine as _;
 use meshctl::apply::script;
-use support::{TestLab, assert_success};
+use support::{TestLab, assert_success, ok, own_inventory, text};
 
 /// Throw-away keys made for this test only (never used anywhere else).
 const CANARY: &str = "+MEmSiaxZTxaRZskbM3vbPRgFZ3VmGJJBE0z3bMlV0k=";
 const CANARY_PSK: &str = "2ODcZkRJa3zyls+96SOPp57RPz6Pf2WFRGmQoR6pSm8=";
 /// A peer of the hand-made config (its public key only).
 const FOREIGN_PEER: &str = "5oGyCrunmUJuPDmSvZDeSLDSEe5Ke5fRwfeoj2xhTk0=";
-
-fn own_inventory(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix(name)
-        .tempdir()
-        .expect("temp dir");
-    let inv = dir.path().join("lab.yaml");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.yaml"),
-        &inv,
-    )
-    .expect("copy inventory");
-    (dir, inv)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(lab: &TestLab, host: &str, cmd: &str) -> String {
-    assert_success(&lab.exec(host, cmd), &format!("{host}: {cmd}"))
-}
 
 /// The forms a leaked key could take: base64, its 8-character prefix (what `WgKey::short`
 /// prints), and the hex of its bytes (lower and upper case, 16-digit prefixes).

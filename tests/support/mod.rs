@@ -189,3 +189,17 @@ pub fn own_inventory(name: &str) -> (tempfile::TempDir, PathBuf) {
     .expect("copy inventory/lab.yaml");
     (dir, inv)
 }
+
+/// A command's stdout and stderr together, for assertion messages and searches.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs `cmd` in lab host `host` and returns its stdout; panics (with its output) on failure.
+pub fn ok(lab: &TestLab, host: &str, cmd: &str) -> String {
+    assert_success(&lab.exec(host, cmd), &format!("{host}: {cmd}"))
+}
