@@ -11,12 +11,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lab(args) => meshctl::lab::run(args.command),
         Command::Client(args) => meshctl::commands::client::run(args),
-        Command::Plan(args) => runtime().block_on(meshctl::commands::plan::run(
+        Command::Plan(args) => on_runtime(meshctl::commands::plan::run(
             args,
             cli.no_color,
             cli.verbose,
         )),
-        Command::Apply(args) => runtime().block_on(meshctl::commands::apply::run(
+        Command::Apply(args) => on_runtime(meshctl::commands::apply::run(
             args,
             cli.no_color,
             cli.verbose,
@@ -34,9 +34,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs a command on a tokio runtime, then shuts it down without waiting for a prompt that is
+/// still reading the terminal (after Ctrl-C).
+fn on_runtime<F: std::future::Future<Output = anyhow::Result<u8>>>(f: F) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("a tokio runtime starts")
+        .expect("a tokio runtime starts");
+    let result = rt.block_on(f);
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
 }

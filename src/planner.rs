@@ -165,6 +165,11 @@ pub fn restrict_to_owned(live: &mut LiveHost, d: &Desired) {
 /// does not set are dropped, so the fingerprint only moves when something meshctl owns moves.
 pub fn normalise(live: &HostState, desired: &HostState) -> HostState {
     let mut n = live.clone();
+    if let Some(l) = n.interface.as_mut() {
+        // Apply's first step makes a missing key file (a change of its own in the plan): that
+        // must not make a saved plan look stale.
+        l.private_key_file.mode = None;
+    }
     if let (Some(l), Some(d)) = (n.interface.as_mut(), desired.interface.as_ref()) {
         if d.listen_port.is_none() {
             l.listen_port = None;
@@ -314,7 +319,10 @@ pub fn manual_steps(inv: &Inventory, keys: &PinnedKeys) -> Vec<ManualStep> {
                 h.name
             ),
         };
-        steps.push(ManualStep { subject: h.name.to_string(), text });
+        steps.push(ManualStep {
+            subject: h.name.to_string(),
+            text,
+        });
     }
     steps
 }

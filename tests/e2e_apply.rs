@@ -440,3 +440,61 @@ fn a_reboot_is_restored_from_the_persisted_files_alone() {
         "and the network works"
     );
 }
+
+#[test]
+fn ctrl_c_at_the_prompt_releases_every_lock() {
+    let (keep, inv) = own_inventory("apply-ctrlc");
+    let lab = TestLab::up("apply_ctrl_c", &inv);
+    // A terminal of its own (a pty), Ctrl-C typed at the prompt, as a user would.
+    let driver = keep.path().join("ctrlc.py");
+    std::fs::write(
+        &driver,
+        r#"import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+out, sent, end = b"", False, time.time() + 60
+while time.time() < end:
+    if select.select([fd], [], [], 0.5)[0]:
+        try:
+            d = os.read(fd, 65536)
+        except OSError:
+            break
+        if not d:
+            break
+        out += d
+        if not sent and b"Only 'yes' is accepted" in out:
+            time.sleep(0.3)
+            os.write(fd, b"\x03")
+            sent = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(0 if sent else 3)
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(&driver)
+        .args([support::MESHCTL, "apply", "-i"])
+        .arg(&inv)
+        .arg("--ssh-config")
+        .arg(lab.ssh_config())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        out.status.success(),
+        "the prompt was shown and Ctrl-C typed:\n{t}"
+    );
+    assert!(t.contains("Apply cancelled"), "{t}");
+    for h in ["vps", "nas", "laptop"] {
+        assert!(
+            !lab.exec(h, "test -e /run/meshctl/lock").status.success(),
+            "{h} is still locked after Ctrl-C"
+        );
+        assert!(
+            !lab.exec(h, "ip link show wg0").status.success(),
+            "{h}: nothing was changed"
+        );
+    }
+}

@@ -63,7 +63,9 @@ pub fn arm(
     let g = dir(run_id);
     let gq = quote(&g);
     let mut s = format!(
-        "rm -rf {gq} && mkdir -p {gq}/files || {{ echo 'cannot prepare the rollback guard' >&2; exit 1; }}\n"
+        "guard_fail() {{ echo \"cannot arm the rollback guard: $1\" >&2; rm -rf {gq} {lock}; exit 1; }}\n\
+         rm -rf {gq} && mkdir -p {gq}/files || guard_fail 'cannot make its directory'\n",
+        lock = script::LOCK_DIR
     );
     let paths: Vec<&str> = changes
         .iter()
@@ -78,7 +80,11 @@ pub fn arm(
     );
     for (i, p) in paths.iter().enumerate() {
         let (p, saved) = (quote(p), quote(&format!("{g}/files/{i}")));
-        writeln!(s, "if [ -e {p} ]; then cp -p {p} {saved} || exit 1; fi").ok();
+        writeln!(
+            s,
+            "if [ -e {p} ]; then cp -p {p} {saved} || guard_fail 'cannot copy a file'; fi"
+        )
+        .ok();
         writeln!(
             rb,
             "if [ -e {saved} ]; then cp -p {saved} {p}; else rm -f {p}; fi"
@@ -96,7 +102,12 @@ pub fn arm(
         "MESHCTL_ROLLBACK_{}",
         run_id.replace(|c: char| !c.is_ascii_alphanumeric(), "")
     );
-    writeln!(s, "cat > {gq}/rollback.sh <<'{delim}'\n{rb}{delim}").ok();
+    // Written aside and renamed: a rollback script that exists is a whole one.
+    writeln!(
+        s,
+        "cat > {gq}/rollback.new <<'{delim}' || guard_fail 'cannot write its script'\n{rb}{delim}\nmv {gq}/rollback.new {gq}/rollback.sh || guard_fail 'cannot write its script'"
+    )
+    .ok();
     writeln!(
         s,
         "setsid sh -c {} </dev/null >/dev/null 2>&1 &",
@@ -123,7 +134,9 @@ pub fn applied(run_id: &str) -> String {
 pub fn confirm(run_id: &str, gather: &str) -> String {
     let g = quote(&dir(run_id));
     format!(
-        "if [ ! -e {g}/applied ]; then echo 'the changes did not finish on the host' >&2; exit 4; fi\n\
+        "if [ -e {g}/rolled-back ]; then echo 'the guard already rolled back' >&2; exit 3; fi\n\
+         if [ ! -e {g}/rollback.sh ]; then echo 'the guard was never armed' >&2; exit 5; fi\n\
+         if [ ! -e {g}/applied ]; then echo 'the changes did not finish on the host' >&2; exit 4; fi\n\
          mv {g}/rollback.sh {g}/rollback.confirmed 2>/dev/null || {{ echo 'the guard already rolled back' >&2; exit 3; }}\n\
          rm -rf {g}\n{}",
         script::finish(gather)

@@ -19,12 +19,20 @@ pub(crate) struct Prepared {
     pub(crate) session: Session,
     pub(crate) public_key: WgKey,
     pub(crate) live: crate::state::LiveHost,
+    /// Where the host is, to reach it again when this connection is gone.
+    pub(crate) target: crate::inventory::SshTarget,
+    /// How to connect.
+    pub(crate) opts: crate::transport::SshOptions,
 }
 
 /// What steps 2 and 3 need to know about a host besides its plan.
 pub(crate) struct HostJob {
     pub(crate) desired: Desired,
     pub(crate) keys: PinnedKeys,
+    /// Where the host is, to reach it again over a new connection.
+    pub(crate) target: crate::inventory::SshTarget,
+    /// How to connect.
+    pub(crate) opts: crate::transport::SshOptions,
     /// Set for a host reached through the network meshctl manages.
     pub(crate) guard: Option<Guard>,
 }
@@ -76,6 +84,8 @@ pub(crate) async fn apply_host(
     let gather = facts::gather_script(&spec);
     let guard = job.guard.filter(|_| !hp.changes.is_empty());
     let mut error = None;
+    // Whether the connection itself failed (not a step): then a new one releases the lock.
+    let mut connection_lost = false;
     if !hp.changes.is_empty() {
         let mut s = String::new();
         if let Some(g) = &guard {
@@ -110,8 +120,12 @@ pub(crate) async fn apply_host(
         match tokio::time::timeout(wait, session.run_script(&s)).await {
             Ok(Ok(out)) if out.success() => {}
             Ok(Ok(out)) => error = Some(step_failure(&out)),
-            Ok(Err(e)) => error = Some(format!("the connection failed while applying: {e}")),
+            Ok(Err(e)) => {
+                connection_lost = true;
+                error = Some(format!("the connection failed while applying: {e}"));
+            }
             Err(_) => {
+                connection_lost = true;
                 error = Some(format!(
                     "no answer while applying within {}s",
                     wait.as_secs()
@@ -137,7 +151,13 @@ pub(crate) async fn apply_host(
             };
             drop(old);
             match confirmed {
-                Ok(out) if out.success() => Ok(out),
+                // Confirmed: the changes ran to their end, whatever this connection saw.
+                Ok(out) if out.success() => {
+                    if connection_lost {
+                        error = None;
+                    }
+                    Ok(out)
+                }
                 other => {
                     let why = match other {
                         Ok(out) => out.stderr.trim().to_owned(),
@@ -147,7 +167,23 @@ pub(crate) async fn apply_host(
                 }
             }
         }
-        // Step 3 runs even after a failure: it releases the lock.
+        // Step 3 runs even after a failure: it releases the lock — over a new connection when
+        // the first one is gone.
+        None if connection_lost => {
+            let old = tokio::spawn(async move { session.close().await.ok() });
+            let r = match Session::connect(&job.target, &job.opts).await {
+                Ok(fresh) => {
+                    let r = fresh.run_script(&script::finish(&gather)).await;
+                    fresh.close().await.ok();
+                    r.map_err(|e| format!("releasing the lock: {e}"))
+                }
+                Err(e) => Err(format!(
+                    "releasing the lock: {e}; the host stays locked: run again with --break-lock"
+                )),
+            };
+            drop(old);
+            r
+        }
         None => {
             let r = session.run_script(&script::finish(&gather)).await;
             session.close().await.ok();
@@ -167,6 +203,12 @@ pub(crate) async fn apply_host(
 
 /// A guarded host could not be confirmed: wait for its timer, then check that it rolled back.
 async fn rolled_back(g: &Guard, why: String, step_error: Option<String>) -> String {
+    if why.contains("never armed") {
+        return format!(
+            "the rollback guard could not be armed, so nothing was changed ({})",
+            step_error.unwrap_or(why)
+        );
+    }
     let mut msg = format!("NOT confirmed over a new connection ({why})");
     if let Some(e) = step_error {
         msg.push_str(&format!("; {e}"));
@@ -277,5 +319,7 @@ pub(crate) async fn prepare(
         session,
         public_key,
         live,
+        target,
+        opts,
     })
 }

@@ -40,7 +40,9 @@ pub const MARK_DONE: &str = "@@meshctl done@@";
 /// Exit status of `prepare` when another apply holds the lock.
 pub const EXIT_LOCKED: i32 = 75;
 
-/// Step 1: lock, make sure the key exists, print the public key, then run `gather`.
+/// Step 1: lock, make sure the key exists, print the public key, then run `gather`. Breaking
+/// a dead run's lock also disarms that run's pending rollback guard, so its timer cannot undo
+/// (or unlock) the new run.
 pub fn prepare(
     holder: &str,
     break_lock: bool,
@@ -52,7 +54,7 @@ pub fn prepare(
     writeln!(s, "mkdir -p {RUN_DIR}").ok();
     writeln!(
         s,
-        "if ! mkdir {LOCK_DIR} 2>/dev/null; then\n  if [ {} = 1 ]; then rm -rf {LOCK_DIR}; mkdir {LOCK_DIR} || exit 1\n  else echo {MARK_LOCKED}; cat {LOCK_DIR}/holder 2>/dev/null; exit {EXIT_LOCKED}; fi\nfi",
+        "if ! mkdir {LOCK_DIR} 2>/dev/null; then\n  if [ {} = 1 ]; then\n    for f in {RUN_DIR}/guard-*/rollback.sh; do [ -e \"$f\" ] && mv \"$f\" \"$f.discarded\"; done\n    rm -rf {LOCK_DIR}; mkdir {LOCK_DIR} || exit 1\n  else echo {MARK_LOCKED}; cat {LOCK_DIR}/holder 2>/dev/null; exit {EXIT_LOCKED}; fi\nfi",
         u8::from(break_lock)
     )
     .ok();

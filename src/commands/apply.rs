@@ -147,7 +147,13 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
             new_keys
                 .keys
                 .iter()
-                .filter(|(h, _)| inputs.inventory.hosts[*h].public_key.is_none())
+                .filter(|(h, _)| {
+                    inputs
+                        .inventory
+                        .hosts
+                        .get(*h)
+                        .is_some_and(|x| x.public_key.is_none())
+                })
                 .map(|(h, k)| (h.clone(), k.clone())),
         );
         if let Err(e) = to_save.save(&path) {
@@ -206,7 +212,7 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     let style = Style::detect(std::io::stdout().is_terminal(), no_color);
     print!("{}", render::text(&plan, style));
     let confirmed = if plan.has_changes() {
-        confirm(args.yes)
+        confirm(args.yes).await
     } else {
         Ok(true)
     };
@@ -251,6 +257,11 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         let hp = host_plans[&h].clone();
         let spec = specs[&h].clone();
         let job = HostJob {
+            target: inputs.inventory.hosts[&h]
+                .ssh
+                .clone()
+                .expect("managed host"),
+            opts: opts.clone(),
             desired: desired[&h].clone(),
             keys: inputs.keys.clone(),
             guard: inputs.inventory.hosts[&h].guard.then(|| Guard {
@@ -302,12 +313,16 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     Ok(if failed > 0 { EXIT_ERROR } else { EXIT_OK })
 }
 
-/// Releases one host's lock taken in step 1 and closes its connection.
+/// Releases one host's lock taken in step 1 and closes its connection. When that connection
+/// is gone (Ctrl-C at the prompt reaches the ssh processes too), a new one releases the lock.
 async fn release(p: Prepared) {
-    p.session
-        .run_script(&format!("rm -rf {}\n", script::LOCK_DIR))
-        .await
-        .ok();
+    let unlock = format!("rm -rf {}\n", script::LOCK_DIR);
+    if p.session.run_script(&unlock).await.is_err() {
+        if let Ok(fresh) = crate::transport::Session::connect(&p.target, &p.opts).await {
+            fresh.run_script(&unlock).await.ok();
+            fresh.close().await.ok();
+        }
+    }
     p.session.close().await.ok();
 }
 
@@ -339,7 +354,7 @@ fn drop_unknown_peers(d: &mut Desired, inputs: &Inputs) {
 }
 
 /// Asks for confirmation on a terminal; refuses without `--yes` when there is none.
-fn confirm(yes: bool) -> anyhow::Result<bool> {
+async fn confirm(yes: bool) -> anyhow::Result<bool> {
     if yes {
         return Ok(true);
     }
@@ -350,9 +365,21 @@ fn confirm(yes: bool) -> anyhow::Result<bool> {
     }
     print!("Apply these changes? Only 'yes' is accepted: ");
     std::io::stdout().flush().ok();
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(answer.trim() == "yes")
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map(|_| answer)
+    });
+    // Ctrl-C at the prompt is a "no": the hosts' locks are released on the way out.
+    tokio::select! {
+        a = answer => Ok(a??.trim() == "yes"),
+        _ = tokio::signal::ctrl_c() => {
+            println!();
+            Ok(false)
+        }
+    }
 }
 
 /// A name for this apply run, unique enough to keep guards of different runs apart.
