@@ -317,11 +317,11 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
 /// is gone (Ctrl-C at the prompt reaches the ssh processes too), a new one releases the lock.
 async fn release(p: Prepared) {
     let unlock = format!("rm -rf {}\n", script::LOCK_DIR);
-    if p.session.run_script(&unlock).await.is_err() {
-        if let Ok(fresh) = crate::transport::Session::connect(&p.target, &p.opts).await {
-            fresh.run_script(&unlock).await.ok();
-            fresh.close().await.ok();
-        }
+    if p.session.run_script(&unlock).await.is_err()
+        && let Ok(fresh) = crate::transport::Session::connect(&p.target, &p.opts).await
+    {
+        fresh.run_script(&unlock).await.ok();
+        fresh.close().await.ok();
     }
     p.session.close().await.ok();
 }
