@@ -4,7 +4,6 @@
 
 mod support;
 
-
 use support::{TestLab, own_inventory, text};
 
 fn converges_twice(lab: &TestLab) {
