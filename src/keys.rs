@@ -52,8 +52,6 @@ impl PinnedKeys {
     pub fn load(inv: &Inventory) -> Result<Self, KeysError> {
         let path = inv.keys_path();
         let mut pinned = Self::read(&path)?;
-        // A pin of a host the inventory no longer has plays no part (it stays in the file).
-        pinned.keys.retain(|h, _| inv.hosts.contains_key(h));
         for h in inv.hosts.values() {
             if let Some(k) = &h.public_key {
                 pinned.keys.insert(h.name.clone(), k.clone());

@@ -29,10 +29,6 @@ pub(crate) struct Prepared {
 pub(crate) struct HostJob {
     pub(crate) desired: Desired,
     pub(crate) keys: PinnedKeys,
-    /// Where the host is, to reach it again over a new connection.
-    pub(crate) target: crate::inventory::SshTarget,
-    /// How to connect.
-    pub(crate) opts: crate::transport::SshOptions,
     /// Set for a host reached through the network meshctl manages.
     pub(crate) guard: Option<Guard>,
 }
@@ -167,22 +163,15 @@ pub(crate) async fn apply_host(
                 }
             }
         }
-        // Step 3 runs even after a failure: it releases the lock — over a new connection when
-        // the first one is gone.
+        // The connection died while the change script ran: the script may still be running
+        // on the host, so its lock stays (a new apply must not run beside it).
         None if connection_lost => {
             let old = tokio::spawn(async move { session.close().await.ok() });
-            let r = match Session::connect(&job.target, &job.opts).await {
-                Ok(fresh) => {
-                    let r = fresh.run_script(&script::finish(&gather)).await;
-                    fresh.close().await.ok();
-                    r.map_err(|e| format!("releasing the lock: {e}"))
-                }
-                Err(e) => Err(format!(
-                    "releasing the lock: {e}; the host stays locked: run again with --break-lock"
-                )),
-            };
             drop(old);
-            r
+            let e = error.take().unwrap_or_default();
+            return Err(format!(
+                "{e}; the host may still be applying, so its lock stays: once it is done, run again with --break-lock"
+            ));
         }
         None => {
             let r = session.run_script(&script::finish(&gather)).await;

@@ -99,15 +99,18 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
             }
         };
         let refusal = match inputs.keys.get(&h) {
-            _ if new_keys
-                .keys
-                .iter()
-                .any(|(o, k)| *o != h && *k == p.public_key) =>
+            // Pins of hosts the inventory no longer has do not count (a renamed host keeps
+            // its key).
+            _ if new_keys.keys.iter().any(|(o, k)| {
+                *o != h && *k == p.public_key && inputs.inventory.hosts.contains_key(o)
+            }) =>
             {
                 let other = new_keys
                     .keys
                     .iter()
-                    .find(|(o, k)| **o != h && **k == p.public_key)
+                    .find(|(o, k)| {
+                        **o != h && **k == p.public_key && inputs.inventory.hosts.contains_key(*o)
+                    })
                     .map(|(o, _)| o.to_string())
                     .unwrap_or_default();
                 Some(format!(
@@ -257,11 +260,6 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         let hp = host_plans[&h].clone();
         let spec = specs[&h].clone();
         let job = HostJob {
-            target: inputs.inventory.hosts[&h]
-                .ssh
-                .clone()
-                .expect("managed host"),
-            opts: opts.clone(),
             desired: desired[&h].clone(),
             keys: inputs.keys.clone(),
             guard: inputs.inventory.hosts[&h].guard.then(|| Guard {
