@@ -47,6 +47,11 @@ fn a_change_that_cuts_meshctl_off_is_rolled_back_by_the_host() {
             .output()
             .unwrap()
     };
+    // The NAS joins the VPN when its keepalive makes it handshake: wait for the path.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ssh_vpn("true").status.success() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     assert_success(&ssh_vpn("true"), "ssh to the NAS through the tunnel");
 
     // Renumber the VPN, applied to the NAS first: its peer (the hub) gets AllowedIPs that no
