@@ -8,25 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{TestLab, assert_success, ok, own_inventory, text};
+use support::{TestLab, assert_success, ok, own_inventory, pings_within, text};
 
 /// Pings `addr` from `host` (a few tries: the first handshake takes a moment).
-/// Pings `addr` from `host` until it answers or `secs` have passed: right after an apply, the
-/// NAS (behind NAT) joins when its keepalive makes it handshake, which a loaded machine delays.
-fn pings_within(lab: &TestLab, host: &str, addr: &str, secs: u64) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if lab
-            .exec(host, &format!("ping -c 1 -W 1 {addr}"))
-            .status
-            .success()
-        {
-            return true;
-        }
-    }
-    false
-}
-
 fn pings(lab: &TestLab, host: &str, addr: &str) -> bool {
     lab.exec(
         host,

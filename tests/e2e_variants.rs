@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{TestLab, own_inventory, text};
+use support::{TestLab, own_inventory, pings_within, text};
 
 fn converges_twice(lab: &TestLab) {
     let first = lab.meshctl(&["apply", "--yes"]);
@@ -166,12 +166,7 @@ fn a_full_tunnel_laptop_reaches_the_internet_through_the_hub() {
     let route = text(&lab.exec("laptop", "ip route get 203.0.113.200"));
     assert!(route.contains("dev wg0"), "{route}");
     assert!(
-        lab.exec(
-            "laptop",
-            "ping -c 1 -W 2 192.168.178.10 || ping -c 3 -W 2 192.168.178.10"
-        )
-        .status
-        .success(),
+        pings_within(&lab, "laptop", "192.168.178.10", 20),
         "the home LAN through the tunnel"
     );
 }
@@ -232,14 +227,7 @@ fn a_home_lan_with_an_ipv6_prefix_is_routed_to_the_clients() {
         Some(0)
     );
 
-    let ping = |host: &str, addr: &str| {
-        lab.exec(
-            host,
-            &format!("ping -6 -c 1 -W 2 {addr} || ping -6 -c 2 -W 2 {addr}"),
-        )
-        .status
-        .success()
-    };
+    let ping = |host: &str, addr: &str| pings_within(&lab, host, addr, 20);
     assert!(
         ping("laptop", "2001:db8:77::20"),
         "laptop's public IPv6 → homepc on the home LAN"

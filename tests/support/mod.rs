@@ -203,3 +203,19 @@ pub fn text(o: &Output) -> String {
 pub fn ok(lab: &TestLab, host: &str, cmd: &str) -> String {
     assert_success(&lab.exec(host, cmd), &format!("{host}: {cmd}"))
 }
+
+/// Pings `addr` from `host` until it answers or `secs` have passed: right after an apply, the
+/// NAS (behind NAT) joins when its keepalive makes it handshake, which a loaded machine delays.
+pub fn pings_within(lab: &TestLab, host: &str, addr: &str, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if lab
+            .exec(host, &format!("ping -c 1 -W 1 {addr}"))
+            .status
+            .success()
+        {
+            return true;
+        }
+    }
+    false
+}
