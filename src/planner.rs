@@ -288,6 +288,18 @@ pub fn manual_steps(inv: &Inventory, keys: &PinnedKeys) -> Vec<ManualStep> {
                     inv.network.ipv4, g.lan.address, gw.name
                 ),
             });
+            // The other sites' home LANs are reached through the same gateway.
+            for (other, lan) in inv.lans() {
+                if other.name != gw.name {
+                    steps.push(ManualStep {
+                        subject: r.name.to_string(),
+                        text: format!(
+                            "add the static IPv4 route {} via {} (the home LAN of {} through {})",
+                            lan.subnet, g.lan.address, other.name, gw.name
+                        ),
+                    });
+                }
+            }
             if let (Some(_), Some(v6)) = (g.lan.ipv6_prefix, &inv.network.ipv6) {
                 let via = g.lan.ipv6_address.map_or_else(
                     || {

@@ -237,3 +237,62 @@ fn a_home_lan_with_an_ipv6_prefix_is_routed_to_the_clients() {
         "homepc → laptop's public IPv6"
     );
 }
+
+#[test]
+fn two_sites_reach_each_others_home_lan_through_the_vpn() {
+    let (_keep, inv) = own_inventory("variant-sites");
+    let yaml = std::fs::read_to_string(&inv)
+        .unwrap()
+        .replace(
+            "  laptop:\n    role: client",
+            "  nas2:\n    role: gateway\n    ssh: root@nas2\n    address: 10.8.0.3\n    keepalive: 4\n    lan:\n      subnet: 192.168.50.0/24\n      interface: eth0\n      address: 192.168.50.10\n  laptop:\n    role: client",
+        )
+        .replace(
+            "    gateway: nas\n",
+            "    gateway: nas\n  speedport:\n    lan: 192.168.50.0/24\n    address: 192.168.50.1\n    gateway: nas2\n",
+        );
+    assert!(yaml.contains("speedport:"), "a second site");
+    std::fs::write(&inv, yaml).unwrap();
+    let lab = TestLab::up("variant_sites", &inv);
+    // Both gateways drop forwarded traffic by default (as hosts with Docker or ufw do): only
+    // meshctl's accepts let the sites through.
+    for nas in ["nas", "nas2"] {
+        assert!(
+            lab.exec(nas, "iptables -w -P FORWARD DROP")
+                .status
+                .success()
+        );
+    }
+    let out = lab.meshctl(&["apply", "--yes"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    // Each router's manual steps, carried out as printed.
+    let mut routes = 0;
+    for line in t
+        .lines()
+        .filter(|l| l.contains(": add the static IPv4 route "))
+    {
+        let router = line.trim_start_matches("  - ").split(':').next().unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = |w: &str| words[words.iter().position(|x| *x == w).unwrap() + 1];
+        let cmd = format!("ip route replace {} via {}", at("route"), at("via"));
+        assert!(lab.exec(router, &cmd).status.success(), "{router}: {cmd}");
+        routes += 1;
+    }
+    assert_eq!(
+        routes, 4,
+        "the VPN and the other site's LAN, on each router:\n{t}"
+    );
+    assert_eq!(
+        lab.meshctl(&["plan", "--detailed-exitcode"]).status.code(),
+        Some(0)
+    );
+    assert!(
+        pings_within(&lab, "fritzbox-pc", "192.168.50.20", 20),
+        "a PC at one site reaches a PC at the other"
+    );
+    assert!(
+        pings_within(&lab, "speedport-pc", "192.168.178.20", 20),
+        "and back"
+    );
+}
