@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ipnet::IpNet;
+
 use crate::keys::PinnedKeys;
 use crate::names::{HostName, WgKey};
 use crate::plan::{Action, Change, Op};
@@ -61,39 +63,24 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
         }
     }
 
-    for r in desired.routes.difference(&l.routes) {
-        d.changes.push(simple(
-            Action::Add,
-            "route",
-            route_text(r),
-            Op::ReplaceRoute { route: r.clone() },
-        ));
-    }
-    for r in l.routes.difference(&desired.routes) {
-        d.changes.push(simple(
-            Action::Remove,
-            "route",
-            route_text(r),
-            Op::DelRoute { route: r.clone() },
-        ));
-    }
-
-    for r in desired.rules.difference(&l.rules) {
-        d.changes.push(simple(
-            Action::Add,
-            "rule",
-            rule_text(r),
-            Op::AddRule { rule: r.clone() },
-        ));
-    }
-    for r in l.rules.difference(&desired.rules) {
-        d.changes.push(simple(
-            Action::Remove,
-            "rule",
-            rule_text(r),
-            Op::DelRule { rule: r.clone() },
-        ));
-    }
+    set_changes(
+        &mut d,
+        &desired.routes,
+        &l.routes,
+        "route",
+        route_text,
+        |r| Op::ReplaceRoute { route: r.clone() },
+        |r| Op::DelRoute { route: r.clone() },
+    );
+    set_changes(
+        &mut d,
+        &desired.rules,
+        &l.rules,
+        "rule",
+        rule_text,
+        |r| Op::AddRule { rule: r.clone() },
+        |r| Op::DelRule { rule: r.clone() },
+    );
 
     // Chains: a chain whose rules differ is replaced as a whole (atomically, by restore).
     for (id, rules) in &desired.firewall.chains {
@@ -115,22 +102,15 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
             }),
         }
     }
-    for j in desired.firewall.jumps.difference(&l.firewall.jumps) {
-        d.changes.push(simple(
-            Action::Add,
-            "jump",
-            jump_text(j),
-            Op::AddJump { jump: j.clone() },
-        ));
-    }
-    for j in l.firewall.jumps.difference(&desired.firewall.jumps) {
-        d.changes.push(simple(
-            Action::Remove,
-            "jump",
-            jump_text(j),
-            Op::DelJump { jump: j.clone() },
-        ));
-    }
+    set_changes(
+        &mut d,
+        &desired.firewall.jumps,
+        &l.firewall.jumps,
+        "jump",
+        jump_text,
+        |j| Op::AddJump { jump: j.clone() },
+        |j| Op::DelJump { jump: j.clone() },
+    );
     for id in l
         .firewall
         .chains
@@ -145,22 +125,15 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
         ));
     }
 
-    for n in desired.ndp_proxies.difference(&l.ndp_proxies) {
-        d.changes.push(simple(
-            Action::Add,
-            "ndp_proxy",
-            format!("ndp proxy {} dev {}", n.address, n.device),
-            Op::AddNdpProxy { entry: n.clone() },
-        ));
-    }
-    for n in l.ndp_proxies.difference(&desired.ndp_proxies) {
-        d.changes.push(simple(
-            Action::Remove,
-            "ndp_proxy",
-            format!("ndp proxy {} dev {}", n.address, n.device),
-            Op::DelNdpProxy { entry: n.clone() },
-        ));
-    }
+    set_changes(
+        &mut d,
+        &desired.ndp_proxies,
+        &l.ndp_proxies,
+        "ndp_proxy",
+        |n| format!("ndp proxy {} dev {}", n.address, n.device),
+        |n| Op::AddNdpProxy { entry: n.clone() },
+        |n| Op::DelNdpProxy { entry: n.clone() },
+    );
 
     for (path, want) in &desired.files {
         if let Some(c) = file(l.files.get(path), Some(want), path) {
@@ -199,6 +172,63 @@ fn fam(f: crate::state::Family) -> &'static str {
     match f {
         crate::state::Family::Ipv4 => "ipv4",
         crate::state::Family::Ipv6 => "ipv6",
+    }
+}
+
+/// The changes for a set of things meshctl owns (routes, rules, jumps, NDP entries,
+/// addresses): what only the desired state has is added, what only the live state has is
+/// removed.
+fn set_changes<T: Ord>(
+    d: &mut HostDiff,
+    desired: &BTreeSet<T>,
+    live: &BTreeSet<T>,
+    kind: &str,
+    text: impl Fn(&T) -> String,
+    add: impl Fn(&T) -> Op,
+    remove: impl Fn(&T) -> Op,
+) {
+    for x in desired.difference(live) {
+        d.changes.push(simple(Action::Add, kind, text(x), add(x)));
+    }
+    for x in live.difference(desired) {
+        d.changes
+            .push(simple(Action::Remove, kind, text(x), remove(x)));
+    }
+}
+
+/// The addresses of interface `name`, as `set_changes` compares them.
+fn address_changes(d: &mut HostDiff, name: &str, want: &BTreeSet<IpNet>, have: &BTreeSet<IpNet>) {
+    set_changes(
+        d,
+        want,
+        have,
+        "address",
+        |a| format!("address {a} on {name}"),
+        |a| Op::AddAddress {
+            interface: name.to_owned(),
+            address: *a,
+        },
+        |a| Op::DelAddress {
+            interface: name.to_owned(),
+            address: *a,
+        },
+    );
+}
+
+/// A peer to add (`wg set IF peer ...`).
+fn peer_added(interface: &str, peer_name: &str, p: &Peer) -> Change {
+    Change {
+        action: Action::Add,
+        kind: "peer".into(),
+        resource: format!("peer {peer_name}"),
+        before: None,
+        after: Some(peer_text(p)),
+        diff: None,
+        op: Op::SetPeer {
+            interface: interface.to_owned(),
+            name: peer_name.to_owned(),
+            peer: p.clone(),
+        },
     }
 }
 
@@ -355,17 +385,7 @@ fn interface(
             },
         ));
         key_file(host.key_file_mode, want, d);
-        for a in &want.addresses {
-            d.changes.push(simple(
-                Action::Add,
-                "address",
-                format!("address {a} on {name}"),
-                Op::AddAddress {
-                    interface: name.clone(),
-                    address: *a,
-                },
-            ));
-        }
+        address_changes(d, &name, &want.addresses, &BTreeSet::new());
         if let Some(p) = want.listen_port {
             d.changes.push(simple(
                 Action::Add,
@@ -389,19 +409,7 @@ fn interface(
             ));
         }
         for (peer_name, p) in &want.peers {
-            d.changes.push(Change {
-                action: Action::Add,
-                kind: "peer".into(),
-                resource: format!("peer {peer_name}"),
-                before: None,
-                after: Some(peer_text(p)),
-                diff: None,
-                op: Op::SetPeer {
-                    interface: name.clone(),
-                    name: peer_name.clone(),
-                    peer: p.clone(),
-                },
-            });
+            d.changes.push(peer_added(&name, peer_name, p));
         }
         return;
     };
@@ -416,28 +424,7 @@ fn interface(
             live_key.short()
         ));
     }
-    for a in want.addresses.difference(&have.addresses) {
-        d.changes.push(simple(
-            Action::Add,
-            "address",
-            format!("address {a} on {name}"),
-            Op::AddAddress {
-                interface: name.clone(),
-                address: *a,
-            },
-        ));
-    }
-    for a in have.addresses.difference(&want.addresses) {
-        d.changes.push(simple(
-            Action::Remove,
-            "address",
-            format!("address {a} on {name}"),
-            Op::DelAddress {
-                interface: name.clone(),
-                address: *a,
-            },
-        ));
-    }
+    address_changes(d, &name, &want.addresses, &have.addresses);
     if let Some(p) = want.listen_port
         && have.listen_port != Some(p)
     {
@@ -486,19 +473,7 @@ fn interface(
             .as_ref()
             .and_then(|k| live_by_key.get(k).copied());
         let Some((live_id, lp)) = live_peer else {
-            d.changes.push(Change {
-                action: Action::Add,
-                kind: "peer".into(),
-                resource: format!("peer {peer_name}"),
-                before: None,
-                after: Some(peer_text(p)),
-                diff: None,
-                op: Op::SetPeer {
-                    interface: name.clone(),
-                    name: peer_name.clone(),
-                    peer: p.clone(),
-                },
-            });
+            d.changes.push(peer_added(&name, peer_name, p));
             continue;
         };
         matched.insert(live_id.as_str());
