@@ -236,19 +236,13 @@ pub fn build(
                 hp.changes = hd.changes;
                 hp.warnings = hd.warnings;
                 let key_changed = hp.warnings.iter().any(|w| w.starts_with("THE PUBLIC KEY"));
-                if key_changed && matches!(host.role, Role::Hub(_)) {
-                    let unmanaged: Vec<String> = inv
-                        .hosts
-                        .values()
-                        .filter(|h| !h.is_managed())
-                        .map(|h| format!("`meshctl client {}`", h.name))
-                        .collect();
-                    if !unmanaged.is_empty() {
-                        hp.warnings.push(format!(
-                            "the hub's key is in every unmanaged client's config: once accepted, hand these out again: {}",
-                            unmanaged.join(", ")
+                if key_changed
+                    && matches!(host.role, Role::Hub(_))
+                    && let Some(configs) = client_configs(inv)
+                {
+                    hp.warnings.push(format!(
+                            "the hub's key is in every unmanaged client's config: once accepted, hand these out again: {configs}"
                         ));
-                    }
                 }
                 hp.skipped = hd.skipped;
                 hp.fingerprint = Some(fingerprint(&l.state, &d.state));
@@ -273,6 +267,18 @@ pub fn build(
         manual_steps: manual_steps(inv, &inputs.keys),
         checksum: None,
     }
+}
+
+/// The commands that hand out every unmanaged client's config (`meshctl client phone`, ...),
+/// which all carry the hub's key; `None` when there are none.
+pub fn client_configs(inv: &Inventory) -> Option<String> {
+    let commands: Vec<String> = inv
+        .hosts
+        .values()
+        .filter(|h| !h.is_managed())
+        .map(|h| format!("`meshctl client {}`", h.name))
+        .collect();
+    (!commands.is_empty()).then(|| commands.join(", "))
 }
 
 /// Steps meshctl cannot do: the routers' static routes and the unmanaged clients' configs.

@@ -294,10 +294,7 @@ pub(crate) async fn prepare(
         Ok(r) => r,
         Err(e) => {
             // The lock was taken: give it back before giving up on the host.
-            session
-                .run_script(&format!("rm -rf {}\n", script::LOCK_DIR))
-                .await
-                .ok();
+            session.run_script(&script::unlock()).await.ok();
             session.close().await.ok();
             return Err(e);
         }

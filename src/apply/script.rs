@@ -76,9 +76,14 @@ pub fn prepare(
     s
 }
 
+/// Releases the host's lock.
+pub fn unlock() -> String {
+    format!("rm -rf {LOCK_DIR}\n")
+}
+
 /// Step 3: gather, then release the lock.
 pub fn finish(gather: &str) -> String {
-    format!("{gather}\nrm -rf {LOCK_DIR}\n")
+    format!("{gather}\n{}", unlock())
 }
 
 /// The order changes are applied in: files first (the interface's config, the rules files the
@@ -207,8 +212,8 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
         ),
         Op::AddRule { rule } => persist::rule_add_command(rule),
         Op::DelRule { rule } => format!("ip {}", rule.args().replace("{}", "del")),
-        Op::ReplaceRoute { route } => route_cmd("replace", route),
-        Op::DelRoute { route } => route_cmd("del", route),
+        Op::ReplaceRoute { route } => persist::route_command("replace", route),
+        Op::DelRoute { route } => persist::route_command("del", route),
         Op::SetSysctl { key, value } => {
             format!("sysctl -q -w {}", quote(&format!("{key}={value}")))
         }
@@ -267,10 +272,6 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
         Op::RemoveFile { path } => format!("rm -f {}", quote(path)),
         Op::EnableService { unit } => format!("systemctl enable {} 2>&1", quote(unit)),
     })
-}
-
-fn route_cmd(verb: &str, r: &crate::state::Route) -> String {
-    persist::route_command(verb, r)
 }
 
 /// Which steps a `changes` run reported: (steps started, the failed step's label if any).

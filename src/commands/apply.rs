@@ -167,18 +167,8 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         }
         inputs.keys = new_keys;
     }
-    if hub_key_changed {
-        let unmanaged: Vec<String> = inputs
-            .inventory
-            .hosts
-            .values()
-            .filter(|h| !h.is_managed())
-            .map(|h| format!("meshctl client {}", h.name))
-            .collect();
-        eprintln!(
-            "warning: the hub's key changed: hand out these client configs again: {}",
-            unmanaged.join(", ")
-        );
+    if hub_key_changed && let Some(configs) = planner::client_configs(&inputs.inventory) {
+        eprintln!("warning: the hub's key changed: hand out these client configs again: {configs}");
     }
 
     // The plan, with every reachable host's key known now.
@@ -314,7 +304,7 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
 /// Releases one host's lock taken in step 1 and closes its connection. When that connection
 /// is gone (Ctrl-C at the prompt reaches the ssh processes too), a new one releases the lock.
 async fn release(p: Prepared) {
-    let unlock = format!("rm -rf {}\n", script::LOCK_DIR);
+    let unlock = script::unlock();
     if p.session.run_script(&unlock).await.is_err()
         && let Ok(fresh) = crate::transport::Session::connect(&p.target, &p.opts).await
     {
