@@ -47,10 +47,9 @@ pub enum InputError {
 impl Inputs {
     /// Reads and validates the inventory, roles and pinned keys. No host is contacted.
     pub fn load(inventory: &Path, roles_dir: Option<&Path>) -> Result<Self, InputError> {
-        let inv = crate::inventory::load(inventory)?;
+        let (inv, text) = crate::inventory::load_with_text(inventory)?;
         let roles = Roles::load(roles_dir)?;
         let keys = PinnedKeys::load(&inv)?;
-        let text = std::fs::read(inventory).unwrap_or_default();
         let digest = digest_of(&text, &roles, &keys);
         Ok(Self {
             inventory: inv,

@@ -432,7 +432,7 @@ fn rel_secrets_key_and_config_files_are_created_0600() {
         "nas",
         dir.path(),
         "prepare",
-        &format!("{prepare}\nrm -rf {}\n", script::LOCK_DIR),
+        &format!("{prepare}\n{}", script::unlock()),
     );
     let made = created_modes(&trace, "/etc/wireguard/");
     assert!(

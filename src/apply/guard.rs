@@ -96,7 +96,7 @@ pub fn arm(
     }
     // Best effort: a rollback step that fails does not stop the others.
     rb.push_str(&script::changes(rollback).replace("; exit 1; }", "; }"));
-    writeln!(rb, "rm -rf {}", script::LOCK_DIR).ok();
+    rb.push_str(&script::unlock());
 
     let delim = format!(
         "MESHCTL_ROLLBACK_{}",

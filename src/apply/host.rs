@@ -133,7 +133,8 @@ pub(crate) async fn apply_host(
     let finished = match &guard {
         // Confirm over a new connection: if the change cut meshctl off, the host rolls back.
         Some(g) => {
-            let old = tokio::spawn(async move { session.close().await.ok() });
+            // The old connection is closed in the background: a cut one may take a while.
+            tokio::spawn(async move { session.close().await.ok() });
             let mut opts = g.opts.clone();
             opts.connect_timeout =
                 std::time::Duration::from_secs((g.timeout_secs / 3).clamp(2, 10));
@@ -145,7 +146,6 @@ pub(crate) async fn apply_host(
                 }
                 Err(e) => Err(e.to_string()),
             };
-            drop(old);
             match confirmed {
                 // Confirmed: the changes ran to their end, whatever this connection saw.
                 Ok(out) if out.success() => {
@@ -166,8 +166,7 @@ pub(crate) async fn apply_host(
         // The connection died while the change script ran: the script may still be running
         // on the host, so its lock stays (a new apply must not run beside it).
         None if connection_lost => {
-            let old = tokio::spawn(async move { session.close().await.ok() });
-            drop(old);
+            tokio::spawn(async move { session.close().await.ok() });
             let e = error.take().unwrap_or_default();
             return Err(format!(
                 "{e}; the host may still be applying, so its lock stays: once it is done, run again with --break-lock"
