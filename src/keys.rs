@@ -10,6 +10,17 @@ use std::path::{Path, PathBuf};
 use crate::inventory::Inventory;
 use crate::names::{HostName, WgKey};
 
+/// What a reported public key means next to the pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyVerdict {
+    /// Not pinned yet: it will be.
+    New,
+    /// The pinned key.
+    Same,
+    /// Another key than the pinned one, accepted explicitly (`--accept-new-keys`).
+    Changed,
+}
+
 /// Host name → public key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PinnedKeys {
@@ -97,6 +108,40 @@ impl PinnedKeys {
     }
 
     /// The pinned public key of `host`; `None`: not known yet (it is made at the first apply).
+    /// Checks a public key `host` reported against the pins: a key another host of `inv`
+    /// already has is refused (a copied key file, or a host lying), and so is a changed key
+    /// unless `accept_changed`. Pins of hosts the inventory no longer has do not count (a
+    /// renamed host keeps its key).
+    pub fn vet(
+        &self,
+        host: &HostName,
+        key: &WgKey,
+        inv: &Inventory,
+        accept_changed: bool,
+    ) -> Result<KeyVerdict, String> {
+        if let Some((other, _)) = self
+            .keys
+            .iter()
+            .find(|(o, k)| *o != host && *k == key && inv.hosts.contains_key(*o))
+        {
+            return Err(format!(
+                "its public key {} is also the key of {other}: two peers cannot share a key (a copied key file?); give one of them a new key",
+                key.short()
+            ));
+        }
+        match self.get(host) {
+            None => Ok(KeyVerdict::New),
+            Some(old) if old == key => Ok(KeyVerdict::Same),
+            Some(_) if accept_changed => Ok(KeyVerdict::Changed),
+            Some(old) => Err(format!(
+                "THE PUBLIC KEY OF {host} CHANGED (pinned {}, now {}): a reinstall, or something worse. Check the host; accept with --accept-new-keys",
+                old.short(),
+                key.short()
+            )),
+        }
+    }
+
+    /// The key pinned for `host`.
     pub fn get(&self, host: &HostName) -> Option<&WgKey> {
         self.keys.get(host)
     }
@@ -154,6 +199,37 @@ mod tests {
             PinnedKeys::read(&dir.path().join("absent.yaml")).unwrap(),
             PinnedKeys::default()
         );
+    }
+
+    #[test]
+    fn reported_keys_are_vetted_against_the_pins() {
+        let text = include_str!("../inventory/example.yaml");
+        let inv = crate::inventory::parse(text, "example.yaml", Path::new("example.yaml")).unwrap();
+        let (a, b) = (
+            WgKey::parse("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=").unwrap(),
+            WgKey::parse("gwSyaptQc4Ro7MuZHihtpjDj+3wfQfTgSECpjCXT1SM=").unwrap(),
+        );
+        let (vps, nas, gone) = (
+            HostName::parse("vps").unwrap(),
+            HostName::parse("nas").unwrap(),
+            HostName::parse("oldhost").unwrap(),
+        );
+        let mut p = PinnedKeys::default();
+        assert_eq!(p.vet(&vps, &a, &inv, false), Ok(KeyVerdict::New));
+        p.keys.insert(vps.clone(), a.clone());
+        assert_eq!(p.vet(&vps, &a, &inv, false), Ok(KeyVerdict::Same));
+        assert!(
+            p.vet(&vps, &b, &inv, false)
+                .unwrap_err()
+                .contains("CHANGED")
+        );
+        assert_eq!(p.vet(&vps, &b, &inv, true), Ok(KeyVerdict::Changed));
+        let shared = p.vet(&nas, &a, &inv, true).unwrap_err();
+        assert!(shared.contains("also the key of vps"), "{shared}");
+        // A pin of a host the inventory no longer has does not count.
+        let mut renamed = PinnedKeys::default();
+        renamed.keys.insert(gone, b.clone());
+        assert_eq!(renamed.vet(&nas, &b, &inv, false), Ok(KeyVerdict::New));
     }
 
     #[test]

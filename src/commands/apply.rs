@@ -14,7 +14,8 @@ use crate::apply::script;
 use crate::cli::ApplyArgs;
 use crate::desired::Desired;
 use crate::facts::GatherSpec;
-use crate::keys::PinnedKeys;
+use crate::inventory::Role;
+use crate::keys::{KeyVerdict, PinnedKeys};
 use crate::names::HostName;
 use crate::plan::HostStatus;
 use crate::planner::{self, Gathered, Inputs};
@@ -98,46 +99,14 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
                 continue;
             }
         };
-        let refusal = match inputs.keys.get(&h) {
-            // Pins of hosts the inventory no longer has do not count (a renamed host keeps
-            // its key).
-            _ if new_keys.keys.iter().any(|(o, k)| {
-                *o != h && *k == p.public_key && inputs.inventory.hosts.contains_key(o)
-            }) =>
-            {
-                let other = new_keys
-                    .keys
-                    .iter()
-                    .find(|(o, k)| {
-                        **o != h && **k == p.public_key && inputs.inventory.hosts.contains_key(*o)
-                    })
-                    .map(|(o, _)| o.to_string())
-                    .unwrap_or_default();
-                Some(format!(
-                    "its public key {} is also the key of {other}: two peers cannot share a key (a copied key file?); give one of them a new key",
-                    p.public_key.short()
-                ))
-            }
-            Some(old) if *old != p.public_key && !args.accept_new_keys => Some(format!(
-                "THE PUBLIC KEY OF {h} CHANGED (pinned {}, now {}): a reinstall, or something worse. Check the host; accept with --accept-new-keys",
-                old.short(),
-                p.public_key.short()
-            )),
-            Some(old) if *old != p.public_key => {
-                hub_key_changed |= matches!(
-                    inputs.inventory.hosts[&h].role,
-                    crate::inventory::Role::Hub(_)
-                );
-                None
-            }
-            _ => None,
-        };
-        match refusal {
-            Some(why) => {
+        match new_keys.vet(&h, &p.public_key, &inputs.inventory, args.accept_new_keys) {
+            Err(why) => {
                 release(p).await;
                 results.insert(h, Err(why));
             }
-            None => {
+            Ok(verdict) => {
+                hub_key_changed |= verdict == KeyVerdict::Changed
+                    && matches!(inputs.inventory.hosts[&h].role, Role::Hub(_));
                 new_keys.keys.insert(h.clone(), p.public_key.clone());
                 results.insert(h, Ok(p));
             }
