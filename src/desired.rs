@@ -29,13 +29,38 @@ pub struct Desired {
     pub notes: Vec<String>,
 }
 
-/// The desired state of every managed host.
+/// The desired state of every managed host, for a plan: a managed peer whose key is not
+/// pinned yet is in it, its key "known after apply".
 pub fn all(inv: &Inventory, roles: &Roles, keys: &PinnedKeys) -> BTreeMap<HostName, Desired> {
+    all_hosts(inv, roles, keys, false)
+}
+
+/// The desired state of every managed host, for applying: every peer needs its key, so one
+/// whose key is still unknown (its host could not be prepared) is left out, with a note.
+pub fn all_with_known_keys(
+    inv: &Inventory,
+    roles: &Roles,
+    keys: &PinnedKeys,
+) -> BTreeMap<HostName, Desired> {
+    all_hosts(inv, roles, keys, true)
+}
+
+fn all_hosts(
+    inv: &Inventory,
+    roles: &Roles,
+    keys: &PinnedKeys,
+    keys_required: bool,
+) -> BTreeMap<HostName, Desired> {
     let shared = Shared::of(inv);
     inv.hosts
         .values()
         .filter(|h| h.is_managed())
-        .map(|h| (h.name.clone(), for_host_with(inv, roles, keys, h, &shared)))
+        .map(|h| {
+            (
+                h.name.clone(),
+                for_host_with(inv, roles, keys, h, &shared, keys_required),
+            )
+        })
         .collect()
 }
 
@@ -69,7 +94,7 @@ impl<'a> Shared<'a> {
 
 /// The desired state of `host`.
 pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) -> Desired {
-    for_host_with(inv, roles, keys, host, &Shared::of(inv))
+    for_host_with(inv, roles, keys, host, &Shared::of(inv), false)
 }
 
 fn for_host_with(
@@ -78,6 +103,7 @@ fn for_host_with(
     keys: &PinnedKeys,
     host: &Host,
     shared: &Shared<'_>,
+    keys_required: bool,
 ) -> Desired {
     let net = &inv.network;
     let wg = &net.interface;
@@ -137,6 +163,10 @@ fn for_host_with(
                 ));
                 continue;
             }
+            if key.is_none() && keys_required {
+                notes.push(unknown_key_note(&other.name));
+                continue;
+            }
             let mut allowed = BTreeSet::new();
             allowed.insert(IpNet::V4(Ipv4Net::new(other.address, 32).expect("valid")));
             if let Some(v6) = other.ipv6 {
@@ -178,15 +208,19 @@ fn for_host_with(
         if hub_role.endpoint.parse::<IpAddr>().is_err() {
             resolve.push(hub_role.endpoint.clone());
         }
-        peers.insert(
-            hub.name.to_string(),
-            Peer {
-                public_key: keys.get(&hub.name).cloned(),
-                allowed_ips: allowed,
-                endpoint: Some(endpoint_string(&hub_role.endpoint, net.listen_port)),
-                persistent_keepalive: host.keepalive,
-            },
-        );
+        if keys_required && keys.get(&hub.name).is_none() {
+            notes.push(unknown_key_note(&hub.name));
+        } else {
+            peers.insert(
+                hub.name.to_string(),
+                Peer {
+                    public_key: keys.get(&hub.name).cloned(),
+                    allowed_ips: allowed,
+                    endpoint: Some(endpoint_string(&hub_role.endpoint, net.listen_port)),
+                    persistent_keepalive: host.keepalive,
+                },
+            );
+        }
     }
 
     let interface = WgInterface {
@@ -364,6 +398,10 @@ fn route_defaults_through_tunnel(state: &mut HostState, wg: &mut WgInterface) {
                 .insert("net.ipv4.conf.all.src_valid_mark".into(), "1".into());
         }
     }
+}
+
+fn unknown_key_note(peer: &HostName) -> String {
+    format!("peer {peer} left out: its key is not known (the host could not be prepared)")
 }
 
 /// `host:port`, with IPv6 literals bracketed as wg expects.

@@ -142,13 +142,9 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
 
     // The plan, with every reachable host's key known now.
     let desired: BTreeMap<HostName, Desired> =
-        crate::desired::all(&inputs.inventory, &inputs.roles, &inputs.keys)
+        crate::desired::all_with_known_keys(&inputs.inventory, &inputs.roles, &inputs.keys)
             .into_iter()
             .filter(|(h, _)| in_scope(h))
-            .map(|(h, mut d)| {
-                drop_unknown_peers(&mut d, &inputs);
-                (h, d)
-            })
             .collect();
     let live: BTreeMap<HostName, Gathered> = results
         .iter()
@@ -288,26 +284,6 @@ async fn release_all(results: BTreeMap<HostName, Result<Prepared, String>>) {
     for p in results.into_values().flatten() {
         release(p).await;
     }
-}
-
-/// Peers whose key is still unknown (a host that could not be reached) are left out for now.
-fn drop_unknown_peers(d: &mut Desired, inputs: &Inputs) {
-    if let Some(wg) = d.state.interface.as_mut() {
-        let unknown: Vec<String> = wg
-            .peers
-            .iter()
-            .filter(|(_, p)| p.public_key.is_none())
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in unknown {
-            wg.peers.remove(&n);
-            d.notes.push(format!(
-                "peer {n} left out: its key is not known (the host could not be prepared)"
-            ));
-        }
-    }
-    let files = crate::persist::files(&d.state, &inputs.inventory);
-    d.state.files = files;
 }
 
 /// Asks for confirmation on a terminal; refuses without `--yes` when there is none.
