@@ -19,36 +19,12 @@ fn chain(family: Family, table: &str, chain: &str) -> ChainId {
     }
 }
 
+#[path = "fixtures/spec.rs"]
+mod spec;
+
 /// The spec the captured fixtures were gathered with (a hub).
 fn hub_spec() -> GatherSpec {
-    GatherSpec {
-        interface: InterfaceName::parse("wg0").unwrap(),
-        key_file: "/tmp/fxkeys/hub.key".into(),
-        sysctls: vec![
-            "net.ipv4.ip_forward".into(),
-            "net.ipv6.conf.all.forwarding".into(),
-            "net.ipv6.conf.eth0.proxy_ndp".into(),
-            "net.ipv6.conf.eth0.1.proxy_ndp".into(),
-            "net.ipv6.conf.eth9.proxy_ndp".into(),
-        ],
-        chains: vec![
-            chain(Family::Ipv4, "filter", "MESHCTL-FORWARD"),
-            chain(Family::Ipv4, "filter", "MESHCTL-INPUT"),
-            chain(Family::Ipv4, "nat", "MESHCTL-POSTROUTING"),
-            chain(Family::Ipv6, "filter", "MESHCTL-FORWARD"),
-            chain(Family::Ipv6, "filter", "MESHCTL-EMPTY"),
-            chain(Family::Ipv6, "filter", "MESHCTL-ABSENT"),
-        ],
-        files: vec![
-            "/tmp/fxfiles/wg0.conf".into(),
-            "/tmp/fxfiles/absent.conf".into(),
-            "/tmp/fxfiles/nonl".into(),
-            "/tmp/fxfiles/trailing".into(),
-        ],
-        services: vec!["wg-quick@wg0".into()],
-        resolve: vec!["localhost".into(), "nonexistent.invalid".into()],
-        ndp_range: Some("2001:db8:10:0:100::/72".parse().unwrap()),
-    }
+    spec::fixture_spec("wg0")
 }
 
 fn fixture(name: &str) -> String {
