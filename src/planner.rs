@@ -109,12 +109,8 @@ fn hex(bytes: &[u8]) -> String {
 /// What to gather on a host: everything its desired state names, plus every chain and file
 /// meshctl could own, so that one the inventory dropped is seen (and removed).
 pub fn gather_spec(d: &Desired, roles: &Roles) -> GatherSpec {
-    // Every proxy entry is gathered; `restrict_to_owned` keeps meshctl's own.
-    let mut spec = GatherSpec::from_desired(
-        &d.state,
-        d.resolve.clone(),
-        Some("::/0".parse().expect("valid")),
-    );
+    let mut spec = GatherSpec::from_desired(&d.state, d.resolve.clone(), d.ndp_range);
+    spec.ndp_listed_in = Some(persist::up_script_path(spec.interface.as_str()));
     for role in roles.by_name.values() {
         for c in &role.chains {
             let id = ChainId {
@@ -133,31 +129,6 @@ pub fn gather_spec(d: &Desired, roles: &Roles) -> GatherSpec {
         }
     }
     spec
-}
-
-/// Drops what meshctl does not own from a gathered state: an NDP proxy entry is meshctl's when
-/// it lies in the range meshctl proxies now, or when meshctl's own boot script on the host
-/// lists it (so an entry stays known as meshctl's after the inventory dropped its range).
-pub fn restrict_to_owned(live: &mut LiveHost, d: &Desired) {
-    let up_script = d
-        .state
-        .interface
-        .as_ref()
-        .and_then(|wg| {
-            live.state
-                .files
-                .get(&persist::up_script_path(wg.name.as_str()))
-        })
-        .map(|f| f.content.clone())
-        .unwrap_or_default();
-    live.state.ndp_proxies.retain(|n| {
-        d.ndp_range.is_some_and(|r| r.contains(&n.address))
-            || up_script.lines().any(|l| {
-                l.starts_with("ip -6 neigh replace proxy ")
-                    && l.split_whitespace()
-                        .any(|w| w.trim_matches('\'') == n.address.to_string())
-            })
-    });
 }
 
 /// The live state restricted to what meshctl compares: roaming endpoints and a listen port it
@@ -228,9 +199,6 @@ pub fn build(
         };
         match live.get(name) {
             Some(Ok(l)) => {
-                let mut l = l.clone();
-                restrict_to_owned(&mut l, d);
-                let l = &l;
                 let hd = diff::diff_host(&d.state, l, &inputs.keys);
                 hp.changes = hd.changes;
                 hp.warnings = hd.warnings;

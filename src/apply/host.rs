@@ -10,7 +10,6 @@ use crate::desired::Desired;
 use crate::facts::{self, GatherSpec};
 use crate::keys::PinnedKeys;
 use crate::names::{HostName, WgKey};
-use crate::planner;
 use crate::progress::Progress;
 use crate::transport::Session;
 
@@ -85,9 +84,7 @@ pub(crate) async fn apply_host(
     if !hp.changes.is_empty() {
         let mut s = String::new();
         if let Some(g) = &guard {
-            let mut before = prepared.live.clone();
-            planner::restrict_to_owned(&mut before, &job.desired);
-            let rollback = guard::inverse(&before, &job.desired.state, &job.keys);
+            let rollback = guard::inverse(&prepared.live, &job.desired.state, &job.keys);
             let created = prepared
                 .live
                 .state
@@ -182,8 +179,7 @@ pub(crate) async fn apply_host(
         return Err(e);
     }
     let out = finished?;
-    let mut live = facts::parse(&out.stdout, &spec).map_err(|e| format!("confirming: {e}"))?;
-    planner::restrict_to_owned(&mut live, &job.desired);
+    let live = facts::parse(&out.stdout, &spec).map_err(|e| format!("confirming: {e}"))?;
     Ok(crate::diff::diff_host(&job.desired.state, &live, &job.keys)
         .changes
         .len())

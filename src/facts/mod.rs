@@ -49,8 +49,12 @@ pub struct GatherSpec {
     pub services: Vec<String>,
     /// Endpoint host names to resolve on the host (`getent ahosts`).
     pub resolve: Vec<String>,
-    /// Only NDP proxy entries inside this range are meshctl's; `None`: none are gathered.
+    /// NDP proxy entries inside this range are meshctl's.
     pub ndp_range: Option<Ipv6Net>,
+    /// meshctl's boot script (one of `files`): the NDP proxy entries it lists are meshctl's
+    /// too, so an entry stays known as meshctl's after the inventory dropped its range.
+    /// With neither this nor `ndp_range`, no entry is gathered.
+    pub ndp_listed_in: Option<String>,
 }
 
 impl GatherSpec {
@@ -92,6 +96,7 @@ impl GatherSpec {
             services: desired.services.keys().cloned().collect(),
             resolve,
             ndp_range,
+            ndp_listed_in: None,
         }
     }
 }
@@ -185,8 +190,13 @@ pub fn parse(output: &str, spec: &GatherSpec) -> Result<LiveHost, FactError> {
         live.system.iptables_backend.as_deref(),
         &mut live.warnings,
     )?;
-    live.state.ndp_proxies = routes::parse_ndp(&recs, spec)?;
     live.state.files = files::parse_files(&recs, spec)?;
+    let listed_in = spec
+        .ndp_listed_in
+        .as_ref()
+        .and_then(|p| live.state.files.get(p))
+        .map(|f| f.content.as_str());
+    live.state.ndp_proxies = routes::parse_ndp(&recs, spec, listed_in)?;
     live.state.services = files::parse_services(&recs, spec, live.system.systemd)?;
     live.resolved = files::parse_resolved(&recs, spec)?;
     Ok(live)

@@ -97,14 +97,25 @@ fn destination(dst: &str, v6: bool) -> Option<IpNet> {
     (net.addr().is_ipv6() == v6).then_some(net)
 }
 
-/// NDP proxy entries inside `spec.ndp_range` (`ADDR dev IF proxy` lines).
+/// meshctl's NDP proxy entries (`ADDR dev IF proxy` lines): inside `spec.ndp_range`, or listed
+/// in meshctl's boot script (`listed_in`, its gathered content).
 pub(crate) fn parse_ndp(
     recs: &Records<'_>,
     spec: &GatherSpec,
+    listed_in: Option<&str>,
 ) -> Result<BTreeSet<NdpProxy>, FactError> {
     let mut out = BTreeSet::new();
-    let Some(range) = spec.ndp_range else {
+    if spec.ndp_range.is_none() && spec.ndp_listed_in.is_none() {
         return Ok(out);
+    }
+    let listed = |a: &Ipv6Addr| {
+        listed_in.is_some_and(|script| {
+            script.lines().any(|l| {
+                l.starts_with("ip -6 neigh replace proxy ")
+                    && l.split_whitespace()
+                        .any(|w| w.trim_matches('\'') == a.to_string())
+            })
+        })
     };
     let rec = require(recs, "ndp")?;
     if rec.rc != 0 {
@@ -126,7 +137,7 @@ pub(crate) fn parse_ndp(
             return Err(bad());
         }
         let address: Ipv6Addr = addr.parse().map_err(|_| bad())?;
-        if !range.contains(&address) {
+        if !(spec.ndp_range.is_some_and(|r| r.contains(&address)) || listed(&address)) {
             continue;
         }
         let device = InterfaceName::parse(dev).map_err(|_| bad())?;

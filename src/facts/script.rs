@@ -267,7 +267,7 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     }
 
     // ndp
-    if spec.ndp_range.is_some() {
+    if spec.ndp_range.is_some() || spec.ndp_listed_in.is_some() {
         rec(&mut s, "ndp", "ip -6 neigh show proxy");
     }
 

@@ -193,6 +193,7 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
         services: vec![],
         resolve: vec![],
         ndp_range: None,
+        ndp_listed_in: None,
     };
     let mut spec_ok = spec.clone();
     spec_ok.files.pop();
@@ -945,6 +946,7 @@ fn gather_for_real_in_a_scratch_netns() {
         services: vec!["wg-quick@wg0".into()],
         resolve: vec!["localhost".into()],
         ndp_range: Some("2001:db8:10:0:100::/72".parse().unwrap()),
+        ndp_listed_in: None,
     };
     let before: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -1070,6 +1072,7 @@ fn sysctls_read_whole_under_dash_bash_and_busybox() {
         services: vec![],
         resolve: vec![],
         ndp_range: None,
+        ndp_listed_in: None,
     };
     let script = gather_script(&spec);
     let expected = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
