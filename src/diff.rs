@@ -24,6 +24,9 @@ pub struct HostDiff {
     pub warnings: Vec<String>,
     /// What is not done on this host and why (e.g. no systemd: nothing enabled at boot).
     pub skipped: Vec<String>,
+    /// The host's live public key is not the pinned one (also in `warnings`, for people): a
+    /// fact the planner acts on, so it is not left to the text.
+    pub key_changed: bool,
 }
 
 /// Diffs `desired` against `live` for one host. `pinned` names live peers by their host.
@@ -283,6 +286,7 @@ fn file(live: Option<&ManagedFile>, desired: Option<&ManagedFile>, path: &str) -
                 path: path.into(),
                 content: d.content.clone(),
                 mode: d.mode,
+                pending_keys: vec![],
             },
         ),
         (Some(_), Some(d)) => (
@@ -291,6 +295,7 @@ fn file(live: Option<&ManagedFile>, desired: Option<&ManagedFile>, path: &str) -
                 path: path.into(),
                 content: d.content.clone(),
                 mode: d.mode,
+                pending_keys: vec![],
             },
         ),
         (Some(_), None) => (Action::Remove, Op::RemoveFile { path: path.into() }),
@@ -418,6 +423,7 @@ fn interface(
     if let (Some(pinned_key), Some(live_key)) = (&want.public_key, &have.public_key)
         && pinned_key != live_key
     {
+        d.key_changed = true;
         d.warnings.push(format!(
             "THE PUBLIC KEY OF THIS HOST CHANGED: pinned {}, live {} — a reinstall, or something worse; check the host, then accept it with `meshctl apply --accept-new-keys`",
             pinned_key.short(),

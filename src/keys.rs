@@ -21,6 +21,33 @@ pub enum KeyVerdict {
     Changed,
 }
 
+/// Why a reported public key is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRefusal {
+    /// Another host of the inventory already has this key.
+    #[error(
+        "its public key {key} is also the key of {other}: two peers cannot share a key (a copied key file?); give one of them a new key"
+    )]
+    Shared {
+        /// The key, shortened.
+        key: String,
+        /// The host that has it too.
+        other: HostName,
+    },
+    /// The key is not the pinned one, and changed keys are not accepted in this run.
+    #[error(
+        "THE PUBLIC KEY OF {host} CHANGED (pinned {pinned}, now {now}): a reinstall, or something worse. Check the host; accept with --accept-new-keys"
+    )]
+    Changed {
+        /// The host.
+        host: HostName,
+        /// The pinned key, shortened.
+        pinned: String,
+        /// The reported key, shortened.
+        now: String,
+    },
+}
+
 /// Host name → public key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PinnedKeys {
@@ -118,26 +145,26 @@ impl PinnedKeys {
         key: &WgKey,
         inv: &Inventory,
         accept_changed: bool,
-    ) -> Result<KeyVerdict, String> {
+    ) -> Result<KeyVerdict, KeyRefusal> {
         if let Some((other, _)) = self
             .keys
             .iter()
             .find(|(o, k)| *o != host && *k == key && inv.hosts.contains_key(*o))
         {
-            return Err(format!(
-                "its public key {} is also the key of {other}: two peers cannot share a key (a copied key file?); give one of them a new key",
-                key.short()
-            ));
+            return Err(KeyRefusal::Shared {
+                key: key.short(),
+                other: other.clone(),
+            });
         }
         match self.get(host) {
             None => Ok(KeyVerdict::New),
             Some(old) if old == key => Ok(KeyVerdict::Same),
             Some(_) if accept_changed => Ok(KeyVerdict::Changed),
-            Some(old) => Err(format!(
-                "THE PUBLIC KEY OF {host} CHANGED (pinned {}, now {}): a reinstall, or something worse. Check the host; accept with --accept-new-keys",
-                old.short(),
-                key.short()
-            )),
+            Some(old) => Err(KeyRefusal::Changed {
+                host: host.clone(),
+                pinned: old.short(),
+                now: key.short(),
+            }),
         }
     }
 
@@ -218,13 +245,12 @@ mod tests {
         assert_eq!(p.vet(&vps, &a, &inv, false), Ok(KeyVerdict::New));
         p.keys.insert(vps.clone(), a.clone());
         assert_eq!(p.vet(&vps, &a, &inv, false), Ok(KeyVerdict::Same));
-        assert!(
-            p.vet(&vps, &b, &inv, false)
-                .unwrap_err()
-                .contains("CHANGED")
-        );
+        assert!(matches!(
+            p.vet(&vps, &b, &inv, false),
+            Err(KeyRefusal::Changed { .. })
+        ));
         assert_eq!(p.vet(&vps, &b, &inv, true), Ok(KeyVerdict::Changed));
-        let shared = p.vet(&nas, &a, &inv, true).unwrap_err();
+        let shared = p.vet(&nas, &a, &inv, true).unwrap_err().to_string();
         assert!(shared.contains("also the key of vps"), "{shared}");
         // A pin of a host the inventory no longer has does not count.
         let mut renamed = PinnedKeys::default();

@@ -93,6 +93,25 @@ pub fn files(state: &HostState, inv: &Inventory) -> BTreeMap<String, ManagedFile
 
 /// `/etc/wireguard/wg0.conf`: everything but the private key, which PostUp loads from its file.
 pub fn wg_conf(wg: &WgInterface, mtu: Option<u16>, up_script: &str) -> String {
+    wg_conf_and_pending(wg, mtu, up_script).0
+}
+
+/// The `PublicKey =` line of a peer in a wg-quick config; `None`: known after apply.
+pub fn public_key_line(key: Option<&crate::names::WgKey>) -> String {
+    match key {
+        Some(k) => format!("PublicKey = {k}"),
+        None => "PublicKey = (known after apply)".to_owned(),
+    }
+}
+
+/// [`wg_conf`], and the lines of it that hold a peer key known only after apply's first step
+/// (a managed host without a key yet), for the plan to fill in then.
+pub fn wg_conf_and_pending(
+    wg: &WgInterface,
+    mtu: Option<u16>,
+    up_script: &str,
+) -> (String, Vec<crate::plan::PendingKey>) {
+    let mut pending = Vec::new();
     let mut s = String::from(
         "# Written by meshctl; changes made here are overwritten. No private key in here:\n# PostUp loads it from its 0600 file.\n[Interface]\n",
     );
@@ -117,10 +136,15 @@ pub fn wg_conf(wg: &WgInterface, mtu: Option<u16>, up_script: &str) -> String {
     writeln!(s, "PostUp = {up_script}").ok();
     for (name, peer) in &wg.peers {
         writeln!(s, "\n# {name}\n[Peer]").ok();
-        match &peer.public_key {
-            Some(k) => writeln!(s, "PublicKey = {k}").ok(),
-            None => writeln!(s, "PublicKey = (known after apply)").ok(),
-        };
+        if peer.public_key.is_none()
+            && let Ok(host) = crate::names::HostName::parse(name)
+        {
+            pending.push(crate::plan::PendingKey {
+                line: s.matches('\n').count(),
+                host,
+            });
+        }
+        writeln!(s, "{}", public_key_line(peer.public_key.as_ref())).ok();
         let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
         writeln!(s, "AllowedIPs = {}", allowed.join(", ")).ok();
         if let Some(e) = &peer.endpoint {
@@ -130,7 +154,7 @@ pub fn wg_conf(wg: &WgInterface, mtu: Option<u16>, up_script: &str) -> String {
             writeln!(s, "PersistentKeepalive = {k}").ok();
         }
     }
-    s
+    (s, pending)
 }
 
 fn sysctl_conf(state: &HostState) -> String {

@@ -62,10 +62,63 @@ pub struct HostPlan {
     pub skipped: Vec<String>,
     /// Informational remarks, e.g. an unmanaged client left out until its key is known.
     pub notes: Vec<String>,
+    /// For a host reached through the network meshctl manages: how it goes back by itself when
+    /// the apply is not confirmed over a new connection. Part of the plan, so a saved plan
+    /// carries its own rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardPlan>,
     /// SHA-256 of the normalised live state meshctl owns (stable while nothing it cares about
     /// moves); a saved plan is refused when it no longer matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+}
+
+/// A guarded host's way back, computed by the planner from the live state it gathered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardPlan {
+    /// The changes that take the host from the desired state back to the gathered one (files
+    /// are not among them: the host restores its own copies of them).
+    pub rollback: Vec<Change>,
+    /// The interface this apply creates (absent when gathered), deleted on rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_interface: Option<String>,
+}
+
+/// A public key that is only known after apply's first step (the host has no key yet when the
+/// plan is made): a line of a file the plan writes that apply fills in before running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingKey {
+    /// The 0-based line of the file's content that holds the key.
+    pub line: usize,
+    /// The host whose public key goes there.
+    pub host: HostName,
+}
+
+/// Why a plan's pending keys could not be filled in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// A host's key is still not known (the host was not part of this apply).
+    #[error(
+        "the plan needs the public key of {host}, which is not known yet: apply {host} first (or without --limit), then make a new plan"
+    )]
+    KeyUnknown {
+        /// The host whose key is missing.
+        host: HostName,
+    },
+    /// A peer without a key that is not named by a host (not a plan meshctl wrote).
+    #[error("the plan sets a peer `{name}` without a key and without a host to take it from")]
+    NotAHost {
+        /// The peer's name in the plan.
+        name: String,
+    },
+    /// A pending key points past the end of its file (not a plan meshctl wrote).
+    #[error("the plan's pending key for {host} points at no line of {path}")]
+    BadLine {
+        /// The host whose key was to be filled in.
+        host: HostName,
+        /// The file.
+        path: String,
+    },
 }
 
 /// Whether a host's part of the plan could be computed.
@@ -112,6 +165,23 @@ impl Counts {
 }
 
 impl Plan {
+    /// Fills in the public keys the plan could only name when it was made (hosts without a key
+    /// yet): peers set by host name, and the lines of files that hold them. After this, every
+    /// op is complete; `line` renders one file line holding a key.
+    pub fn resolve_pending_keys(
+        &mut self,
+        keys: &crate::keys::PinnedKeys,
+        line: impl Fn(&crate::names::WgKey) -> String,
+    ) -> Result<(), ResolveError> {
+        for hp in &mut self.hosts {
+            let guard_ops = hp.guard.iter_mut().flat_map(|g| g.rollback.iter_mut());
+            for c in hp.changes.iter_mut().chain(guard_ops) {
+                resolve_op(&mut c.op, keys, &line)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The change counts over all hosts, for the summary line.
     pub fn counts(&self) -> Counts {
         self.hosts
@@ -309,6 +379,9 @@ pub enum Op {
         content: String,
         /// Unix permission bits, e.g. 0o600.
         mode: u32,
+        /// Lines of `content` that get a public key known only after apply's first step.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pending_keys: Vec<PendingKey>,
     },
     /// `rm -f PATH`: a managed file the inventory no longer needs.
     RemoveFile {
@@ -329,4 +402,44 @@ pub struct ManualStep {
     pub subject: String,
     /// What the user must do, in one sentence.
     pub text: String,
+}
+
+fn resolve_op(
+    op: &mut Op,
+    keys: &crate::keys::PinnedKeys,
+    line: &impl Fn(&crate::names::WgKey) -> String,
+) -> Result<(), ResolveError> {
+    let known = |host: &HostName| {
+        keys.get(host)
+            .cloned()
+            .ok_or_else(|| ResolveError::KeyUnknown { host: host.clone() })
+    };
+    match op {
+        Op::SetPeer { name, peer, .. } if peer.public_key.is_none() => {
+            // A peer is named by its host when its key was not known (see `diff`).
+            let host = HostName::parse(name).map_err(|_| ResolveError::NotAHost {
+                name: name.clone(),
+            })?;
+            peer.public_key = Some(known(&host)?);
+        }
+        Op::WriteFile {
+            path,
+            content,
+            pending_keys,
+            ..
+        } if !pending_keys.is_empty() => {
+            let mut lines: Vec<String> = content.split('\n').map(str::to_owned).collect();
+            for p in pending_keys.drain(..) {
+                let key = known(&p.host)?;
+                let slot = lines.get_mut(p.line).ok_or_else(|| ResolveError::BadLine {
+                    host: p.host.clone(),
+                    path: path.clone(),
+                })?;
+                *slot = line(&key);
+            }
+            *content = lines.join("\n");
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! Builds the plan from the inputs (inventory, roles, pinned keys), the desired states and the
 //! live states gathered: pure, so planner cases are tested with facts fixtures and snapshots.
+//! The plan holds everything apply executes: each host's ordered changes, the rollback of a
+//! guarded host, and the lines a key known only after apply's first step goes into.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +15,7 @@ use crate::inventory::{Inventory, Role};
 use crate::keys::PinnedKeys;
 use crate::names::HostName;
 use crate::persist;
-use crate::plan::{HostPlan, HostStatus, ManualStep, PLAN_VERSION, Plan};
+use crate::plan::{GuardPlan, HostPlan, HostStatus, ManualStep, Op, PLAN_VERSION, Plan};
 use crate::roles::Roles;
 use crate::state::{ChainId, HostState, LiveHost};
 
@@ -196,14 +198,14 @@ pub fn build(
             skipped: vec![],
             notes: d.notes.clone(),
             fingerprint: None,
+            guard: None,
         };
         match live.get(name) {
             Some(Ok(l)) => {
                 let hd = diff::diff_host(&d.state, l, &inputs.keys);
                 hp.changes = hd.changes;
                 hp.warnings = hd.warnings;
-                let key_changed = hp.warnings.iter().any(|w| w.starts_with("THE PUBLIC KEY"));
-                if key_changed
+                if hd.key_changed
                     && matches!(host.role, Role::Hub(_))
                     && let Some(configs) = client_configs(inv)
                 {
@@ -212,6 +214,10 @@ pub fn build(
                         ));
                 }
                 hp.skipped = hd.skipped;
+                attach_pending_keys(&mut hp.changes, &d.state, inv);
+                if host.guard && !hp.changes.is_empty() {
+                    hp.guard = Some(guard_plan(l, &d.state, &inputs.keys));
+                }
                 hp.fingerprint = Some(fingerprint(&l.state, &d.state));
             }
             Some(Err(e)) => {
@@ -233,6 +239,67 @@ pub fn build(
         hosts,
         manual_steps: manual_steps(inv, &inputs.keys),
         checksum: None,
+    }
+}
+
+/// Marks the lines of the interface's config that hold a key known only after apply's first
+/// step, so that apply — also of a saved plan — fills them in before running.
+fn attach_pending_keys(changes: &mut [crate::plan::Change], desired: &HostState, inv: &Inventory) {
+    let Some(wg) = &desired.interface else { return };
+    if wg.peers.values().all(|p| p.public_key.is_some()) {
+        return;
+    }
+    let name = wg.name.as_str();
+    let (content, pending) =
+        persist::wg_conf_and_pending(wg, inv.network.mtu, &persist::up_script_path(name));
+    let conf = persist::conf_path(name);
+    for c in changes {
+        if let Op::WriteFile {
+            path,
+            content: c_content,
+            pending_keys,
+            ..
+        } = &mut c.op
+            && *path == conf
+            && *c_content == content
+        {
+            *pending_keys = pending.clone();
+        }
+    }
+}
+
+/// A guarded host's way back: the inverse diff (from the desired state back to the live state
+/// gathered), without files (the host restores its own copies of them), keys and services, and
+/// the interface to delete when this apply creates it.
+pub fn guard_plan(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> GuardPlan {
+    let as_live = LiveHost {
+        state: after.clone(),
+        system: before.system.clone(),
+        resolved: before.resolved.clone(),
+        key_file_mode: Some(0o600),
+        ..LiveHost::default()
+    };
+    let rollback = diff::diff_host(&before.state, &as_live, keys)
+        .changes
+        .into_iter()
+        .filter(|c| {
+            !matches!(
+                c.op,
+                Op::WriteFile { .. }
+                    | Op::RemoveFile { .. }
+                    | Op::GenerateKey { .. }
+                    | Op::FixKeyMode { .. }
+                    | Op::EnableService { .. }
+            )
+        })
+        .collect();
+    let created_interface = match (&before.state.interface, &after.interface) {
+        (None, Some(wg)) => Some(wg.name.to_string()),
+        _ => None,
+    };
+    GuardPlan {
+        rollback,
+        created_interface,
     }
 }
 

@@ -52,6 +52,11 @@ impl Progress {
         }
     }
 
+    /// No output at all (tests, `--json`).
+    pub fn quiet() -> Self {
+        Self { mode: Mode::Quiet }
+    }
+
     /// `host` is now doing `what`.
     pub fn update(&self, host: &str, what: &str) {
         match &self.mode {

@@ -181,3 +181,40 @@ mod tests {
         assert_eq!(clean("\x1b[2Jgone\r"), "\\u{1b}[2Jgone\\u{d}");
     }
 }
+
+/// The summary after apply: one line per host of the plan, then the totals.
+pub fn apply_summary(
+    plan: &Plan,
+    outcomes: &std::collections::BTreeMap<crate::names::HostName, crate::engine::HostOutcome>,
+) -> String {
+    use crate::engine::HostOutcome;
+    let mut s = String::from("\nApply:\n");
+    let mut failed = 0;
+    for hp in &plan.hosts {
+        let line = match outcomes.get(&hp.host) {
+            None => {
+                failed += 1;
+                "failed: not reached".to_owned()
+            }
+            Some(HostOutcome::Failed(e)) => {
+                failed += 1;
+                format!("failed: {e}")
+            }
+            Some(HostOutcome::Converged { applied }) => {
+                format!("converged ({applied} changes applied)")
+            }
+            Some(HostOutcome::NotConverged { left }) => {
+                failed += 1;
+                format!(
+                    "NOT converged: {left} changes remain after apply (run `meshctl plan` to see them)"
+                )
+            }
+        };
+        s.push_str(&format!("  {}: {}\n", hp.host, clean(&line)));
+    }
+    s.push_str(&format!(
+        "{} host(s) converged, {failed} failed.\n",
+        plan.hosts.len() - failed
+    ));
+    s
+}

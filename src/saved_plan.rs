@@ -148,8 +148,10 @@ pub fn check_inputs(saved: &Plan, digest: &str, path: &Path) -> Result<(), Saved
     Ok(())
 }
 
-/// Checks a saved plan against a fresh one made now: same inputs, and every host's live state
-/// unchanged (by fingerprint). A host that was empty when planned counts too.
+/// Checks a saved plan against the plan of the hosts as step 1 gathered them now: the same
+/// inputs (`now.inventory_digest`: the caller gives the digest taken before step 1 pinned new
+/// keys) and every host's live state unchanged (by fingerprint). Only then are the saved
+/// plan's own ops run; the plan made now only lends its fingerprints.
 pub fn check(saved: &Plan, now: &Plan, path: &Path) -> Result<(), SavedPlanError> {
     let p = path.display().to_string();
     if saved.inventory_digest != now.inventory_digest {
@@ -166,22 +168,6 @@ pub fn check(saved: &Plan, now: &Plan, path: &Path) -> Result<(), SavedPlanError
         let same =
             current.is_some_and(|c| c.fingerprint.is_some() && c.fingerprint == h.fingerprint);
         if !same {
-            return Err(SavedPlanError::Moved {
-                path: p,
-                host: h.host.to_string(),
-            });
-        }
-        // The same changes, named the same way: only keys that were "known after apply" may
-        // have been learnt since (they do not appear in a change's name), and apply's first
-        // step has made the private keys the plan said it would.
-        let names = |hp: &crate::plan::HostPlan| -> Vec<(crate::plan::Action, String)> {
-            hp.changes
-                .iter()
-                .filter(|c| !matches!(c.op, crate::plan::Op::GenerateKey { .. }))
-                .map(|c| (c.action, c.resource.clone()))
-                .collect()
-        };
-        if current.map(names) != Some(names(h)) {
             return Err(SavedPlanError::Moved {
                 path: p,
                 host: h.host.to_string(),

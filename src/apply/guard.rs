@@ -2,8 +2,8 @@
 //! the VPN), one wrong change would cut meshctl off. Its changes are applied under a guard:
 //!
 //! 1. before changing anything, the host saves what it needs to go back — copies of the files
-//!    about to change, and a rollback script that meshctl computes as the *inverse diff* (from
-//!    the desired state back to the live state it gathered in step 1);
+//!    about to change, and a rollback script made of the plan's rollback ops (the planner's
+//!    *inverse diff*, from the desired state back to the live state it gathered);
 //! 2. it arms a timer, in its own session (`setsid`) so it survives the SSH connection dying;
 //! 3. meshctl applies the changes, then confirms over a **new** connection;
 //! 4. no confirmation in time: the host restores its previous state by itself and releases the
@@ -13,53 +13,23 @@
 
 use std::fmt::Write;
 
-use crate::diff::diff_host;
-use crate::keys::PinnedKeys;
-use crate::plan::{Change, Op};
+use crate::plan::{Change, GuardPlan, Op};
 use crate::shell::quote;
-use crate::state::{HostState, LiveHost};
 
 use super::script;
+
+/// Exit status of [`confirm`] when the guard was never armed (the change script never ran).
+pub const EXIT_NEVER_ARMED: i32 = 5;
+/// First line of [`status`] when the host rolled back by itself.
+pub const STATUS_ROLLED_BACK: &str = "rolled-back";
 
 /// The guard directory of one apply on a host.
 pub fn dir(run_id: &str) -> String {
     format!("{}/guard-{run_id}", script::RUN_DIR)
 }
 
-/// The changes that take a host from `after` back to `before` (the live state gathered before
-/// applying): the inverse diff, without files (restored from copies), keys and services.
-pub fn inverse(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> Vec<Change> {
-    let as_live = LiveHost {
-        state: after.clone(),
-        system: before.system.clone(),
-        resolved: before.resolved.clone(),
-        key_file_mode: Some(0o600),
-        ..LiveHost::default()
-    };
-    diff_host(&before.state, &as_live, keys)
-        .changes
-        .into_iter()
-        .filter(|c| {
-            !matches!(
-                c.op,
-                Op::WriteFile { .. }
-                    | Op::RemoveFile { .. }
-                    | Op::GenerateKey { .. }
-                    | Op::FixKeyMode { .. }
-                    | Op::EnableService { .. }
-            )
-        })
-        .collect()
-}
-
 /// The commands that arm the guard: put before a guarded host's changes script.
-pub fn arm(
-    run_id: &str,
-    changes: &[Change],
-    rollback: &[Change],
-    interface: Option<&str>,
-    timeout_secs: u64,
-) -> String {
+pub fn arm(run_id: &str, changes: &[Change], plan: &GuardPlan, timeout_secs: u64) -> String {
     let g = dir(run_id);
     let gq = quote(&g);
     let mut s = format!(
@@ -91,11 +61,11 @@ pub fn arm(
         )
         .ok();
     }
-    if let Some(wg) = interface {
+    if let Some(wg) = &plan.created_interface {
         writeln!(rb, "ip link del {} 2>/dev/null", quote(wg)).ok();
     }
     // Best effort: a rollback step that fails does not stop the others.
-    rb.push_str(&script::changes(rollback).replace("; exit 1; }", "; }"));
+    rb.push_str(&script::changes(&plan.rollback).replace("; exit 1; }", "; }"));
     rb.push_str(&script::unlock());
 
     let delim = format!(
@@ -135,11 +105,12 @@ pub fn confirm(run_id: &str, gather: &str) -> String {
     let g = quote(&dir(run_id));
     format!(
         "if [ -e {g}/rolled-back ]; then echo 'the guard already rolled back' >&2; exit 3; fi\n\
-         if [ ! -e {g}/rollback.sh ]; then echo 'the guard was never armed' >&2; exit 5; fi\n\
+         if [ ! -e {g}/rollback.sh ]; then echo 'the guard was never armed' >&2; exit {never}; fi\n\
          if [ ! -e {g}/applied ]; then echo 'the changes did not finish on the host' >&2; exit 4; fi\n\
          mv {g}/rollback.sh {g}/rollback.confirmed 2>/dev/null || {{ echo 'the guard already rolled back' >&2; exit 3; }}\n\
          rm -rf {g}\n{}",
-        script::finish(gather)
+        script::finish(gather),
+        never = EXIT_NEVER_ARMED,
     )
 }
 
@@ -147,6 +118,6 @@ pub fn confirm(run_id: &str, gather: &str) -> String {
 pub fn status(run_id: &str) -> String {
     let g = quote(&dir(run_id));
     format!(
-        "if [ -e {g}/rolled-back ]; then echo rolled-back; cat {g}/rollback.log 2>/dev/null; elif [ ! -e {g} ]; then echo confirmed; else echo pending; fi\n"
+        "if [ -e {g}/rolled-back ]; then echo {STATUS_ROLLED_BACK}; cat {g}/rollback.log 2>/dev/null; elif [ ! -e {g} ]; then echo confirmed; else echo pending; fi\n"
     )
 }

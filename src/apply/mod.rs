@@ -1,5 +1,4 @@
 //! Applying a plan on a host: the scripts of the three-step protocol (see `script`).
 
 pub mod guard;
-pub mod host;
 pub mod script;

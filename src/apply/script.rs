@@ -30,7 +30,7 @@ pub const LOCK_DIR: &str = "/run/meshctl/lock";
 pub const MARK_LOCKED: &str = "@@meshctl locked@@";
 /// `prepare`: the next line is the host's public key.
 pub const MARK_PUBKEY: &str = "@@meshctl pubkey@@";
-/// `changes`: a step starts (`MARK N LABEL`).
+/// `changes`: a step starts (`MARK N`, N the change's index in the plan).
 pub const MARK_STEP: &str = "@@meshctl step@@";
 /// `changes`: step N failed; the script stops there.
 pub const MARK_FAILED: &str = "@@meshctl failed@@";
@@ -114,8 +114,10 @@ fn rank(op: &Op) -> u8 {
 /// Step 2: the script that applies `changes`, in a safe order, stopping at the first failure
 /// and saying which step failed.
 pub fn changes(changes: &[Change]) -> String {
-    let mut ordered: Vec<&Change> = changes.iter().collect();
-    ordered.sort_by_key(|c| rank(&c.op));
+    // Steps are announced by their index in `changes`: the script holds only what the ops
+    // say, and the caller names a failed step from its own plan.
+    let mut ordered: Vec<(usize, &Change)> = changes.iter().enumerate().collect();
+    ordered.sort_by_key(|(_, c)| rank(&c.op));
     // A run that died mid-write (a crash, a killed session) leaves its half-written temp file;
     // under the lock no other run writes there, so write_file removes such leftovers first.
     let mut s = String::from(
@@ -124,18 +126,12 @@ pub fn changes(changes: &[Change]) -> String {
          if cat > \"$t\" && sync \"$t\" && chmod \"$2\" \"$t\" && mv -f \"$t\" \"$1\"; then return 0; fi; rm -f \"$t\"; return 1; }\n",
     );
     let mut restored: BTreeSet<Family> = BTreeSet::new();
-    for (i, c) in ordered.iter().enumerate() {
+    for (i, c) in ordered {
         let Some(cmd) = command(&c.op, &mut restored) else {
             continue;
         };
-        let label = format!("{} {}", c.action.symbol(), c.resource);
-        writeln!(s, "echo {MARK_STEP} {i} {}", quote(&label)).ok();
-        writeln!(
-            s,
-            "{{ {cmd}\n}} || {{ echo {MARK_FAILED} {i} {}; exit 1; }}",
-            quote(&label)
-        )
-        .ok();
+        writeln!(s, "echo {MARK_STEP} {i}").ok();
+        writeln!(s, "{{ {cmd}\n}} || {{ echo {MARK_FAILED} {i}; exit 1; }}").ok();
     }
     writeln!(s, "echo {MARK_DONE}").ok();
     s
@@ -260,6 +256,7 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
             path,
             content,
             mode,
+            ..
         } => {
             let d = delimiter(content);
             let body = if content.ends_with('\n') || content.is_empty() {
@@ -274,21 +271,18 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
     })
 }
 
-/// Which steps a `changes` run reported: (steps started, the failed step's label if any).
-pub fn progress(stdout: &str) -> (Vec<String>, Option<String>) {
+/// Which steps a `changes` run reported, as indices into its changes: (steps started, the
+/// failed step if any).
+pub fn progress(stdout: &str) -> (Vec<usize>, Option<usize>) {
+    let index = |rest: &str| rest.trim().parse::<usize>().ok();
     let mut started = Vec::new();
     let mut failed = None;
     for line in stdout.lines() {
-        if let Some(rest) = line.strip_prefix(MARK_STEP) {
-            started.push(strip_index(rest));
-        } else if let Some(rest) = line.strip_prefix(MARK_FAILED) {
-            failed = Some(strip_index(rest));
+        if let Some(i) = line.strip_prefix(MARK_STEP).and_then(index) {
+            started.push(i);
+        } else if let Some(i) = line.strip_prefix(MARK_FAILED).and_then(index) {
+            failed = Some(i);
         }
     }
     (started, failed)
-}
-
-fn strip_index(rest: &str) -> String {
-    let rest = rest.trim_start();
-    rest.split_once(' ').map_or(rest, |(_, l)| l).to_owned()
 }

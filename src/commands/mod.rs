@@ -1,9 +1,19 @@
-//! The subcommands that talk to hosts: each reads its inputs, drives the core and the edges,
-//! prints through one place, and returns the process exit code.
+//! The subcommands that talk to hosts: each reads its inputs, hands them to the engine, prints
+//! through one place, and returns the process exit code.
 
 pub mod apply;
 pub mod client;
 pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::cli::Common;
+use crate::engine::{Engine, SshConnector};
+use crate::names::HostName;
+use crate::planner::Inputs;
+use crate::progress::Progress;
+use crate::transport::SshOptions;
 
 /// Exit code: success (and, with `--detailed-exitcode`, no changes).
 pub const EXIT_OK: u8 = 0;
@@ -11,3 +21,35 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code with `--detailed-exitcode`: changes pending.
 pub const EXIT_CHANGES: u8 = 2;
+
+/// The ssh options the command line asks for.
+pub fn ssh_options(c: &Common) -> SshOptions {
+    SshOptions {
+        config_file: c.ssh_config.clone(),
+        accept_new_host_keys: c.accept_new_host_keys,
+        ..SshOptions::default()
+    }
+}
+
+/// The engine over SSH for the inventory's managed hosts, with progress on stderr.
+pub fn engine(
+    inputs: &Inputs,
+    common: &Common,
+    ssh: SshOptions,
+    verbose: bool,
+) -> (Engine<SshConnector>, Arc<Progress>) {
+    let targets: BTreeMap<HostName, crate::inventory::SshTarget> = inputs
+        .inventory
+        .hosts
+        .values()
+        .filter_map(|h| h.ssh.clone().map(|t| (h.name.clone(), t)))
+        .collect();
+    let names: Vec<String> = targets.keys().map(ToString::to_string).collect();
+    let progress = Arc::new(Progress::new(&names, verbose));
+    let engine = Engine::new(
+        SshConnector::new(targets, ssh),
+        common.parallel,
+        progress.clone(),
+    );
+    (engine, progress)
+}

@@ -3,52 +3,36 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::{EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
 use crate::cli::PlanArgs;
-use crate::desired::Desired;
+use crate::facts::GatherSpec;
 use crate::names::HostName;
 use crate::plan::Plan;
 use crate::planner::{self, Gathered, Inputs};
-use crate::progress::Progress;
-use crate::remote;
 use crate::render::{self, Style};
 
-/// Gathers all managed hosts and builds the plan.
-pub async fn make_plan(
-    inputs: &Inputs,
-    common: &crate::cli::Common,
-    verbose: bool,
-) -> (
-    Plan,
-    BTreeMap<HostName, Desired>,
-    BTreeMap<HostName, Gathered>,
-) {
+/// Gathers the managed hosts (all, or `--limit`) and builds the plan.
+pub async fn make_plan(inputs: &Inputs, common: &crate::cli::Common, verbose: bool) -> Plan {
     let mut desired = inputs.desired();
     if let Ok(Some(only)) = inputs.limit(&common.limit) {
         desired.retain(|h, _| only.contains(h));
     }
-    let hosts: Vec<HostName> = desired.keys().cloned().collect();
-    let progress = Arc::new(Progress::new(
-        &hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        verbose,
-    ));
-    let opts = remote::ssh_options(common);
-    let live = remote::for_each_host(hosts, common.parallel, |h| {
-        let target = inputs.inventory.hosts[&h]
-            .ssh
-            .clone()
-            .expect("managed host");
-        let spec = planner::gather_spec(&desired[&h], &inputs.roles);
-        remote::gather(h, target, spec, opts.clone(), progress.clone())
-    })
-    .await;
+    let specs: BTreeMap<HostName, GatherSpec> = desired
+        .iter()
+        .map(|(h, d)| (h.clone(), planner::gather_spec(d, &inputs.roles)))
+        .collect();
+    let (engine, progress) = super::engine(inputs, common, super::ssh_options(common), verbose);
+    let live: BTreeMap<HostName, Gathered> = engine
+        .gather(&specs)
+        .await
+        .into_iter()
+        .map(|(h, r)| (h, r.map_err(|e| e.to_string())))
+        .collect();
     progress.clear();
-    let plan = planner::build(inputs, &desired, &live);
-    (plan, desired, live)
+    planner::build(inputs, &desired, &live)
 }
 
 /// Runs `meshctl plan`.
@@ -57,7 +41,7 @@ pub async fn run(args: PlanArgs, no_color: bool, verbose: bool) -> anyhow::Resul
     inputs
         .limit(&args.common.limit)
         .map_err(anyhow::Error::msg)?;
-    let (plan, _, _) = make_plan(&inputs, &args.common, verbose).await;
+    let plan = make_plan(&inputs, &args.common, verbose).await;
     if let Some(out) = &args.out {
         crate::saved_plan::save(&plan, out)
             .with_context(|| format!("saving the plan to {}", out.display()))?;

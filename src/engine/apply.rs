@@ -1,0 +1,255 @@
+//! One `meshctl apply`, start to end: step 1 on every host, the keys vetted and pinned, the
+//! plan chosen (made now from what step 1 gathered, or a saved one checked against it), shown
+//! and confirmed, its ops executed, the result reported. What touches the controller (the
+//! terminal, the pins file) goes through an [`Operator`], so all of it runs in unit tests.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+
+use super::execute::Check;
+use super::{Connector, Engine, ExecuteSettings, HostError, HostOutcome, Lock};
+use crate::desired::{self, Desired};
+use crate::inventory::Role;
+use crate::keys::KeyVerdict;
+use crate::names::{HostName, WgKey};
+use crate::plan::{HostStatus, Plan, ResolveError};
+use crate::planner::{self, Gathered, Inputs};
+use crate::saved_plan::SavedPlanError;
+
+/// Which plan apply executes.
+#[derive(Debug, Clone)]
+pub enum PlanSource {
+    /// Made now, from the live state step 1 gathers (`meshctl apply`).
+    Fresh {
+        /// `--limit`: only these hosts; `None`: every managed host.
+        only: Option<Vec<HostName>>,
+    },
+    /// Loaded from a file (`meshctl apply plan.json`): run when its hosts have not moved.
+    Saved {
+        /// The plan as loaded (checksum and version already checked).
+        plan: Box<Plan>,
+        /// Its path, for messages.
+        path: PathBuf,
+    },
+}
+
+/// What apply asks of the controller's side: show, ask, remember keys.
+pub trait Operator: Send + Sync {
+    /// Shows the plan about to be applied.
+    fn show(&self, plan: &Plan);
+    /// Asks whether to apply it; `false` (a "no", Ctrl-C) cancels.
+    fn confirm(&self) -> impl Future<Output = anyhow::Result<bool>> + Send;
+    /// Pins the public keys learnt in step 1 for hosts the inventory names no key for.
+    fn pin(&self, learnt: &BTreeMap<HostName, WgKey>) -> anyhow::Result<()>;
+    /// A warning for the person running apply.
+    fn warn(&self, text: &str);
+}
+
+/// Options of one apply run.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// The lock's holder and `--break-lock`.
+    pub lock: Lock,
+    /// `--accept-new-keys`.
+    pub accept_new_keys: bool,
+    /// The guard's name and timer.
+    pub execute: ExecuteSettings,
+}
+
+/// Why apply stopped before changing anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The saved plan does not fit the hosts as they are now.
+    #[error(transparent)]
+    Saved(#[from] SavedPlanError),
+    /// A saved plan's pending keys could not be filled in.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The controller side failed (pins file, terminal).
+    #[error(transparent)]
+    Operator(#[from] anyhow::Error),
+}
+
+/// How an apply ended.
+#[derive(Debug)]
+pub enum ApplyResult {
+    /// The user said no: only step 1 ran (locks released).
+    Cancelled,
+    /// The plan ran; each host's outcome.
+    Applied {
+        /// The plan that ran (as shown).
+        plan: Plan,
+        /// Per host of the plan.
+        outcomes: BTreeMap<HostName, HostOutcome>,
+    },
+}
+
+/// Runs one apply.
+pub async fn run<C: Connector, O: Operator>(
+    engine: &Engine<C>,
+    inputs: &Inputs,
+    source: PlanSource,
+    opts: &ApplyOptions,
+    operator: &O,
+) -> Result<ApplyResult, ApplyError> {
+    let inv = &inputs.inventory;
+    // A saved plan is applied to exactly the hosts it was made for.
+    let scope: Option<Vec<HostName>> = match &source {
+        PlanSource::Fresh { only } => only.clone(),
+        PlanSource::Saved { plan, .. } => Some(plan.hosts.iter().map(|h| h.host.clone()).collect()),
+    };
+    let in_scope = |h: &HostName| scope.as_ref().is_none_or(|o| o.contains(h));
+    let before: BTreeMap<HostName, Desired> = inputs
+        .desired()
+        .into_iter()
+        .filter(|(h, _)| in_scope(h))
+        .collect();
+    let specs = before
+        .iter()
+        .map(|(h, d)| (h.clone(), planner::gather_spec(d, &inputs.roles)))
+        .collect();
+
+    // Step 1: lock, key, gather — every host in parallel.
+    let mut prepared = engine.prepare(&specs, &opts.lock).await;
+
+    // Vet the keys learnt: a changed key is refused unless accepted explicitly, a key another
+    // host has is refused outright; a refused host's lock is released at once.
+    let mut keys = inputs.keys.clone();
+    let mut hub_key_changed = false;
+    let hosts: Vec<HostName> = prepared.keys().cloned().collect();
+    for h in hosts {
+        let Some(Ok(p)) = prepared.get(&h) else { continue };
+        match keys.vet(&h, &p.public_key, inv, opts.accept_new_keys) {
+            Err(why) => {
+                if let Some(Ok(p)) = prepared.remove(&h) {
+                    engine.release(&h, p).await;
+                }
+                prepared.insert(h, Err(HostError::KeyRefused(why)));
+            }
+            Ok(verdict) => {
+                hub_key_changed |=
+                    verdict == KeyVerdict::Changed && matches!(inv.hosts[&h].role, Role::Hub(_));
+                keys.keys.insert(h.clone(), p.public_key.clone());
+            }
+        }
+    }
+    if keys != inputs.keys {
+        let learnt: BTreeMap<HostName, WgKey> = keys
+            .keys
+            .iter()
+            .filter(|(h, _)| inv.hosts.get(*h).is_some_and(|x| x.public_key.is_none()))
+            .map(|(h, k)| (h.clone(), k.clone()))
+            .collect();
+        if let Err(e) = operator.pin(&learnt) {
+            engine.release_all(prepared).await;
+            return Err(e.into());
+        }
+    }
+    if hub_key_changed && let Some(configs) = planner::client_configs(inv) {
+        operator.warn(&format!(
+            "the hub's key changed: hand out these client configs again: {configs}"
+        ));
+    }
+
+    // The desired state with every reachable host's key known now: what the plan made now is
+    // made of, and what the check after apply compares with.
+    let desired: BTreeMap<HostName, Desired> =
+        desired::all_with_known_keys(inv, &inputs.roles, &keys)
+            .into_iter()
+            .filter(|(h, _)| in_scope(h))
+            .collect();
+    let live: BTreeMap<HostName, Gathered> = prepared
+        .iter()
+        .map(|(h, r)| {
+            let g = match r {
+                Ok(p) => Ok(p.live.clone()),
+                Err(e) => Err(e.to_string()),
+            };
+            (h.clone(), g)
+        })
+        .collect();
+    let with_keys = Inputs {
+        keys: keys.clone(),
+        ..inputs.clone()
+    };
+    let mut now = planner::build(&with_keys, &desired, &live);
+    let plan = match source {
+        PlanSource::Fresh { .. } => now,
+        PlanSource::Saved { plan, path } => {
+            let mut saved = *plan;
+            // The inputs as the plan was made from them: before step 1 pinned new keys.
+            now.inventory_digest = inputs.digest.clone();
+            let checked = crate::saved_plan::check(&saved, &now, &path)
+                .map_err(ApplyError::from)
+                .and_then(|()| {
+                    saved
+                        .resolve_pending_keys(&keys, |k| crate::persist::public_key_line(Some(k)))
+                        .map_err(ApplyError::from)
+                });
+            if let Err(e) = checked {
+                engine.release_all(prepared).await;
+                return Err(e);
+            }
+            saved
+        }
+    };
+
+    operator.show(&plan);
+    let confirmed = if plan.has_changes() {
+        operator.confirm().await
+    } else {
+        Ok(true)
+    };
+    match confirmed {
+        Ok(true) => {}
+        Ok(false) => {
+            engine.release_all(prepared).await;
+            return Ok(ApplyResult::Cancelled);
+        }
+        Err(e) => {
+            engine.release_all(prepared).await;
+            return Err(e.into());
+        }
+    }
+
+    // Steps 2 and 3: the plan's ops, per host, in parallel.
+    let mut outcomes = BTreeMap::new();
+    let mut sessions = BTreeMap::new();
+    for (h, r) in prepared {
+        match r {
+            Ok(p) => {
+                sessions.insert(h, p);
+            }
+            Err(e) => {
+                outcomes.insert(h, HostOutcome::Failed(e));
+            }
+        }
+    }
+    let checks = desired
+        .into_iter()
+        .map(|(h, d)| {
+            let spec = planner::gather_spec(&d, &inputs.roles);
+            (
+                h,
+                Check {
+                    spec,
+                    desired: d.state,
+                },
+            )
+        })
+        .collect();
+    let ran = engine
+        .execute(&plan, sessions, checks, &keys, &opts.execute)
+        .await;
+    outcomes.extend(ran);
+    // A host the plan could not cover keeps the plan's reason.
+    for hp in plan.hosts.iter().filter(|h| h.status == HostStatus::Failed) {
+        outcomes.entry(hp.host.clone()).or_insert_with(|| {
+            HostOutcome::Failed(HostError::Unplanned(
+                hp.error.clone().unwrap_or_else(|| "not reached".into()),
+            ))
+        });
+    }
+    Ok(ApplyResult::Applied { plan, outcomes })
+}

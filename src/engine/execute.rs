@@ -1,0 +1,280 @@
+//! Apply's steps 2 and 3 on every host: the plan's ops as one change script — under the
+//! confirm-or-roll-back guard where the plan carries a rollback — then a gather that checks
+//! convergence, and the unlock. What runs is exactly the plan's ops.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{Connector, Engine, HostError, Patience, Prepared, Remote, RollbackSeen, parse_gathered};
+use crate::apply::{guard, script};
+use crate::facts::{self, GatherSpec};
+use crate::keys::PinnedKeys;
+use crate::names::HostName;
+use crate::plan::{HostPlan, Plan};
+use crate::state::HostState;
+use crate::transport::RemoteOutput;
+
+/// What the run needs besides the plan: the guard's name and timer, and what to check after.
+#[derive(Debug, Clone)]
+pub struct ExecuteSettings {
+    /// Keeps this run's guards apart from other runs' on the same host.
+    pub run_id: String,
+    /// How long a guarded host waits for its confirmation before it rolls back.
+    pub guard_timeout_secs: u64,
+}
+
+/// How one host's apply ended.
+#[derive(Debug)]
+pub enum HostOutcome {
+    /// Every change applied and the host gathered in sync.
+    Converged {
+        /// How many changes the plan had for it.
+        applied: usize,
+    },
+    /// The script ran to its end, but the gather after it still sees changes.
+    NotConverged {
+        /// How many.
+        left: usize,
+    },
+    /// It failed (in step 1, or here).
+    Failed(HostError),
+}
+
+/// What the check after apply compares with: a host's gather spec and desired state.
+pub struct Check {
+    /// What to gather.
+    pub spec: GatherSpec,
+    /// What it should be now.
+    pub desired: HostState,
+}
+
+impl<C: Connector> Engine<C> {
+    /// Steps 2 and 3 on every prepared host of `plan`, in parallel. Hosts not in `prepared`
+    /// are not touched.
+    pub async fn execute(
+        &self,
+        plan: &Plan,
+        prepared: BTreeMap<HostName, Prepared<C::Remote>>,
+        checks: BTreeMap<HostName, Check>,
+        keys: &PinnedKeys,
+        settings: &ExecuteSettings,
+    ) -> BTreeMap<HostName, HostOutcome> {
+        let by_host: BTreeMap<HostName, HostPlan> = plan
+            .hosts
+            .iter()
+            .map(|h| (h.host.clone(), h.clone()))
+            .collect();
+        let mut jobs: BTreeMap<HostName, (Prepared<C::Remote>, HostPlan, Check)> = BTreeMap::new();
+        let mut checks = checks;
+        for (h, p) in prepared {
+            if let (Some(hp), Some(check)) = (by_host.get(&h), checks.remove(&h)) {
+                jobs.insert(h, (p, hp.clone(), check));
+            }
+        }
+        let jobs = std::sync::Arc::new(std::sync::Mutex::new(jobs));
+        let connector = self.connector.clone();
+        let progress = self.progress.clone();
+        self.for_each_host(by_host.keys().cloned().collect(), |h| {
+            let job = jobs.lock().expect("not poisoned").remove(&h);
+            let (connector, progress, keys, settings) = (
+                connector.clone(),
+                progress.clone(),
+                keys.clone(),
+                settings.clone(),
+            );
+            async move {
+                let (p, hp, check) = job?;
+                progress.update(h.as_str(), "applying");
+                let r = apply_host(&*connector, &h, p, &hp, &check, &keys, &settings).await;
+                let outcome = match r {
+                    Ok(0) => HostOutcome::Converged {
+                        applied: hp.changes.len(),
+                    },
+                    Ok(left) => HostOutcome::NotConverged { left },
+                    Err(e) => HostOutcome::Failed(e),
+                };
+                progress.finish(h.as_str(), "done");
+                Some(outcome)
+            }
+        })
+        .await
+        .into_iter()
+        .filter_map(|(h, o)| o.map(|o| (h, o)))
+        .collect()
+    }
+}
+
+/// Describes a failed change script from its step markers, naming the steps by the plan's
+/// display text (only for the message).
+fn step_failure(out: &RemoteOutput, hp: &HostPlan) -> HostError {
+    let label = |i: usize| {
+        hp.changes
+            .get(i)
+            .map(|c| format!("{} {}", c.action.symbol(), c.resource))
+            .unwrap_or_else(|| format!("step {i}"))
+    };
+    let (started, failed) = script::progress(&out.stdout);
+    let failed = failed.or_else(|| started.last().copied());
+    let applied = started
+        .iter()
+        .filter(|i| Some(**i) != failed)
+        .map(|i| label(*i))
+        .collect();
+    let last = |text: &str| {
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty() && !l.starts_with("@@meshctl"))
+            .map(str::to_owned)
+    };
+    let detail = last(&out.stderr)
+        .or_else(|| last(&out.stdout))
+        .unwrap_or_default();
+    HostError::Step {
+        failed: failed.map_or_else(|| "before the first step".into(), label),
+        detail,
+        applied,
+    }
+}
+
+/// Steps 2 and 3 on one host; `Ok(n)`: n changes remain after apply (0 = converged).
+async fn apply_host<C: Connector>(
+    connector: &C,
+    host: &HostName,
+    prepared: Prepared<C::Remote>,
+    hp: &HostPlan,
+    check: &Check,
+    keys: &PinnedKeys,
+    settings: &ExecuteSettings,
+) -> Result<usize, HostError> {
+    let remote = prepared.remote;
+    let gather = facts::gather_script(&check.spec);
+    let guard = hp.guard.as_ref().filter(|_| !hp.changes.is_empty());
+    let timeout = settings.guard_timeout_secs.max(5);
+    let mut error = None;
+    // Whether the connection itself failed (not a step).
+    let mut connection_lost = false;
+    if !hp.changes.is_empty() {
+        let mut s = String::new();
+        if let Some(g) = guard {
+            s.push_str(&guard::arm(&settings.run_id, &hp.changes, g, timeout));
+        }
+        s.push_str(&script::changes(&hp.changes));
+        if guard.is_some() {
+            s.push_str(&guard::applied(&settings.run_id));
+        }
+        // A guarded change may cut this very connection: don't wait for it past half the
+        // guard's time, the confirmation over a new connection decides.
+        let wait = match guard {
+            Some(_) => Duration::from_secs(timeout / 2),
+            None => Duration::from_secs(24 * 3600),
+        };
+        match tokio::time::timeout(wait, remote.run(&s)).await {
+            Ok(Ok(out)) if out.success() => {}
+            Ok(Ok(out)) => error = Some(step_failure(&out, hp)),
+            Ok(Err(source)) => {
+                connection_lost = true;
+                error = Some(HostError::LostWhileApplying { source });
+            }
+            Err(_) => {
+                connection_lost = true;
+                error = Some(HostError::NoAnswer {
+                    secs: wait.as_secs(),
+                });
+            }
+        }
+    }
+
+    let finished = match guard {
+        // Confirm over a new connection: if the change cut meshctl off, the host rolls back.
+        Some(_) => {
+            // The old connection is closed in the background: a cut one may take a while.
+            tokio::spawn(remote.close());
+            let patience = Patience::AtMost(Duration::from_secs((timeout / 3).clamp(2, 10)));
+            let confirmed = match connector.connect(host, patience).await {
+                Ok(fresh) => {
+                    let r = fresh.run(&guard::confirm(&settings.run_id, &gather)).await;
+                    fresh.close().await;
+                    r.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match confirmed {
+                // Confirmed: the changes ran to their end, whatever this connection saw.
+                Ok(out) if out.success() => {
+                    if connection_lost {
+                        error = None;
+                    }
+                    out
+                }
+                Ok(out) if out.status == Some(guard::EXIT_NEVER_ARMED) => {
+                    let detail = match error {
+                        Some(e) => e.to_string(),
+                        None => out.stderr.trim().to_owned(),
+                    };
+                    return Err(HostError::GuardNotArmed { detail });
+                }
+                other => {
+                    let why = match other {
+                        Ok(out) => out.stderr.trim().to_owned(),
+                        Err(e) => e,
+                    };
+                    let after = rolled_back(connector, host, &settings.run_id, timeout).await;
+                    // Under the guard a cut connection is no reason to keep the lock: the
+                    // rollback releases it.
+                    let step = error.map(|e| match e {
+                        HostError::LostWhileApplying { source } => Box::new(HostError::CutOff(
+                            format!("the connection failed while applying: {source}"),
+                        )),
+                        HostError::NoAnswer { secs } => Box::new(HostError::CutOff(format!(
+                            "no answer while applying within {secs}s"
+                        ))),
+                        e => Box::new(e),
+                    });
+                    return Err(HostError::NotConfirmed { why, step, after });
+                }
+            }
+        }
+        // The connection died while the change script ran: the script may still be running
+        // on the host, so its lock stays (a new apply must not run beside it).
+        None if connection_lost => {
+            tokio::spawn(remote.close());
+            return Err(error.expect("a lost connection is an error"));
+        }
+        None => {
+            let r = remote.run(&script::finish(&gather)).await;
+            remote.close().await;
+            r.map_err(|e| HostError::Confirming(Box::new(e.into())))?
+        }
+    };
+    if let Some(e) = error {
+        return Err(e);
+    }
+    let live = parse_gathered(host, &finished.stdout, &finished.stderr, &check.spec)
+        .map_err(|e| HostError::Confirming(Box::new(e)))?;
+    Ok(crate::diff::diff_host(&check.desired, &live, keys)
+        .changes
+        .len())
+}
+
+/// A guarded host could not be confirmed: wait for its timer, then ask whether it rolled back.
+async fn rolled_back<C: Connector>(
+    connector: &C,
+    host: &HostName,
+    run_id: &str,
+    timeout_secs: u64,
+) -> RollbackSeen {
+    tokio::time::sleep(Duration::from_secs(timeout_secs + 3)).await;
+    let answer = match connector.connect(host, Patience::Normal).await {
+        Ok(s) => {
+            let r = s.run(&guard::status(run_id)).await;
+            s.close().await;
+            r.ok().map(|o| o.stdout)
+        }
+        Err(_) => None,
+    };
+    match answer.as_deref().map(|o| o.lines().next().unwrap_or_default()) {
+        Some(guard::STATUS_ROLLED_BACK) => RollbackSeen::RolledBack { secs: timeout_secs },
+        Some(other) => RollbackSeen::Other(other.to_owned()),
+        None => RollbackSeen::NoAnswer { secs: timeout_secs },
+    }
+}

@@ -1,0 +1,258 @@
+//! An in-memory [`Connector`] for the engine's unit tests: every host answers the scripts it
+//! is sent as a test scripts it to, and every connection and script is logged, so a test sees
+//! exactly what the engine did on which host.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+use super::{Connector, Patience, Remote};
+use crate::apply::{guard, script};
+use crate::names::HostName;
+use crate::transport::{RemoteOutput, TransportError};
+
+/// Which of the engine's scripts a host was sent (told apart by what each one must contain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Gather,
+    Prepare,
+    Changes,
+    Finish,
+    Unlock,
+    Confirm,
+    GuardStatus,
+}
+
+impl Kind {
+    fn of(s: &str) -> Kind {
+        if s == script::unlock() {
+            Kind::Unlock
+        } else if s.contains(script::MARK_PUBKEY) {
+            Kind::Prepare
+        } else if s.contains("write_file() {") {
+            Kind::Changes
+        } else if s.contains("rollback.confirmed") {
+            Kind::Confirm
+        } else if s.contains(guard::STATUS_ROLLED_BACK) {
+            Kind::GuardStatus
+        } else if s.contains(script::LOCK_DIR) {
+            Kind::Finish
+        } else {
+            Kind::Gather
+        }
+    }
+}
+
+/// A host's answer to one script.
+pub type Answer = Result<RemoteOutput, TransportError>;
+/// How a host answers: (kind, the script, how many of this kind it was sent before).
+pub type Responder = Arc<dyn Fn(Kind, &str, usize) -> Answer + Send + Sync>;
+
+/// One host's behaviour.
+#[derive(Clone)]
+pub struct FakeHost {
+    /// Connection attempts that fail (by 0-based attempt number).
+    pub refuse_connects: Vec<usize>,
+    /// How it answers.
+    pub respond: Responder,
+}
+
+/// What happened, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Connect(HostName),
+    Run(HostName, Kind),
+}
+
+/// The fake connector.
+#[derive(Clone, Default)]
+pub struct FakeConnector {
+    hosts: Arc<Mutex<BTreeMap<HostName, FakeHost>>>,
+    log: Arc<Mutex<Vec<Event>>>,
+    scripts: Arc<Mutex<Vec<(HostName, Kind, String)>>>,
+    connects: Arc<Mutex<BTreeMap<HostName, usize>>>,
+}
+
+impl FakeConnector {
+    pub fn with(hosts: impl IntoIterator<Item = (&'static str, FakeHost)>) -> Self {
+        let c = Self::default();
+        for (h, f) in hosts {
+            c.hosts
+                .lock()
+                .unwrap()
+                .insert(HostName::parse(h).unwrap(), f);
+        }
+        c
+    }
+
+    /// Everything that happened, in order.
+    pub fn log(&self) -> Vec<Event> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The kinds of scripts `host` ran, in order.
+    pub fn kinds(&self, host: &str) -> Vec<Kind> {
+        self.log()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Run(h, k) if h.as_str() == host => Some(k),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The scripts of one kind `host` ran.
+    pub fn scripts(&self, host: &str, kind: Kind) -> Vec<String> {
+        self.scripts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(h, k, _)| h.as_str() == host && *k == kind)
+            .map(|(_, _, s)| s.clone())
+            .collect()
+    }
+
+    /// How many connections `host` got.
+    pub fn connections(&self, host: &str) -> usize {
+        self.log()
+            .iter()
+            .filter(|e| matches!(e, Event::Connect(h) if h.as_str() == host))
+            .count()
+    }
+}
+
+/// A connection of the fake.
+pub struct FakeRemote {
+    host: HostName,
+    conn: FakeConnector,
+}
+
+impl Connector for FakeConnector {
+    type Remote = FakeRemote;
+
+    async fn connect(&self, host: &HostName, _: Patience) -> Result<FakeRemote, TransportError> {
+        let attempt = {
+            let mut c = self.connects.lock().unwrap();
+            let n = c.entry(host.clone()).or_default();
+            *n += 1;
+            *n - 1
+        };
+        let refused = self
+            .hosts
+            .lock()
+            .unwrap()
+            .get(host)
+            .is_none_or(|f| f.refuse_connects.contains(&attempt));
+        if refused {
+            return Err(TransportError::Connect {
+                host: host.to_string(),
+                reason: "Connection refused".into(),
+            });
+        }
+        self.log.lock().unwrap().push(Event::Connect(host.clone()));
+        Ok(FakeRemote {
+            host: host.clone(),
+            conn: self.clone(),
+        })
+    }
+}
+
+impl Remote for FakeRemote {
+    async fn run(&self, s: &str) -> Answer {
+        let kind = Kind::of(s);
+        let before = self.conn.kinds(self.host.as_str()).iter().filter(|k| **k == kind).count();
+        self.conn
+            .log
+            .lock()
+            .unwrap()
+            .push(Event::Run(self.host.clone(), kind));
+        self.conn
+            .scripts
+            .lock()
+            .unwrap()
+            .push((self.host.clone(), kind, s.to_owned()));
+        let respond = self.conn.hosts.lock().unwrap()[&self.host].respond.clone();
+        respond(kind, s, before)
+    }
+
+    async fn close(self) {}
+}
+
+/// A successful answer.
+pub fn ok(stdout: String) -> Answer {
+    Ok(RemoteOutput {
+        status: Some(0),
+        stdout,
+        stderr: String::new(),
+    })
+}
+
+/// A failed answer with `status` and `stderr`.
+pub fn fail(status: i32, stdout: String, stderr: &str) -> Answer {
+    Ok(RemoteOutput {
+        status: Some(status),
+        stdout,
+        stderr: stderr.to_owned(),
+    })
+}
+
+/// The connection died.
+pub fn lost(host: &str) -> Answer {
+    Err(TransportError::Exec {
+        host: host.to_owned(),
+        reason: "the SSH connection was lost".into(),
+    })
+}
+
+/// What a fresh Debian host (no WireGuard yet, key file made by step 1) prints for the gather
+/// part of `script`: one record per `r ID ...` line of the script.
+pub fn fresh_gather(s: &str) -> String {
+    let mut out = String::from("@@meshctl facts 1@@\n");
+    for line in s.lines() {
+        let Some(rest) = line.strip_prefix("r ") else { continue };
+        let id = rest.split_whitespace().next().unwrap_or_default();
+        let (body, rc) = match id {
+            "os" => ("\"Debian GNU/Linux 12 (bookworm)\"\n".to_owned(), 0),
+            "systemd" => (String::new(), 1),
+            "tools" => (
+                "wg\nwg-quick\nip\niptables\nip6tables\niptables-save\nip6tables-save\niptables-restore\nip6tables-restore\nsysctl\nsystemctl\n".to_owned(),
+                0,
+            ),
+            "iptables-version" => ("iptables v1.8.9 (nf_tables)\n".to_owned(), 0),
+            "uid" => ("0\n".to_owned(), 0),
+            "link" => (String::new(), 1),
+            "keyfile" => ("600\n".to_owned(), 0),
+            "route4" | "route6" | "rule4" | "rule6" => ("[]\n".to_owned(), 0),
+            "fw4" | "fw6" => (
+                "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n".to_owned(),
+                0,
+            ),
+            id if id.starts_with("sysctl.") => ("0\n".to_owned(), 0),
+            id if id.starts_with("file.") => (String::new(), 3),
+            id if id.starts_with("resolve.") => (String::new(), 2),
+            _ => (String::new(), 0),
+        };
+        write!(out, "@@meshctl begin {id}@@\n{body}@@meshctl end {id} rc={rc}@@\n").ok();
+    }
+    out.push_str("@@meshctl done@@\n");
+    out
+}
+
+/// Step 1's answer of a fresh host whose key is `key`.
+pub fn prepared(key: &str, s: &str) -> String {
+    format!("{}\n{key}\n{}", script::MARK_PUBKEY, fresh_gather(s))
+}
+
+/// A healthy fresh host with public key `key`: every script succeeds.
+pub fn healthy(key: &'static str) -> FakeHost {
+    FakeHost {
+        refuse_connects: vec![],
+        respond: Arc::new(move |kind, s, _| match kind {
+            Kind::Prepare => ok(prepared(key, s)),
+            Kind::Gather | Kind::Finish | Kind::Confirm => ok(fresh_gather(s)),
+            Kind::Changes => ok(format!("{}\n", script::MARK_DONE)),
+            Kind::Unlock => ok(String::new()),
+            Kind::GuardStatus => ok(format!("{}\n", guard::STATUS_ROLLED_BACK)),
+        }),
+    }
+}

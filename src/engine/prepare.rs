@@ -1,0 +1,146 @@
+//! Apply's step 1 on every host: take the host's lock, make its key where there is none,
+//! gather — one execution over the connection that the later steps reuse. And the way back
+//! when apply stops before changing anything: release the locks.
+
+use std::collections::BTreeMap;
+
+use super::{Connector, Engine, HostError, Patience, Remote, parse_gathered};
+use crate::apply::script;
+use crate::facts::{self, GatherSpec};
+use crate::names::{HostName, WgKey};
+use crate::state::LiveHost;
+
+/// Who takes the hosts' locks, and whether a dead run's lock may be broken.
+#[derive(Debug, Clone)]
+pub struct Lock {
+    /// Written into the lock, shown to a second apply that finds it.
+    pub holder: String,
+    /// `--break-lock`: take the lock even when it is held (and disarm that run's guard).
+    pub break_lock: bool,
+}
+
+/// One host after step 1: its connection (locked), its public key and its live state.
+pub struct Prepared<R> {
+    pub(crate) remote: R,
+    /// The host's public key, as it reported it.
+    pub public_key: WgKey,
+    /// The live state gathered under the lock.
+    pub live: LiveHost,
+}
+
+impl<C: Connector> Engine<C> {
+    /// Step 1 on every host of `specs`, in parallel.
+    pub async fn prepare(
+        &self,
+        specs: &BTreeMap<HostName, GatherSpec>,
+        lock: &Lock,
+    ) -> BTreeMap<HostName, Result<Prepared<C::Remote>, HostError>> {
+        let connector = self.connector.clone();
+        let progress = self.progress.clone();
+        self.for_each_host(specs.keys().cloned().collect(), |h| {
+            let (connector, progress, spec, lock) = (
+                connector.clone(),
+                progress.clone(),
+                specs[&h].clone(),
+                lock.clone(),
+            );
+            async move {
+                progress.update(h.as_str(), "connecting");
+                let remote = connector.connect(&h, Patience::Normal).await?;
+                progress.update(h.as_str(), "locking and gathering");
+                let result = prepare_one(&h, &remote, &spec, &lock).await;
+                match result {
+                    Ok((public_key, live)) => {
+                        progress.finish(h.as_str(), "locked and gathered");
+                        Ok(Prepared {
+                            remote,
+                            public_key,
+                            live,
+                        })
+                    }
+                    Err(e) => {
+                        remote.close().await;
+                        Err(e)
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Releases one host's lock taken in step 1 and closes its connection. When that
+    /// connection is gone (Ctrl-C at the prompt reaches the ssh processes too), a new one
+    /// releases the lock.
+    pub async fn release(&self, host: &HostName, p: Prepared<C::Remote>) {
+        let unlock = script::unlock();
+        if p.remote.run(&unlock).await.is_err()
+            && let Ok(fresh) = self.connector.connect(host, Patience::Normal).await
+        {
+            fresh.run(&unlock).await.ok();
+            fresh.close().await;
+        }
+        p.remote.close().await;
+    }
+
+    /// Releases every lock taken in step 1 (apply stops before changing anything).
+    pub async fn release_all(
+        &self,
+        prepared: BTreeMap<HostName, Result<Prepared<C::Remote>, HostError>>,
+    ) {
+        for (h, p) in prepared {
+            if let Ok(p) = p {
+                self.release(&h, p).await;
+            }
+        }
+    }
+}
+
+/// Runs step 1's script on one host and reads its answer. On an error after the lock was
+/// taken, the lock is given back before giving up.
+async fn prepare_one<R: Remote>(
+    host: &HostName,
+    remote: &R,
+    spec: &GatherSpec,
+    lock: &Lock,
+) -> Result<(WgKey, LiveHost), HostError> {
+    let key_path = crate::desired::key_path(&spec.interface);
+    let s = script::prepare(
+        &lock.holder,
+        lock.break_lock,
+        &key_path,
+        spec.interface.as_str(),
+        &facts::gather_script(spec),
+    );
+    let out = remote.run(&s).await?;
+    if out.status == Some(script::EXIT_LOCKED) {
+        let holder = out
+            .stdout
+            .lines()
+            .skip_while(|l| *l != script::MARK_LOCKED)
+            .nth(1)
+            .unwrap_or("unknown")
+            .to_owned();
+        return Err(HostError::Locked { holder });
+    }
+    let marker = format!("{}\n", script::MARK_PUBKEY);
+    let Some((_, rest)) = out.stdout.split_once(&marker) else {
+        let detail = out
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output")
+            .to_owned();
+        return Err(HostError::Prepare { detail });
+    };
+    let (key_line, gathered) = rest.split_once('\n').unwrap_or((rest, ""));
+    let read = WgKey::parse(key_line)
+        .map_err(|e| HostError::PublicKey {
+            detail: e.to_string(),
+        })
+        .and_then(|k| parse_gathered(host, gathered, &out.stderr, spec).map(|l| (k, l)));
+    if read.is_err() {
+        remote.run(&script::unlock()).await.ok();
+    }
+    read
+}
