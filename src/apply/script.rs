@@ -25,6 +25,9 @@ pub const RUN_DIR: &str = "/run/meshctl";
 /// The lock directory (mkdir is atomic).
 pub const LOCK_DIR: &str = "/run/meshctl/lock";
 
+/// What every marker line the scripts print for the controller starts with.
+pub const MARK_PREFIX: &str = "@@meshctl";
+
 // Marker lines the scripts print for the controller.
 /// `prepare`: the lock is held by another apply; the next line names the holder.
 pub const MARK_LOCKED: &str = "@@meshctl locked@@";

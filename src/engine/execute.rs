@@ -123,7 +123,7 @@ fn step_failure(out: &RemoteOutput, hp: &HostPlan) -> HostError {
     let last = |text: &str| {
         text.lines()
             .rev()
-            .find(|l| !l.trim().is_empty() && !l.starts_with("@@meshctl"))
+            .find(|l| !l.trim().is_empty() && !l.starts_with(script::MARK_PREFIX))
             .map(str::to_owned)
     };
     let detail = last(&out.stderr)
