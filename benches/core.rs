@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use meshctl::desired::{self, Desired};
 use meshctl::diff::diff_host;
-use meshctl::inventory::{self, Inventory};
+use meshctl::inventory::Inventory;
 use meshctl::keys::PinnedKeys;
 use meshctl::names::HostName;
 use meshctl::roles::Roles;
@@ -100,8 +100,8 @@ impl Fixture {
         std::fs::write(dir.path().join("bench.keys.yaml"), keys_text).expect("write keys");
 
         let inv =
-            inventory::load(&inventory_path).unwrap_or_else(|e| panic!("generated inventory: {e}"));
-        let keys = PinnedKeys::load(&inv).expect("pinned keys");
+            meshctl::files::load_inventory(&inventory_path).unwrap_or_else(|e| panic!("generated inventory: {e}"));
+        let keys = meshctl::files::load_pins(&inv).expect("pinned keys");
         assert_eq!(keys.keys.len(), clients + 1, "one pinned key per host");
         let roles = Roles::builtin();
         let hub_name = HostName::parse(HUB).expect("hub name");
@@ -134,7 +134,7 @@ impl Fixture {
 #[divan::bench(args = SIZES, sample_count = 10, sample_size = 1)]
 fn load_inventory(bencher: divan::Bencher, clients: usize) {
     let f = Fixture::new(clients);
-    bencher.bench(|| inventory::load(divan::black_box(&f.inventory_path)).expect("load"));
+    bencher.bench(|| meshctl::files::load_inventory(divan::black_box(&f.inventory_path)).expect("load"));
 }
 
 #[divan::bench(args = SIZES, sample_count = 10, sample_size = 1)]

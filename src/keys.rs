@@ -4,7 +4,6 @@
 //! host whose key changed (a reinstall, or something worse) is noticed.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::inventory::Inventory;
@@ -85,31 +84,18 @@ pub enum KeysError {
 }
 
 impl PinnedKeys {
-    /// Reads the pinned keys (an absent file is an empty set), then adds the keys the
-    /// inventory gives (`public_key:`), which take precedence.
-    pub fn load(inv: &Inventory) -> Result<Self, KeysError> {
-        let path = inv.keys_path();
-        let mut pinned = Self::read(&path)?;
+    /// Adds the keys the inventory gives (`public_key:`), which take precedence over pins.
+    pub fn with_inventory(mut self, inv: &Inventory) -> Self {
         for h in inv.hosts.values() {
             if let Some(k) = &h.public_key {
-                pinned.keys.insert(h.name.clone(), k.clone());
+                self.keys.insert(h.name.clone(), k.clone());
             }
         }
-        Ok(pinned)
+        self
     }
 
-    /// Reads one keys file.
-    pub fn read(path: &Path) -> Result<Self, KeysError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(KeysError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
+    /// Parses the text of the keys file at `path` (named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, KeysError> {
         let raw: BTreeMap<String, String> = if text.trim().is_empty() {
             BTreeMap::new()
         } else {
@@ -192,19 +178,6 @@ impl PinnedKeys {
         }
         out
     }
-
-    /// Writes the file atomically (temp file in the same directory, fsync, rename).
-    pub fn save(&self, path: &Path) -> Result<(), KeysError> {
-        let err = |source| KeysError::Write {
-            path: path.to_owned(),
-            source,
-        };
-        let tmp = path.with_extension("yaml.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(self.render().as_bytes()).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
-    }
 }
 
 #[cfg(test)]
@@ -220,10 +193,10 @@ mod tests {
             HostName::parse("vps").unwrap(),
             WgKey::parse("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=").unwrap(),
         );
-        p.save(&path).unwrap();
-        assert_eq!(PinnedKeys::read(&path).unwrap(), p);
+        crate::files::save_pins(&p, &path).unwrap();
+        assert_eq!(crate::files::read_pins(&path).unwrap(), p);
         assert_eq!(
-            PinnedKeys::read(&dir.path().join("absent.yaml")).unwrap(),
+            crate::files::read_pins(&dir.path().join("absent.yaml")).unwrap(),
             PinnedKeys::default()
         );
     }
@@ -263,7 +236,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.keys.yaml");
         std::fs::write(&path, "vps: \"SECRETSECRETSECRET\"\n").unwrap();
-        let err = PinnedKeys::read(&path).unwrap_err().to_string();
+        let err = crate::files::read_pins(&path).unwrap_err().to_string();
         assert!(!err.contains("SECRET"), "{err}");
     }
 }

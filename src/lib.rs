@@ -13,6 +13,7 @@ pub mod desired;
 pub mod diff;
 pub mod engine;
 pub mod facts;
+pub mod files;
 pub mod inventory;
 pub mod keys;
 pub mod lab;

@@ -4,7 +4,6 @@
 //! guarded host, and the lines a key known only after apply's first step goes into.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use sha2::Digest;
 
@@ -32,33 +31,17 @@ pub struct Inputs {
     pub digest: String,
 }
 
-/// Why the inputs could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum InputError {
-    /// The inventory could not be read or is invalid.
-    #[error(transparent)]
-    Inventory(#[from] crate::inventory::InventoryError),
-    /// A role file (`--roles DIR`) could not be read or is invalid.
-    #[error(transparent)]
-    Roles(#[from] crate::roles::RoleError),
-    /// The pinned keys file could not be read or is invalid.
-    #[error(transparent)]
-    Keys(#[from] crate::keys::KeysError),
-}
-
 impl Inputs {
-    /// Reads and validates the inventory, roles and pinned keys. No host is contacted.
-    pub fn load(inventory: &Path, roles_dir: Option<&Path>) -> Result<Self, InputError> {
-        let (inv, text) = crate::inventory::load_with_text(inventory)?;
-        let roles = Roles::load(roles_dir)?;
-        let keys = PinnedKeys::load(&inv)?;
-        let digest = digest_of(&text, &roles, &keys);
-        Ok(Self {
-            inventory: inv,
+    /// The inputs from a checked inventory (and the bytes it was parsed from, which the digest
+    /// covers), the roles and the pinned keys.
+    pub fn new(inventory: Inventory, text: &[u8], roles: Roles, keys: PinnedKeys) -> Self {
+        let digest = digest_of(text, &roles, &keys);
+        Self {
+            inventory,
             roles,
             keys,
             digest,
-        })
+        }
     }
 
     /// The desired state of every managed host.

@@ -13,11 +13,10 @@ pub struct Style {
 }
 
 impl Style {
-    /// Colour when `is_tty`, unless NO_COLOR is set (to anything) or `no_color`.
-    pub fn detect(is_tty: bool, no_color: bool) -> Self {
-        let env_off = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    /// Colour on a terminal (`is_tty`) unless `no_color` (`--no-color`, or NO_COLOR set).
+    pub fn new(is_tty: bool, no_color: bool) -> Self {
         Self {
-            color: is_tty && !no_color && !env_off,
+            color: is_tty && !no_color,
         }
     }
 

@@ -1,7 +1,7 @@
-//! Saved plans (`meshctl plan -o plan.json`): written with the live-state fingerprints, read
-//! back with every check a hand-edited or stale file needs before `apply` trusts it.
+//! Saved plans (`meshctl plan -o plan.json`): sealed with a checksum beside the live-state
+//! fingerprints, parsed back with every check a hand-edited or stale file needs before `apply`
+//! trusts it. Pure: reading and writing the file is `files`' job.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::plan::{PLAN_VERSION, Plan};
@@ -63,32 +63,19 @@ pub enum SavedPlanError {
     },
 }
 
-/// Writes the plan as JSON, 0600 (it names the network's layout).
-pub fn save(plan: &Plan, path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+/// The text of a saved plan: the plan as JSON, sealed with its checksum.
+pub fn seal(plan: &Plan) -> String {
     let mut sealed = plan.clone();
     sealed.checksum = Some(checksum(plan));
-    f.write_all(crate::render::json(&sealed).as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::render::json(&sealed)
 }
 
-/// Reads a saved plan, checking its schema version first.
-pub fn load(path: &Path) -> Result<Plan, SavedPlanError> {
+/// Parses a saved plan's text (read from `path`, named in errors): its schema version first,
+/// then the plan, then its checksum.
+pub fn parse(text: &str, path: &Path) -> Result<Plan, SavedPlanError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| SavedPlanError::Read {
-        path: p.clone(),
-        source,
-    })?;
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| SavedPlanError::Corrupt {
+        serde_json::from_str(text).map_err(|e| SavedPlanError::Corrupt {
             path: p.clone(),
             reason: e.to_string(),
         })?;

@@ -645,13 +645,13 @@ fn saved_plan_round_trips_and_is_private() {
     let plan = case.plan();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plan.json");
-    saved_plan::save(&plan, &path).unwrap();
+    meshctl::files::save_plan(&plan, &path).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let loaded = saved_plan::load(&path).unwrap();
+    let loaded = meshctl::files::load_plan(&path).unwrap();
     assert_eq!(loaded, plan);
     saved_plan::check(&loaded, &case.plan(), &path).unwrap();
 }
@@ -661,17 +661,17 @@ fn corrupt_saved_plan_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "plan.json", "{\"version\": 1, \"hosts\": [");
     assert_eq!(
-        message(saved_plan::load(&p).unwrap_err(), &p),
+        message(meshctl::files::load_plan(&p).unwrap_err(), &p),
         "the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): EOF while parsing a list at line 1 column 25"
     );
     let p = write(dir.path(), "empty.json", "");
     assert!(matches!(
-        saved_plan::load(&p),
+        meshctl::files::load_plan(&p),
         Err(SavedPlanError::Corrupt { .. })
     ));
     let missing = dir.path().join("absent.json");
     assert!(
-        message(saved_plan::load(&missing).unwrap_err(), &missing)
+        message(meshctl::files::load_plan(&missing).unwrap_err(), &missing)
             .starts_with("cannot read the saved plan PLAN: ")
     );
 }
@@ -687,12 +687,12 @@ fn hand_edited_saved_plan_is_refused() {
         "{\"version\": 1, \"hosts\": \"vps\"}",
     );
     assert_eq!(
-        message(saved_plan::load(&p).unwrap_err(), &p),
+        message(meshctl::files::load_plan(&p).unwrap_err(), &p),
         "the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): invalid type: string \"vps\", expected a sequence"
     );
     let p = write(dir.path(), "plan.json", "[1, 2, 3]");
     assert_eq!(
-        message(saved_plan::load(&p).unwrap_err(), &p),
+        message(meshctl::files::load_plan(&p).unwrap_err(), &p),
         "the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): no `version` field"
     );
     // A change whose op was edited into something apply does not know.
@@ -712,7 +712,7 @@ fn hand_edited_saved_plan_is_refused() {
         render::json(&plan).replacen("\"op\": \"create_interface\"", "\"op\": \"run_shell\"", 1);
     assert!(json_with_op.contains("run_shell"));
     let p = write(dir.path(), "plan.json", &json_with_op);
-    let msg = message(saved_plan::load(&p).unwrap_err(), &p);
+    let msg = message(meshctl::files::load_plan(&p).unwrap_err(), &p);
     assert!(
         msg.starts_with("the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): unknown variant `run_shell`, expected one of `generate_key`"),
         "{msg}"
@@ -722,7 +722,7 @@ fn hand_edited_saved_plan_is_refused() {
         render::json(&case.plan()).replacen("\"host\": \"laptop\"", "\"host\": \"$(reboot)\"", 1);
     let p = write(dir.path(), "plan.json", &json);
     assert!(matches!(
-        saved_plan::load(&p),
+        meshctl::files::load_plan(&p),
         Err(SavedPlanError::Corrupt { .. })
     ));
 }
@@ -734,12 +734,12 @@ fn saved_plan_of_another_version_is_refused() {
     let json = render::json(&case.plan()).replacen("\"version\": 1,", "\"version\": 2,", 1);
     let p = write(dir.path(), "plan.json", &json);
     assert_eq!(
-        message(saved_plan::load(&p).unwrap_err(), &p),
+        message(meshctl::files::load_plan(&p).unwrap_err(), &p),
         "the saved plan PLAN has schema version 2; this meshctl reads version 1: make a new plan"
     );
     let p = write(dir.path(), "plan.json", "{\"version\": \"1\"}");
     assert_eq!(
-        message(saved_plan::load(&p).unwrap_err(), &p),
+        message(meshctl::files::load_plan(&p).unwrap_err(), &p),
         "the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): no `version` field"
     );
 }

@@ -18,7 +18,7 @@ const FIXTURES: &str = "tests/fixtures/inventory";
 
 /// What loading a fixture prints: its errors, or `OK`.
 fn outcome(case: &str) -> String {
-    match inventory::load(Path::new(&format!("{FIXTURES}/{case}.yaml"))) {
+    match meshctl::files::load_inventory(Path::new(&format!("{FIXTURES}/{case}.yaml"))) {
         Ok(_) => "OK".to_owned(),
         Err(e) => e.to_string(),
     }
@@ -473,7 +473,7 @@ fn every_fixture_is_in_the_table_once() {
 #[test]
 fn the_shipped_inventories_load_cleanly() {
     for file in ["inventory/lab.yaml", "inventory/example.yaml"] {
-        if let Err(e) = inventory::load(Path::new(file)) {
+        if let Err(e) = meshctl::files::load_inventory(Path::new(file)) {
             panic!("{file} does not load:\n{e}");
         }
     }

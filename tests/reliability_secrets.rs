@@ -519,7 +519,7 @@ fn rel_secrets_keys_generated_on_a_host_never_travel() {
     );
 
     // What the remote scripts themselves print (prepare, gather, finish), run on each host.
-    let inputs = meshctl::planner::Inputs::load(&inv, None).expect("inputs");
+    let inputs = meshctl::files::load_inputs(&inv, None).expect("inputs");
     let desired = inputs.desired();
     let mut keys: Vec<(String, String)> = Vec::new();
     for h in ["vps", "nas", "laptop"] {

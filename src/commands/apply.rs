@@ -11,20 +11,18 @@ use super::{EXIT_ERROR, EXIT_OK};
 use crate::cli::ApplyArgs;
 use crate::engine::apply::{ApplyOptions, ApplyResult, Operator, PlanSource};
 use crate::engine::{ExecuteSettings, HostOutcome, Lock};
-use crate::keys::PinnedKeys;
 use crate::names::{HostName, WgKey};
 use crate::plan::Plan;
-use crate::planner::Inputs;
 use crate::progress::Progress;
 use crate::render::{self, Style};
 
 /// Runs `meshctl apply`.
 pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Result<u8> {
     let saved = match &args.plan_file {
-        Some(p) => Some(crate::saved_plan::load(p)?),
+        Some(p) => Some(crate::files::load_plan(p)?),
         None => None,
     };
-    let inputs = Inputs::load(&args.common.inventory, args.common.roles.as_deref())?;
+    let inputs = crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
     let source = match (saved, &args.plan_file) {
         (Some(plan), Some(path)) => {
             // Refused before any host is contacted.
@@ -63,7 +61,7 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
     };
     let operator = Terminal {
         yes: args.yes,
-        style: Style::detect(std::io::stdout().is_terminal(), no_color),
+        style: super::stdout_style(no_color),
         progress,
         keys_path: inputs.inventory.keys_path(),
     };
@@ -124,7 +122,7 @@ impl Operator for Terminal {
     fn pin(&self, learnt: &BTreeMap<HostName, WgKey>) -> anyhow::Result<()> {
         // A pins file that cannot be read is an error, never "no pins": saving over it would
         // drop every pin, phones' keys included.
-        let mut pins = PinnedKeys::read(&self.keys_path).map_err(|e| {
+        let mut pins = crate::files::read_pins(&self.keys_path).map_err(|e| {
             anyhow::Error::new(e).context(format!(
                 "pinning public keys in {}",
                 self.keys_path.display()
@@ -132,7 +130,7 @@ impl Operator for Terminal {
         })?;
         pins.keys
             .extend(learnt.iter().map(|(h, k)| (h.clone(), k.clone())));
-        pins.save(&self.keys_path).map_err(|e| {
+        crate::files::save_pins(&pins, &self.keys_path).map_err(|e| {
             anyhow::Error::new(e).context(format!(
                 "pinning public keys in {}",
                 self.keys_path.display()
@@ -166,4 +164,30 @@ fn holder() -> String {
         std::process::id(),
         host.trim()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_pins_file_is_an_error_and_is_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lab.keys.yaml");
+        let conflicted = "<<<<<<< HEAD\nphone: \"OCO5ZvqkqiQdK4QiFK3CNZwcoZ2EQ2RHFvDcARXSyxQ=\"\n=======\n>>>>>>> other\n";
+        std::fs::write(&path, conflicted).unwrap();
+        let t = Terminal {
+            yes: true,
+            style: crate::render::Style::new(false, true),
+            progress: Arc::new(Progress::quiet()),
+            keys_path: path.clone(),
+        };
+        let learnt = BTreeMap::from([(
+            HostName::parse("vps").unwrap(),
+            WgKey::parse("x/mx1BYRsLAiujkK0jxj1w7VcUqhmtKsX+NjQA+VdV0=").unwrap(),
+        )]);
+        let err = t.pin(&learnt).unwrap_err();
+        assert!(format!("{err:#}").contains("lab.keys.yaml"), "{err:#}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), conflicted);
+    }
 }

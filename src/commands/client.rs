@@ -14,13 +14,11 @@ use base64::Engine;
 
 use crate::cli::ClientArgs;
 use crate::inventory::{Inventory, Role, Tunnel};
-use crate::keys::PinnedKeys;
 use crate::names::{HostName, WgKey};
-use crate::planner::Inputs;
 
 /// Runs `meshctl client`.
 pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
-    let inputs = Inputs::load(&args.common.inventory, args.common.roles.as_deref())?;
+    let inputs = crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
     let inv = &inputs.inventory;
     let name = HostName::parse(&args.name)?;
     let Some(host) = inv.hosts.get(&name) else {
@@ -81,9 +79,9 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
         && let Some(k) = &public_key
     {
         let path = inv.keys_path();
-        let mut pinned = PinnedKeys::read(&path)?;
+        let mut pinned = crate::files::read_pins(&path)?;
         pinned.keys.insert(name.clone(), k.clone());
-        pinned.save(&path).with_context(|| {
+        crate::files::save_pins(&pinned, &path).with_context(|| {
             format!("the config was handed out, but pinning its public key in {} failed: fix that and run again with --new-key", path.display())
         })?;
     }

@@ -22,6 +22,13 @@ pub const EXIT_ERROR: u8 = 1;
 /// Exit code with `--detailed-exitcode`: changes pending.
 pub const EXIT_CHANGES: u8 = 2;
 
+/// How to draw on stdout: colours on a terminal, never with `--no-color` or NO_COLOR.
+pub fn stdout_style(no_color: bool) -> crate::render::Style {
+    use std::io::IsTerminal;
+    let env_off = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    crate::render::Style::new(std::io::stdout().is_terminal(), no_color || env_off)
+}
+
 /// The ssh options the command line asks for.
 pub fn ssh_options(c: &Common) -> SshOptions {
     SshOptions {

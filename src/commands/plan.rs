@@ -2,7 +2,6 @@
 //! parallel), diff against the desired state, and show the plan.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 
 use anyhow::Context;
 
@@ -12,7 +11,7 @@ use crate::facts::GatherSpec;
 use crate::names::HostName;
 use crate::plan::Plan;
 use crate::planner::{self, Gathered, Inputs};
-use crate::render::{self, Style};
+use crate::render::{self};
 
 /// Gathers the managed hosts (all, or `--limit`) and builds the plan.
 pub async fn make_plan(inputs: &Inputs, common: &crate::cli::Common, verbose: bool) -> Plan {
@@ -37,19 +36,19 @@ pub async fn make_plan(inputs: &Inputs, common: &crate::cli::Common, verbose: bo
 
 /// Runs `meshctl plan`.
 pub async fn run(args: PlanArgs, no_color: bool, verbose: bool) -> anyhow::Result<u8> {
-    let inputs = Inputs::load(&args.common.inventory, args.common.roles.as_deref())?;
+    let inputs = crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
     inputs
         .limit(&args.common.limit)
         .map_err(anyhow::Error::msg)?;
     let plan = make_plan(&inputs, &args.common, verbose).await;
     if let Some(out) = &args.out {
-        crate::saved_plan::save(&plan, out)
+        crate::files::save_plan(&plan, out)
             .with_context(|| format!("saving the plan to {}", out.display()))?;
     }
     if args.json {
         print!("{}", render::json(&plan));
     } else {
-        let style = Style::detect(std::io::stdout().is_terminal(), no_color);
+        let style = super::stdout_style(no_color);
         print!("{}", render::text(&plan, style));
         if let Some(out) = &args.out {
             println!(

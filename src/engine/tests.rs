@@ -36,9 +36,9 @@ fn inputs(nas_extra: &str, pins: &[(&str, &str)]) -> (tempfile::TempDir, Inputs)
             keys.keys
                 .insert(HostName::parse(h).unwrap(), WgKey::parse(k).unwrap());
         }
-        keys.save(&dir.path().join("lab.keys.yaml")).unwrap();
+        crate::files::save_pins(&keys, &dir.path().join("lab.keys.yaml")).unwrap();
     }
-    let inputs = Inputs::load(&path, None).unwrap();
+    let inputs = crate::files::load_inputs(&path, None).unwrap();
     (dir, inputs)
 }
 

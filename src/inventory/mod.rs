@@ -29,22 +29,6 @@ pub enum InventoryError {
     Invalid(#[from] Diagnostics),
 }
 
-/// Reads and validates the inventory at `path`.
-pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
-    load_with_text(path).map(|(inv, _)| inv)
-}
-
-/// Reads and validates the inventory at `path`, also returning the bytes it was made from
-/// (read once: what is validated is exactly what a digest covers).
-pub fn load_with_text(path: &Path) -> Result<(Inventory, Vec<u8>), InventoryError> {
-    let bytes = std::fs::read(path).map_err(|source| InventoryError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let inv = parse_bytes(&bytes, &path.display().to_string(), path)?;
-    Ok((inv, bytes))
-}
-
 /// Parses and validates inventory bytes; a file that is not UTF-8 is an error at the first
 /// bad byte.
 pub fn parse_bytes(bytes: &[u8], file: &str, path: &Path) -> Result<Inventory, Diagnostics> {

@@ -390,7 +390,7 @@ mod tests {
 
     fn lab_inventory() -> Inventory {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.yaml");
-        crate::inventory::load(&path).expect("inventory/lab.yaml loads")
+        crate::files::load_inventory(&path).expect("inventory/lab.yaml loads")
     }
 
     #[test]

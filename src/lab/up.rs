@@ -19,7 +19,7 @@ pub fn up(inventory: &Path, dir: &Path) -> anyhow::Result<u8> {
     sys::require_root()?;
     sys::require_tun()?;
     sys::require_programs(NEEDED_FOR_UP)?;
-    let inv = crate::inventory::load(inventory)?;
+    let inv = crate::files::load_inventory(inventory)?;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create lab directory {}", dir.display()))?;
     let dir = dir
