@@ -89,28 +89,33 @@ pub fn finish(gather: &str) -> String {
     format!("{gather}\n{}", unlock())
 }
 
-/// The order changes are applied in: files first (the interface's config, the rules files the
-/// restores read), then the kernel state, removals of firewall pieces after their jumps.
+/// The order changes are applied in. Files first (the interface's config, the rules files the
+/// restores read); then meshctl's firewall chains and their jumps, *before anything that opens
+/// a path* — forwarding sysctls, the interface, addresses, peers, routes, NDP answers — so a
+/// failing restore (the script stops there) leaves forwarding as closed as it was: it fails
+/// closed. Rules that name the interface load fine before it exists. Removals of firewall
+/// pieces come last, after whatever they protected is gone or changed.
 fn rank(op: &Op) -> u8 {
     match op {
         Op::WriteFile { .. } => 0,
         Op::GenerateKey { .. } | Op::FixKeyMode { .. } => 1,
-        Op::SetSysctl { .. } => 2,
-        Op::CreateInterface { .. } => 3,
+        Op::RestoreChains { .. } => 2,
+        Op::AddJump { .. } => 3,
+        Op::SetSysctl { .. } => 4,
+        Op::CreateInterface { .. } => 5,
         Op::AddAddress { .. }
         | Op::DelAddress { .. }
         | Op::SetListenPort { .. }
-        | Op::SetFwmark { .. } => 4,
-        Op::SetPeer { .. } | Op::RemovePeer { .. } => 5,
-        Op::ReplaceRoute { .. } | Op::DelRoute { .. } => 6,
+        | Op::SetFwmark { .. } => 6,
+        Op::SetPeer { .. } | Op::RemovePeer { .. } => 7,
+        Op::ReplaceRoute { .. } | Op::DelRoute { .. } => 8,
         // After the routes: a rule sending traffic to the tunnel's table finds its route there.
-        Op::AddRule { .. } | Op::DelRule { .. } => 6,
-        Op::RestoreChains { .. } => 7,
-        Op::AddJump { .. } | Op::DelJump { .. } => 8,
-        Op::DeleteChain { .. } => 9,
-        Op::AddNdpProxy { .. } | Op::DelNdpProxy { .. } => 10,
-        Op::RemoveFile { .. } => 11,
-        Op::EnableService { .. } => 12,
+        Op::AddRule { .. } | Op::DelRule { .. } => 8,
+        Op::AddNdpProxy { .. } | Op::DelNdpProxy { .. } => 9,
+        Op::DelJump { .. } => 10,
+        Op::DeleteChain { .. } => 11,
+        Op::RemoveFile { .. } => 12,
+        Op::EnableService { .. } => 13,
     }
 }
 
