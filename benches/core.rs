@@ -99,8 +99,8 @@ impl Fixture {
         }
         std::fs::write(dir.path().join("bench.keys.yaml"), keys_text).expect("write keys");
 
-        let inv =
-            meshctl::files::load_inventory(&inventory_path).unwrap_or_else(|e| panic!("generated inventory: {e}"));
+        let inv = meshctl::files::load_inventory(&inventory_path)
+            .unwrap_or_else(|e| panic!("generated inventory: {e}"));
         let keys = meshctl::files::load_pins(&inv).expect("pinned keys");
         assert_eq!(keys.keys.len(), clients + 1, "one pinned key per host");
         let roles = Roles::builtin();
@@ -134,7 +134,9 @@ impl Fixture {
 #[divan::bench(args = SIZES, sample_count = 10, sample_size = 1)]
 fn load_inventory(bencher: divan::Bencher, clients: usize) {
     let f = Fixture::new(clients);
-    bencher.bench(|| meshctl::files::load_inventory(divan::black_box(&f.inventory_path)).expect("load"));
+    bencher.bench(|| {
+        meshctl::files::load_inventory(divan::black_box(&f.inventory_path)).expect("load")
+    });
 }
 
 #[divan::bench(args = SIZES, sample_count = 10, sample_size = 1)]

@@ -1,30 +1,27 @@
 //! meshctl: one YAML inventory in, a working WireGuard network out.
 //!
-//! The crate is a pure core between two thin edges (see DESIGN.md):
-//! `inventory` → `desired` state ─┐
-//!                                ├→ `diff` → `plan` → `render` / `apply`
-//! `transport` → `facts` (parse) ─┘
+//! The layout is the architecture (see DESIGN.md and README's "Layout"):
+//!
+//! - [`core`]: the pure core — inventory → desired state ─┐
+//!   facts (parsed from gathered text) ─────────────────┴→ diff → plan → render; and the
+//!   scripts that gather and apply, as text. No I/O.
+//! - [`engine`]: all remote work over one `Remote` trait — gather, prepare, execute the plan's
+//!   ops, guard, confirm, unlock.
+//! - [`edge`]: the SSH transport, files on the controller, the terminal's progress, the lab.
+//! - [`commands`] on top: arguments → inputs → engine → render.
+//!
+//! The core's and the edges' modules are also reachable from the crate root (`meshctl::plan`,
+//! `meshctl::transport`, ...), the paths the tests and benchmarks use.
 #![warn(missing_docs)]
 
-pub mod apply;
 pub mod cli;
 pub mod commands;
-pub mod desired;
-pub mod diff;
+pub mod core;
+pub mod edge;
 pub mod engine;
-pub mod facts;
-pub mod files;
-pub mod inventory;
-pub mod keys;
-pub mod lab;
-pub mod names;
-pub mod persist;
-pub mod plan;
-pub mod planner;
-pub mod progress;
-pub mod render;
-pub mod roles;
-pub mod saved_plan;
-pub mod shell;
-pub mod state;
-pub mod transport;
+
+pub use crate::core::{
+    desired, diff, facts, inventory, keys, names, persist, plan, planner, render, roles,
+    saved_plan, scripts, shell, state,
+};
+pub use crate::edge::{files, lab, progress, transport};

@@ -17,8 +17,11 @@ fn a_failing_ip6tables_restore_on_a_fresh_hub_leaves_forwarding_off() {
         "#!/bin/sh\necho 'ip6tables-restore: line 3 failed (test fault)' >&2\nexit 1\n",
     )
     .unwrap();
-    std::fs::set_permissions(&stand_in, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        &stand_in,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     // /usr/local/sbin comes first in root's PATH: a tmpfs there, in the hub's own mount
     // namespace, holds the stand-in (the real binary is xtables' multi-call one).
     ok(

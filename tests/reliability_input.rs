@@ -413,8 +413,8 @@ fn chain(family: Family, table: &str, name: &str) -> ChainId {
     }
 }
 
-/// The spec `src/facts/fixtures/*.out` were captured with (see src/facts/fixtures/README.md).
-#[path = "../src/facts/fixtures/spec.rs"]
+/// The spec `src/core/facts/fixtures/*.out` were captured with (see src/core/facts/fixtures/README.md).
+#[path = "../src/core/facts/fixtures/spec.rs"]
 mod fixture;
 use fixture::fixture_spec;
 
@@ -424,7 +424,7 @@ fn lab_spec(host: &str) -> GatherSpec {
     let text = include_str!("../inventory/lab.yaml");
     let inv =
         meshctl::inventory::parse(text, "lab.yaml", Path::new("lab.yaml")).expect("lab inventory");
-    let roles = meshctl::roles::Roles::load(None).expect("built-in roles");
+    let roles = meshctl::files::load_roles(None).expect("built-in roles");
     let desired = meshctl::desired::all(&inv, &roles, &meshctl::keys::PinnedKeys::default());
     let d = desired
         .iter()
@@ -439,17 +439,17 @@ static CORPUS: LazyLock<Vec<(&'static str, &'static str, GatherSpec)>> = LazyLoc
     vec![
         (
             "hub.out",
-            include_str!("../src/facts/fixtures/hub.out"),
+            include_str!("../src/core/facts/fixtures/hub.out"),
             fixture_spec("wg0"),
         ),
         (
             "fresh.out",
-            include_str!("../src/facts/fixtures/fresh.out"),
+            include_str!("../src/core/facts/fixtures/fresh.out"),
             fixture_spec("wg0"),
         ),
         (
             "nopeers.out",
-            include_str!("../src/facts/fixtures/nopeers.out"),
+            include_str!("../src/core/facts/fixtures/nopeers.out"),
             fixture_spec("wg1"),
         ),
         (

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
-use meshctl::apply::script;
+use meshctl::scripts::steps;
 use support::{TestLab, assert_success, ok, own_inventory, text};
 
 /// Throw-away keys made for this test only (never used anywhere else).
@@ -405,7 +405,7 @@ fn traced(lab: &TestLab, host: &str, dir: &Path, name: &str, script: &str) -> St
 #[test]
 fn rel_secrets_key_and_config_files_are_created_0600() {
     // The scripts say so ...
-    let prepare = script::prepare("test", false, "/etc/wireguard/wg0.key", "wg0", "");
+    let prepare = steps::prepare("test", false, "/etc/wireguard/wg0.key", "wg0", "");
     let umask_at = prepare.find("umask 077").expect("prepare sets umask 077");
     let genkey_at = prepare
         .find("wg genkey")
@@ -432,7 +432,7 @@ fn rel_secrets_key_and_config_files_are_created_0600() {
         "nas",
         dir.path(),
         "prepare",
-        &format!("{prepare}\n{}", script::unlock()),
+        &format!("{prepare}\n{}", steps::unlock()),
     );
     let made = created_modes(&trace, "/etc/wireguard/");
     assert!(
@@ -445,7 +445,7 @@ fn rel_secrets_key_and_config_files_are_created_0600() {
         "nas",
         dir.path(),
         "changes",
-        &script::changes(&nas.changes),
+        &steps::changes(&nas.changes),
     );
     let made2 = created_modes(&trace2, "/etc/wireguard/");
     assert!(
@@ -532,14 +532,14 @@ fn rel_secrets_keys_generated_on_a_host_never_travel() {
             .1;
         let spec = meshctl::planner::gather_spec(d, &inputs.roles);
         let gather = meshctl::facts::gather_script(&spec);
-        let prepare = script::prepare(
+        let prepare = steps::prepare(
             "test",
             false,
             &spec.key_file,
             spec.interface.as_str(),
             &gather,
         );
-        for (name, s) in [("prepare", prepare), ("finish", script::finish(&gather))] {
+        for (name, s) in [("prepare", prepare), ("finish", steps::finish(&gather))] {
             let file = dir.path().join(format!("{h}-{name}.sh"));
             std::fs::write(&file, s).unwrap();
             let out = lab.exec(h, &format!("sh {}", file.display()));

@@ -33,7 +33,9 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
             }
         }
         _ => PlanSource::Fresh {
-            only: inputs.limit(&args.common.limit).map_err(anyhow::Error::msg)?,
+            only: inputs
+                .limit(&args.common.limit)
+                .map_err(anyhow::Error::msg)?,
         },
     };
     // Without a terminal there is nobody to ask: refuse before any host is locked.
@@ -74,9 +76,10 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         }
         ApplyResult::Applied { plan, outcomes } => {
             print!("{}", render::apply_summary(&plan, &outcomes));
-            let all_converged = plan.hosts.iter().all(|h| {
-                matches!(outcomes.get(&h.host), Some(HostOutcome::Converged { .. }))
-            });
+            let all_converged = plan
+                .hosts
+                .iter()
+                .all(|h| matches!(outcomes.get(&h.host), Some(HostOutcome::Converged { .. })));
             Ok(if all_converged { EXIT_OK } else { EXIT_ERROR })
         }
     }

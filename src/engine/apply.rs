@@ -119,7 +119,9 @@ pub async fn run<C: Connector, O: Operator>(
     let mut hub_key_changed = false;
     let hosts: Vec<HostName> = prepared.keys().cloned().collect();
     for h in hosts {
-        let Some(Ok(p)) = prepared.get(&h) else { continue };
+        let Some(Ok(p)) = prepared.get(&h) else {
+            continue;
+        };
         match keys.vet(&h, &p.public_key, inv, opts.accept_new_keys) {
             Err(why) => {
                 if let Some(Ok(p)) = prepared.remove(&h) {

@@ -5,12 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Connector, Engine, HostError, Patience, Prepared, Remote, RollbackSeen, parse_gathered};
-use crate::apply::{guard, script};
+use super::{
+    Connector, Engine, HostError, Patience, Prepared, Remote, RollbackSeen, parse_gathered,
+};
 use crate::facts::{self, GatherSpec};
 use crate::keys::PinnedKeys;
 use crate::names::HostName;
 use crate::plan::{HostPlan, Plan};
+use crate::scripts::{guard, steps};
 use crate::state::HostState;
 use crate::transport::RemoteOutput;
 
@@ -113,7 +115,7 @@ fn step_failure(out: &RemoteOutput, hp: &HostPlan) -> HostError {
             .map(|c| format!("{} {}", c.action.symbol(), c.resource))
             .unwrap_or_else(|| format!("step {i}"))
     };
-    let (started, failed) = script::progress(&out.stdout);
+    let (started, failed) = steps::progress(&out.stdout);
     let failed = failed.or_else(|| started.last().copied());
     let applied = started
         .iter()
@@ -123,7 +125,7 @@ fn step_failure(out: &RemoteOutput, hp: &HostPlan) -> HostError {
     let last = |text: &str| {
         text.lines()
             .rev()
-            .find(|l| !l.trim().is_empty() && !l.starts_with(script::MARK_PREFIX))
+            .find(|l| !l.trim().is_empty() && !l.starts_with(steps::MARK_PREFIX))
             .map(str::to_owned)
     };
     let detail = last(&out.stderr)
@@ -158,7 +160,7 @@ async fn apply_host<C: Connector>(
         if let Some(g) = guard {
             s.push_str(&guard::arm(&settings.run_id, &hp.changes, g, timeout));
         }
-        s.push_str(&script::changes(&hp.changes));
+        s.push_str(&steps::changes(&hp.changes));
         if guard.is_some() {
             s.push_str(&guard::applied(&settings.run_id));
         }
@@ -241,7 +243,7 @@ async fn apply_host<C: Connector>(
             return Err(error.expect("a lost connection is an error"));
         }
         None => {
-            let r = remote.run(&script::finish(&gather)).await;
+            let r = remote.run(&steps::finish(&gather)).await;
             remote.close().await;
             r.map_err(|e| HostError::Confirming(Box::new(e.into())))?
         }
@@ -272,7 +274,10 @@ async fn rolled_back<C: Connector>(
         }
         Err(_) => None,
     };
-    match answer.as_deref().map(|o| o.lines().next().unwrap_or_default()) {
+    match answer
+        .as_deref()
+        .map(|o| o.lines().next().unwrap_or_default())
+    {
         Some(guard::STATUS_ROLLED_BACK) => RollbackSeen::RolledBack { secs: timeout_secs },
         Some(other) => RollbackSeen::Other(other.to_owned()),
         None => RollbackSeen::NoAnswer { secs: timeout_secs },

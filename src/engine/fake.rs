@@ -7,8 +7,8 @@ use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
 use super::{Connector, Patience, Remote};
-use crate::apply::{guard, script};
 use crate::names::HostName;
+use crate::scripts::{guard, steps};
 use crate::transport::{RemoteOutput, TransportError};
 
 /// Which of the engine's scripts a host was sent (told apart by what each one must contain).
@@ -25,9 +25,9 @@ pub enum Kind {
 
 impl Kind {
     fn of(s: &str) -> Kind {
-        if s == script::unlock() {
+        if s == steps::unlock() {
             Kind::Unlock
-        } else if s.contains(script::MARK_PUBKEY) {
+        } else if s.contains(steps::MARK_PUBKEY) {
             Kind::Prepare
         } else if s.contains("write_file() {") {
             Kind::Changes
@@ -35,7 +35,7 @@ impl Kind {
             Kind::Confirm
         } else if s.contains(guard::STATUS_ROLLED_BACK) {
             Kind::GuardStatus
-        } else if s.contains(script::LOCK_DIR) {
+        } else if s.contains(steps::LOCK_DIR) {
             Kind::Finish
         } else {
             Kind::Gather
@@ -160,7 +160,12 @@ impl Connector for FakeConnector {
 impl Remote for FakeRemote {
     async fn run(&self, s: &str) -> Answer {
         let kind = Kind::of(s);
-        let before = self.conn.kinds(self.host.as_str()).iter().filter(|k| **k == kind).count();
+        let before = self
+            .conn
+            .kinds(self.host.as_str())
+            .iter()
+            .filter(|k| **k == kind)
+            .count();
         self.conn
             .log
             .lock()
@@ -209,7 +214,9 @@ pub fn lost(host: &str) -> Answer {
 pub fn fresh_gather(s: &str) -> String {
     let mut out = String::from("@@meshctl facts 1@@\n");
     for line in s.lines() {
-        let Some(rest) = line.strip_prefix("r ") else { continue };
+        let Some(rest) = line.strip_prefix("r ") else {
+            continue;
+        };
         let id = rest.split_whitespace().next().unwrap_or_default();
         let (body, rc) = match id {
             "os" => ("\"Debian GNU/Linux 12 (bookworm)\"\n".to_owned(), 0),
@@ -232,7 +239,11 @@ pub fn fresh_gather(s: &str) -> String {
             id if id.starts_with("resolve.") => (String::new(), 2),
             _ => (String::new(), 0),
         };
-        write!(out, "@@meshctl begin {id}@@\n{body}@@meshctl end {id} rc={rc}@@\n").ok();
+        write!(
+            out,
+            "@@meshctl begin {id}@@\n{body}@@meshctl end {id} rc={rc}@@\n"
+        )
+        .ok();
     }
     out.push_str("@@meshctl done@@\n");
     out
@@ -240,7 +251,7 @@ pub fn fresh_gather(s: &str) -> String {
 
 /// Step 1's answer of a fresh host whose key is `key`.
 pub fn prepared(key: &str, s: &str) -> String {
-    format!("{}\n{key}\n{}", script::MARK_PUBKEY, fresh_gather(s))
+    format!("{}\n{key}\n{}", steps::MARK_PUBKEY, fresh_gather(s))
 }
 
 /// A healthy fresh host with public key `key`: every script succeeds.
@@ -250,7 +261,7 @@ pub fn healthy(key: &'static str) -> FakeHost {
         respond: Arc::new(move |kind, s, _| match kind {
             Kind::Prepare => ok(prepared(key, s)),
             Kind::Gather | Kind::Finish | Kind::Confirm => ok(fresh_gather(s)),
-            Kind::Changes => ok(format!("{}\n", script::MARK_DONE)),
+            Kind::Changes => ok(format!("{}\n", steps::MARK_DONE)),
             Kind::Unlock => ok(String::new()),
             Kind::GuardStatus => ok(format!("{}\n", guard::STATUS_ROLLED_BACK)),
         }),

@@ -58,7 +58,8 @@ impl<C: Connector> Engine<C> {
         let connector = self.connector.clone();
         let progress = self.progress.clone();
         self.for_each_host(specs.keys().cloned().collect(), |h| {
-            let (connector, progress, spec) = (connector.clone(), progress.clone(), specs[&h].clone());
+            let (connector, progress, spec) =
+                (connector.clone(), progress.clone(), specs[&h].clone());
             async move {
                 progress.update(h.as_str(), "connecting");
                 let remote = connector.connect(&h, Patience::Normal).await?;

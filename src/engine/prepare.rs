@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use super::{Connector, Engine, HostError, Patience, Remote, parse_gathered};
-use crate::apply::script;
 use crate::facts::{self, GatherSpec};
 use crate::names::{HostName, WgKey};
+use crate::scripts::steps;
 use crate::state::LiveHost;
 
 /// Who takes the hosts' locks, and whether a dead run's lock may be broken.
@@ -72,7 +72,7 @@ impl<C: Connector> Engine<C> {
     /// connection is gone (Ctrl-C at the prompt reaches the ssh processes too), a new one
     /// releases the lock.
     pub async fn release(&self, host: &HostName, p: Prepared<C::Remote>) {
-        let unlock = script::unlock();
+        let unlock = steps::unlock();
         if p.remote.run(&unlock).await.is_err()
             && let Ok(fresh) = self.connector.connect(host, Patience::Normal).await
         {
@@ -104,7 +104,7 @@ async fn prepare_one<R: Remote>(
     lock: &Lock,
 ) -> Result<(WgKey, LiveHost), HostError> {
     let key_path = crate::desired::key_path(&spec.interface);
-    let s = script::prepare(
+    let s = steps::prepare(
         &lock.holder,
         lock.break_lock,
         &key_path,
@@ -112,17 +112,17 @@ async fn prepare_one<R: Remote>(
         &facts::gather_script(spec),
     );
     let out = remote.run(&s).await?;
-    if out.status == Some(script::EXIT_LOCKED) {
+    if out.status == Some(steps::EXIT_LOCKED) {
         let holder = out
             .stdout
             .lines()
-            .skip_while(|l| *l != script::MARK_LOCKED)
+            .skip_while(|l| *l != steps::MARK_LOCKED)
             .nth(1)
             .unwrap_or("unknown")
             .to_owned();
         return Err(HostError::Locked { holder });
     }
-    let marker = format!("{}\n", script::MARK_PUBKEY);
+    let marker = format!("{}\n", steps::MARK_PUBKEY);
     let Some((_, rest)) = out.stdout.split_once(&marker) else {
         let detail = out
             .stderr
@@ -140,7 +140,7 @@ async fn prepare_one<R: Remote>(
         })
         .and_then(|k| parse_gathered(host, gathered, &out.stderr, spec).map(|l| (k, l)));
     if read.is_err() {
-        remote.run(&script::unlock()).await.ok();
+        remote.run(&steps::unlock()).await.ok();
     }
     read
 }

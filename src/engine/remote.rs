@@ -14,7 +14,10 @@ use crate::transport::{RemoteOutput, Session, SshOptions, TransportError};
 /// One open connection to one host.
 pub trait Remote: Send + Sync + 'static {
     /// Runs `script` as root on the host: one remote execution, the script on stdin.
-    fn run(&self, script: &str) -> impl Future<Output = Result<RemoteOutput, TransportError>> + Send;
+    fn run(
+        &self,
+        script: &str,
+    ) -> impl Future<Output = Result<RemoteOutput, TransportError>> + Send;
     /// Closes the connection; errors are of no interest (the work is done or given up).
     fn close(self) -> impl Future<Output = ()> + Send;
 }
@@ -57,7 +60,11 @@ impl SshConnector {
 impl Connector for SshConnector {
     type Remote = Session;
 
-    async fn connect(&self, host: &HostName, patience: Patience) -> Result<Session, TransportError> {
+    async fn connect(
+        &self,
+        host: &HostName,
+        patience: Patience,
+    ) -> Result<Session, TransportError> {
         let Some(target) = self.targets.get(host) else {
             return Err(TransportError::Connect {
                 host: host.to_string(),

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use super::apply::{ApplyError, ApplyOptions, ApplyResult, Operator, PlanSource};
 use super::fake::{self, FakeConnector, FakeHost, Kind};
 use super::{Engine, ExecuteSettings, HostError, HostOutcome, Lock, RollbackSeen};
-use crate::apply::script;
 use crate::names::{HostName, WgKey};
 use crate::plan::Plan;
 use crate::planner::{self, Inputs};
 use crate::progress::Progress;
+use crate::scripts::steps;
 
 const VPS: &str = "x/mx1BYRsLAiujkK0jxj1w7VcUqhmtKsX+NjQA+VdV0=";
 const NAS: &str = "MWImW/jCzmR9p+vyUiWG4o93uSLVC6/Q/Vz2d0oDcXY=";
@@ -27,7 +27,10 @@ fn inputs(nas_extra: &str, pins: &[(&str, &str)]) -> (tempfile::TempDir, Inputs)
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.yaml"),
     )
     .unwrap()
-    .replace("    keepalive: 4\n", &format!("    keepalive: 4\n{nas_extra}"));
+    .replace(
+        "    keepalive: 4\n",
+        &format!("    keepalive: 4\n{nas_extra}"),
+    );
     let path = dir.path().join("lab.yaml");
     std::fs::write(&path, text).unwrap();
     if !pins.is_empty() {
@@ -156,7 +159,10 @@ async fn a_fresh_apply_locks_changes_and_confirms_each_host_over_one_connection(
         );
         assert_eq!(c.connections(h), 1, "{h}");
         // The fake stays fresh, so the check after apply sees the changes still to do.
-        assert!(matches!(out[&host(h)], HostOutcome::NotConverged { .. }), "{h}");
+        assert!(
+            matches!(out[&host(h)], HostOutcome::NotConverged { .. }),
+            "{h}"
+        );
     }
     // The keys learnt in step 1 are pinned, and the plan shown knows them.
     let pinned = op.pinned.lock().unwrap();
@@ -179,7 +185,7 @@ async fn the_change_script_is_exactly_the_plans_ops() {
     for hp in &shown.hosts {
         assert_eq!(
             c.scripts(hp.host.as_str(), Kind::Changes),
-            vec![script::changes(&hp.changes)],
+            vec![steps::changes(&hp.changes)],
             "{}",
             hp.host
         );
@@ -221,7 +227,7 @@ async fn a_saved_plan_runs_its_own_ops_whatever_its_display_fields_say() {
     // And they are the saved plan's ops, not a new plan's.
     for (i, h) in ["vps", "nas", "laptop"].iter().enumerate() {
         let hp = plan.hosts.iter().find(|p| p.host.as_str() == *h).unwrap();
-        assert_eq!(original[i], vec![script::changes(&hp.changes)], "{h}");
+        assert_eq!(original[i], vec![steps::changes(&hp.changes)], "{h}");
     }
 }
 
@@ -256,13 +262,11 @@ async fn a_saved_plan_is_refused_when_a_host_moved_and_every_lock_is_released() 
             FakeHost {
                 refuse_connects: vec![],
                 respond: Arc::new(|kind, s, _| match kind {
-                    Kind::Prepare => fake::ok(
-                        fake::prepared(NAS, s).replacen(
-                            "@@meshctl begin sysctl.0@@\n0\n",
-                            "@@meshctl begin sysctl.0@@\n1\n",
-                            1,
-                        ),
-                    ),
+                    Kind::Prepare => fake::ok(fake::prepared(NAS, s).replacen(
+                        "@@meshctl begin sysctl.0@@\n0\n",
+                        "@@meshctl begin sysctl.0@@\n1\n",
+                        1,
+                    )),
                     _ => fake::ok(String::new()),
                 }),
             },
@@ -370,11 +374,11 @@ async fn a_failing_step_names_it_and_what_ran_before_it() {
                         // Let the first two announced steps start, the second fail.
                         let steps: Vec<&str> = s
                             .lines()
-                            .filter(|l| l.starts_with(&format!("echo {}", script::MARK_STEP)))
+                            .filter(|l| l.starts_with(&format!("echo {}", steps::MARK_STEP)))
                             .map(|l| l.trim_start_matches("echo "))
                             .take(2)
                             .collect();
-                        let failed = steps[1].replacen(script::MARK_STEP, script::MARK_FAILED, 1);
+                        let failed = steps[1].replacen(steps::MARK_STEP, steps::MARK_FAILED, 1);
                         fake::fail(
                             1,
                             format!("{}\n{}\n{failed}\n", steps[0], steps[1]),
@@ -398,7 +402,10 @@ async fn a_failing_step_names_it_and_what_ran_before_it() {
     };
     assert_eq!(detail, "RTNETLINK answers: test fault");
     assert_eq!(applied.len(), 1);
-    assert!(failed.starts_with('+') || failed.starts_with('~'), "{failed}");
+    assert!(
+        failed.starts_with('+') || failed.starts_with('~'),
+        "{failed}"
+    );
     // The lock is released by the finishing gather.
     assert_eq!(
         c.kinds("nas"),
@@ -430,7 +437,9 @@ async fn a_key_another_host_has_is_refused() {
     let out = outcomes(apply(&c, &inputs, fresh(), &Scripted::yes()).await);
     assert!(matches!(
         &out[&host("nas")],
-        HostOutcome::Failed(HostError::KeyRefused(crate::keys::KeyRefusal::Shared { .. }))
+        HostOutcome::Failed(HostError::KeyRefused(
+            crate::keys::KeyRefusal::Shared { .. }
+        ))
     ));
 }
 
@@ -445,8 +454,8 @@ async fn a_lock_held_by_another_run_is_reported_with_its_holder() {
                 refuse_connects: vec![],
                 respond: Arc::new(|_, _, _| {
                     fake::fail(
-                        script::EXIT_LOCKED,
-                        format!("{}\nmeshctl pid 7 on ci\n", script::MARK_LOCKED),
+                        steps::EXIT_LOCKED,
+                        format!("{}\nmeshctl pid 7 on ci\n", steps::MARK_LOCKED),
                         "",
                     )
                 }),
@@ -531,7 +540,7 @@ fn guarded_nas(confirm: fake::Responder) -> FakeConnector {
                 refuse_connects: vec![],
                 respond: Arc::new(move |kind, s, n| match kind {
                     Kind::Prepare => fake::ok(fake::prepared(NAS, s)),
-                    Kind::Changes => fake::ok(format!("{}\n", script::MARK_DONE)),
+                    Kind::Changes => fake::ok(format!("{}\n", steps::MARK_DONE)),
                     Kind::Confirm | Kind::GuardStatus => confirm(kind, s, n),
                     _ => fake::ok(fake::fresh_gather(s)),
                 }),
@@ -543,11 +552,17 @@ fn guarded_nas(confirm: fake::Responder) -> FakeConnector {
 
 #[tokio::test]
 async fn a_guarded_host_is_armed_with_the_plans_rollback_and_confirmed_over_a_new_connection() {
-    let (_d, inputs) = inputs("    guard: true\n", &[("vps", VPS), ("nas", NAS), ("laptop", LAPTOP)]);
+    let (_d, inputs) = inputs(
+        "    guard: true\n",
+        &[("vps", VPS), ("nas", NAS), ("laptop", LAPTOP)],
+    );
     let c = guarded_nas(Arc::new(|_, s, _| fake::ok(fake::fresh_gather(s))));
     let op = Scripted::yes();
     let out = outcomes(apply(&c, &inputs, fresh(), &op).await);
-    assert!(matches!(out[&host("nas")], HostOutcome::NotConverged { .. }));
+    assert!(matches!(
+        out[&host("nas")],
+        HostOutcome::NotConverged { .. }
+    ));
     assert_eq!(
         c.kinds("nas"),
         vec![Kind::Prepare, Kind::Changes, Kind::Confirm]
@@ -555,21 +570,36 @@ async fn a_guarded_host_is_armed_with_the_plans_rollback_and_confirmed_over_a_ne
     assert_eq!(c.connections("nas"), 2);
     // The rollback armed is the one in the plan.
     let plan = op.shown.lock().unwrap()[0].clone();
-    let hp = plan.hosts.iter().find(|h| h.host.as_str() == "nas").unwrap();
-    let g = hp.guard.as_ref().expect("a guarded host's plan has its rollback");
+    let hp = plan
+        .hosts
+        .iter()
+        .find(|h| h.host.as_str() == "nas")
+        .unwrap();
+    let g = hp
+        .guard
+        .as_ref()
+        .expect("a guarded host's plan has its rollback");
     assert_eq!(g.created_interface.as_deref(), Some("wg0"));
     let changes = &c.scripts("nas", Kind::Changes)[0];
-    assert!(changes.contains(&crate::apply::guard::arm("run-1", &hp.changes, g, 5)));
+    assert!(changes.contains(&crate::scripts::guard::arm("run-1", &hp.changes, g, 5)));
     // Unguarded hosts have none.
-    assert!(plan.hosts.iter().filter(|h| h.host.as_str() != "nas").all(|h| h.guard.is_none()));
+    assert!(
+        plan.hosts
+            .iter()
+            .filter(|h| h.host.as_str() != "nas")
+            .all(|h| h.guard.is_none())
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_guarded_host_that_cannot_be_confirmed_rolls_back_by_itself() {
-    let (_d, inputs) = inputs("    guard: true\n", &[("vps", VPS), ("nas", NAS), ("laptop", LAPTOP)]);
+    let (_d, inputs) = inputs(
+        "    guard: true\n",
+        &[("vps", VPS), ("nas", NAS), ("laptop", LAPTOP)],
+    );
     let c = guarded_nas(Arc::new(|kind, _, _| match kind {
         Kind::Confirm => fake::fail(4, String::new(), "the changes did not finish on the host"),
-        _ => fake::ok(format!("{}\n", crate::apply::guard::STATUS_ROLLED_BACK)),
+        _ => fake::ok(format!("{}\n", crate::scripts::guard::STATUS_ROLLED_BACK)),
     }));
     let out = outcomes(apply(&c, &inputs, fresh(), &Scripted::yes()).await);
     let HostOutcome::Failed(HostError::NotConfirmed { why, after, .. }) = &out[&host("nas")] else {
@@ -579,16 +609,24 @@ async fn a_guarded_host_that_cannot_be_confirmed_rolls_back_by_itself() {
     assert_eq!(*after, RollbackSeen::RolledBack { secs: 5 });
     assert_eq!(
         c.kinds("nas"),
-        vec![Kind::Prepare, Kind::Changes, Kind::Confirm, Kind::GuardStatus]
+        vec![
+            Kind::Prepare,
+            Kind::Changes,
+            Kind::Confirm,
+            Kind::GuardStatus
+        ]
     );
 }
 
 #[tokio::test]
 async fn a_guard_that_could_not_be_armed_changed_nothing() {
-    let (_d, inputs) = inputs("    guard: true\n", &[("vps", VPS), ("nas", NAS), ("laptop", LAPTOP)]);
+    let (_d, inputs) = inputs(
+        "    guard: true\n",
+        &[("vps", VPS), ("nas", NAS), ("laptop", LAPTOP)],
+    );
     let c = guarded_nas(Arc::new(|_, _, _| {
         fake::fail(
-            crate::apply::guard::EXIT_NEVER_ARMED,
+            crate::scripts::guard::EXIT_NEVER_ARMED,
             String::new(),
             "the guard was never armed",
         )

@@ -13,7 +13,7 @@ use crate::inventory::{Inventory, InventoryError};
 use crate::keys::{KeysError, PinnedKeys};
 use crate::plan::Plan;
 use crate::planner::Inputs;
-use crate::roles::Roles;
+use crate::roles::{RoleError, Roles};
 use crate::saved_plan::SavedPlanError;
 
 /// Why the inputs could not be read.
@@ -33,9 +33,32 @@ pub enum InputError {
 /// Reads and validates the inventory, roles and pinned keys. No host is contacted.
 pub fn load_inputs(inventory: &Path, roles_dir: Option<&Path>) -> Result<Inputs, InputError> {
     let (inv, text) = read_inventory(inventory)?;
-    let roles = Roles::load(roles_dir)?;
+    let roles = load_roles(roles_dir)?;
     let keys = load_pins(&inv)?;
     Ok(Inputs::new(inv, &text, roles, keys))
+}
+
+/// The built-in roles, with any of them replaced by `DIR/<role>.yaml` when present.
+pub fn load_roles(dir: Option<&Path>) -> Result<Roles, RoleError> {
+    let mut overrides = std::collections::BTreeMap::new();
+    if let Some(dir) = dir {
+        for name in Roles::names() {
+            let p = dir.join(format!("{name}.yaml"));
+            match std::fs::read_to_string(&p) {
+                Ok(text) => {
+                    overrides.insert(name.to_owned(), (p.display().to_string(), text));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(RoleError {
+                        file: p.display().to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    Roles::with_overrides(&overrides)
 }
 
 /// Reads and validates the inventory at `path`.

@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn reported_keys_are_vetted_against_the_pins() {
-        let text = include_str!("../inventory/example.yaml");
+        let text = include_str!("../../inventory/example.yaml");
         let inv = crate::inventory::parse(text, "example.yaml", Path::new("example.yaml")).unwrap();
         let (a, b) = (
             WgKey::parse("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=").unwrap(),

@@ -5,7 +5,6 @@
 //! error naming the file, not a surprise on a host.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::Deserialize;
 
@@ -13,9 +12,9 @@ use crate::state::Family;
 
 /// The role files compiled into the binary.
 const BUILTIN: [(&str, &str); 3] = [
-    ("hub", include_str!("../roles/hub.yaml")),
-    ("gateway", include_str!("../roles/gateway.yaml")),
-    ("client", include_str!("../roles/client.yaml")),
+    ("hub", include_str!("../../roles/hub.yaml")),
+    ("gateway", include_str!("../../roles/gateway.yaml")),
+    ("client", include_str!("../../roles/client.yaml")),
 ];
 
 /// Placeholders each role may use.
@@ -128,22 +127,24 @@ pub struct RoleError {
 impl Roles {
     /// The built-in roles.
     pub fn builtin() -> Self {
-        Self::load(None).expect("built-in roles are valid (tested)")
+        Self::with_overrides(&BTreeMap::new()).expect("built-in roles are valid (tested)")
     }
 
-    /// Loads the built-in roles, with any of them replaced by `DIR/<role>.yaml` when present.
-    pub fn load(dir: Option<&Path>) -> Result<Self, RoleError> {
+    /// The role names meshctl knows, each with its built-in file.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        BUILTIN.iter().map(|(name, _)| *name)
+    }
+
+    /// The built-in roles, with those in `overrides` (role name → (file name, text), read from
+    /// `--roles DIR` by `files`) replaced.
+    pub fn with_overrides(
+        overrides: &BTreeMap<String, (String, String)>,
+    ) -> Result<Self, RoleError> {
         let mut by_name = BTreeMap::new();
         for (name, builtin) in BUILTIN {
-            let (file, text) = match dir.map(|d| d.join(format!("{name}.yaml"))) {
-                Some(p) if p.exists() => {
-                    let text = std::fs::read_to_string(&p).map_err(|e| RoleError {
-                        file: p.display().to_string(),
-                        message: e.to_string(),
-                    })?;
-                    (p.display().to_string(), text)
-                }
-                _ => (format!("(built-in) roles/{name}.yaml"), builtin.to_owned()),
+            let (file, text) = match overrides.get(name) {
+                Some((file, text)) => (file.clone(), text.clone()),
+                None => (format!("(built-in) roles/{name}.yaml"), builtin.to_owned()),
             };
             let spec: RoleSpec =
                 serde_saphyr::from_str_with_options(&text, crate::inventory::yaml_options())
@@ -293,7 +294,9 @@ mod tests {
             "routes:\n  - to: \"{lan}\"\n    dev: \"{wg}\"\n",
         )
         .unwrap();
-        let err = Roles::load(Some(dir.path())).unwrap_err().to_string();
+        let err = crate::files::load_roles(Some(dir.path()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown placeholder {lan}"), "{err}");
         assert!(err.contains("client.yaml"), "{err}");
     }
@@ -306,7 +309,9 @@ mod tests {
             "routes:\n  - to: \"::/0\"\n    dev: \"{wg}\"\n    when: ipv7\n",
         )
         .unwrap();
-        let err = Roles::load(Some(dir.path())).unwrap_err().to_string();
+        let err = crate::files::load_roles(Some(dir.path()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown condition `when: ipv7`"), "{err}");
     }
 
@@ -314,7 +319,7 @@ mod tests {
     fn input_never_gets_a_drop() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("hub.yaml"), "chains:\n  - family: ipv4\n    table: filter\n    chain: MESHCTL-INPUT\n    from: INPUT\n    rules: [\"-j DROP\"]\n").unwrap();
-        assert!(Roles::load(Some(dir.path())).is_err());
+        assert!(crate::files::load_roles(Some(dir.path())).is_err());
     }
 
     #[test]

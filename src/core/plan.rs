@@ -417,9 +417,8 @@ fn resolve_op(
     match op {
         Op::SetPeer { name, peer, .. } if peer.public_key.is_none() => {
             // A peer is named by its host when its key was not known (see `diff`).
-            let host = HostName::parse(name).map_err(|_| ResolveError::NotAHost {
-                name: name.clone(),
-            })?;
+            let host =
+                HostName::parse(name).map_err(|_| ResolveError::NotAHost { name: name.clone() })?;
             peer.public_key = Some(known(&host)?);
         }
         Op::WriteFile {

@@ -28,12 +28,15 @@ fn hub_spec() -> GatherSpec {
 }
 
 fn fixture(name: &str) -> String {
-    let path = format!("{}/src/facts/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/src/core/facts/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// Writes the script for `hub_spec()` to `$FX_SCRIPT_OUT`, to capture fixtures with
-/// `ip netns exec NS sh SCRIPT > src/facts/fixtures/NAME.out`.
+/// `ip netns exec NS sh SCRIPT > src/core/facts/fixtures/NAME.out`.
 #[test]
 #[ignore = "helper for capturing fixtures"]
 fn capture_hub_script() {

@@ -16,7 +16,7 @@ use std::fmt::Write;
 use crate::plan::{Change, GuardPlan, Op};
 use crate::shell::quote;
 
-use super::script;
+use super::steps;
 
 /// Exit status of [`confirm`] when the guard was never armed (the change script never ran).
 pub const EXIT_NEVER_ARMED: i32 = 5;
@@ -25,7 +25,7 @@ pub const STATUS_ROLLED_BACK: &str = "rolled-back";
 
 /// The guard directory of one apply on a host.
 pub fn dir(run_id: &str) -> String {
-    format!("{}/guard-{run_id}", script::RUN_DIR)
+    format!("{}/guard-{run_id}", steps::RUN_DIR)
 }
 
 /// The commands that arm the guard: put before a guarded host's changes script.
@@ -35,7 +35,7 @@ pub fn arm(run_id: &str, changes: &[Change], plan: &GuardPlan, timeout_secs: u64
     let mut s = format!(
         "guard_fail() {{ echo \"cannot arm the rollback guard: $1\" >&2; rm -rf {gq} {lock}; exit 1; }}\n\
          rm -rf {gq} && mkdir -p {gq}/files || guard_fail 'cannot make its directory'\n",
-        lock = script::LOCK_DIR
+        lock = steps::LOCK_DIR
     );
     let paths: Vec<&str> = changes
         .iter()
@@ -65,8 +65,8 @@ pub fn arm(run_id: &str, changes: &[Change], plan: &GuardPlan, timeout_secs: u64
         writeln!(rb, "ip link del {} 2>/dev/null", quote(wg)).ok();
     }
     // Best effort: a rollback step that fails does not stop the others.
-    rb.push_str(&script::changes(&plan.rollback).replace("; exit 1; }", "; }"));
-    rb.push_str(&script::unlock());
+    rb.push_str(&steps::changes(&plan.rollback).replace("; exit 1; }", "; }"));
+    rb.push_str(&steps::unlock());
 
     let delim = format!(
         "MESHCTL_ROLLBACK_{}",
@@ -109,7 +109,7 @@ pub fn confirm(run_id: &str, gather: &str) -> String {
          if [ ! -e {g}/applied ]; then echo 'the changes did not finish on the host' >&2; exit 4; fi\n\
          mv {g}/rollback.sh {g}/rollback.confirmed 2>/dev/null || {{ echo 'the guard already rolled back' >&2; exit 3; }}\n\
          rm -rf {g}\n{}",
-        script::finish(gather),
+        steps::finish(gather),
         never = EXIT_NEVER_ARMED,
     )
 }

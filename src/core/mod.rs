@@ -1,0 +1,20 @@
+//! The pure core: inventory, roles, desired state, fact scripts and their parsers, the diff,
+//! the plan, its rendering, and the spelling of every shell command and script. Nothing in
+//! here does I/O — no files, no processes, no network, no tokio (a test, `tests/layout.rs`,
+//! keeps it so) — so all of it is tested with fixtures, fast, without SSH.
+
+pub mod desired;
+pub mod diff;
+pub mod facts;
+pub mod inventory;
+pub mod keys;
+pub mod names;
+pub mod persist;
+pub mod plan;
+pub mod planner;
+pub mod render;
+pub mod roles;
+pub mod saved_plan;
+pub mod scripts;
+pub mod shell;
+pub mod state;
