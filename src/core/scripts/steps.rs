@@ -68,9 +68,13 @@ pub fn prepare(
     let iface = quote(interface);
     // A key that already lives on the interface (a hand-made setup) is adopted, so the host
     // keeps its identity; it goes to the 0600 file, never to the output.
+    // With the interface down, a hand-made config's `PrivateKey =` is the only copy of the
+    // host's identity: it is adopted too (into the 0600 file, checked with `wg pubkey`, never
+    // printed), before a new key would overwrite the config that holds it.
+    let conf = quote(&crate::persist::conf_path(interface));
     writeln!(
         s,
-        "if [ ! -s {key} ]; then\n  mkdir -p \"$(dirname {key})\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }}; then wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}; fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi"
+        "if [ ! -s {key} ]; then\n  mkdir -p \"$(dirname {key})\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi"
     )
     .ok();
     writeln!(s, "echo {MARK_PUBKEY}\nwg pubkey < {key} || exit 1").ok();
