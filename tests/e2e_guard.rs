@@ -67,6 +67,46 @@ fn a_change_that_cuts_meshctl_off_is_rolled_back_by_the_host() {
         keep.path().join("broken.keys.yaml"),
     )
     .unwrap();
+    // Without `guard: true`, the guard follows the path ssh takes: for a change (a keepalive)
+    // to a NAS reached through the tunnel (the ssh_config's ProxyCommand dials its VPN
+    // address) the plan carries the rollback; reached directly, it does not.
+    let unguarded = keep.path().join("unguarded.yaml");
+    std::fs::write(
+        &unguarded,
+        std::fs::read_to_string(&inv)
+            .unwrap()
+            .replace("    keepalive: 4\n", "    keepalive: 6\n"),
+    )
+    .unwrap();
+    std::fs::copy(
+        keep.path().join("lab.keys.yaml"),
+        keep.path().join("unguarded.keys.yaml"),
+    )
+    .unwrap();
+    let guard_of = |ssh_config: &std::path::Path| -> bool {
+        let out = lab.meshctl(&[
+            "plan",
+            "--json",
+            "-i",
+            unguarded.to_str().unwrap(),
+            "--ssh-config",
+            ssh_config.to_str().unwrap(),
+            "--limit",
+            "nas",
+        ]);
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        plan["hosts"][0]["guard"].is_object()
+    };
+    assert!(
+        guard_of(&via_vpn),
+        "a NAS reached through the tunnel is guarded"
+    );
+    assert!(
+        !guard_of(&lab.ssh_config()),
+        "a NAS reached directly is not"
+    );
+
     let started = std::time::Instant::now();
     let out = lab.meshctl(&[
         "apply",

@@ -25,19 +25,28 @@ fn a_stopped_hand_made_setup_keeps_its_key() {
     let out = lab.meshctl(&["apply", "--yes"]);
     let t = format!("{}{}", text(&plan), text(&out));
     assert!(out.status.success(), "{t}");
-    assert!(!t.contains(CANARY), "the canary private key appears in meshctl's output");
+    assert!(
+        !t.contains(CANARY),
+        "the canary private key appears in meshctl's output"
+    );
     assert_eq!(
         ok(&lab, "nas", "wg show wg0 public-key").trim(),
         want.trim(),
         "the host kept the identity of its hand-made config"
     );
     assert_eq!(ok(&lab, "nas", "cat /etc/wireguard/wg0.key").trim(), CANARY);
-    assert_eq!(ok(&lab, "nas", "stat -c %a /etc/wireguard/wg0.key").trim(), "600");
+    assert_eq!(
+        ok(&lab, "nas", "stat -c %a /etc/wireguard/wg0.key").trim(),
+        "600"
+    );
     assert!(
         !ok(&lab, "nas", "cat /etc/wireguard/wg0.conf").contains(CANARY),
         "meshctl's own config has no private key inside"
     );
     let pins = std::fs::read_to_string(inv.with_extension("keys.yaml")).unwrap();
-    assert!(pins.contains(want.trim()), "the adopted key is pinned:\n{pins}");
+    assert!(
+        pins.contains(want.trim()),
+        "the adopted key is pinned:\n{pins}"
+    );
     assert!(!pins.contains(CANARY));
 }

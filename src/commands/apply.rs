@@ -22,7 +22,12 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         Some(p) => Some(crate::files::load_plan(p)?),
         None => None,
     };
-    let inputs = crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
+    let mut inputs =
+        crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
+    crate::edge::ssh_paths::guard_crossing_hosts(
+        &mut inputs.inventory,
+        &super::ssh_options(&args.common),
+    );
     let source = match (saved, &args.plan_file) {
         (Some(plan), Some(path)) => {
             // Refused before any host is contacted.

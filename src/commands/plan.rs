@@ -36,7 +36,12 @@ pub async fn make_plan(inputs: &Inputs, common: &crate::cli::Common, verbose: bo
 
 /// Runs `meshctl plan`.
 pub async fn run(args: PlanArgs, no_color: bool, verbose: bool) -> anyhow::Result<u8> {
-    let inputs = crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
+    let mut inputs =
+        crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
+    crate::edge::ssh_paths::guard_crossing_hosts(
+        &mut inputs.inventory,
+        &super::ssh_options(&args.common),
+    );
     inputs
         .limit(&args.common.limit)
         .map_err(anyhow::Error::msg)?;

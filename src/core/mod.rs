@@ -17,4 +17,5 @@ pub mod roles;
 pub mod saved_plan;
 pub mod scripts;
 pub mod shell;
+pub mod ssh_path;
 pub mod state;

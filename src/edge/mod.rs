@@ -5,4 +5,5 @@
 pub mod files;
 pub mod lab;
 pub mod progress;
+pub mod ssh_paths;
 pub mod transport;

@@ -112,8 +112,11 @@ pub struct Host {
     pub keepalive: Option<u16>,
     /// meshctl reaches this host through the network it manages (its SSH target is inside the
     /// VPN or a home LAN, or `guard: true`): changes are applied with a rollback timer on the
-    /// host, confirmed over a new connection.
+    /// host, confirmed over a new connection. Where the inventory does not say, the commands
+    /// also guard a host whose SSH path, as ssh resolves it, crosses the VPN (`ssh_path`).
     pub guard: bool,
+    /// Whether `guard:` was written in the inventory (then it is never second-guessed).
+    pub guard_explicit: bool,
 }
 
 impl Host {

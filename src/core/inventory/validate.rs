@@ -464,6 +464,7 @@ fn host(
         .and_then(|t| t.host.parse::<Ipv4Addr>().ok())
         .is_some_and(|a| net.ipv4.contains(&a) || lans.iter().any(|l| l.contains(&a)));
     let guard = h.guard.as_ref().map_or(through_vpn, |g| g.value);
+    let guard_explicit = h.guard.is_some();
     let (name, role) = (checked?, role?);
     (c.found.len() == before).then_some(Host {
         name,
@@ -474,6 +475,7 @@ fn host(
         public_key,
         keepalive,
         guard,
+        guard_explicit,
     })
 }
 

@@ -1,0 +1,93 @@
+//! Finds the managed hosts whose SSH path crosses the VPN, the way ssh itself resolves it:
+//! `ssh -G` (the user's ssh_config applied: aliases, `HostName`, `ProxyJump`, `ProxyCommand`)
+//! and a bounded name lookup. `core::ssh_path` decides; this runs the commands. A host whose
+//! inventory entry says `guard:` is left as it says.
+
+use std::net::{IpAddr, ToSocketAddrs};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::core::ssh_path::SshPath;
+use crate::inventory::{Inventory, Role};
+use crate::transport::SshOptions;
+
+/// How long a name lookup may take before the host counts as not crossing (a slow resolver
+/// must not stall every plan).
+const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Turns the guard on for every managed host, not set explicitly, whose path crosses the VPN.
+pub fn guard_crossing_hosts(inv: &mut Inventory, opts: &SshOptions) {
+    let mut ranges: Vec<IpNet> = vec![IpNet::V4(inv.network.ipv4)];
+    if let Some(v6) = &inv.network.ipv6 {
+        ranges.push(IpNet::V6(v6.clients));
+    }
+    for (_, lan) in inv.lans() {
+        ranges.push(IpNet::V4(lan.subnet));
+        ranges.extend(lan.ipv6_prefix.map(IpNet::V6));
+    }
+    let (hub, hub_role) = inv.hub();
+    let mut hub_names = vec![hub_role.endpoint.clone()];
+    hub_names.extend(hub.ssh.as_ref().map(|t| t.host.clone()));
+    let hub_name = hub.name.clone();
+    let undecided: Vec<_> = inv
+        .hosts
+        .values()
+        .filter(|h| h.name != hub_name && !h.guard && !h.guard_explicit)
+        .filter_map(|h| h.ssh.clone().map(|t| (h.name.clone(), t)))
+        .collect();
+    for (name, target) in undecided {
+        let Some(path) = ssh_g(&target, opts) else {
+            continue;
+        };
+        let resolved = if path.hostname.parse::<IpAddr>().is_ok() || path.proxyjump.is_some() {
+            // Behind a jump the name is resolved there, not here.
+            vec![]
+        } else {
+            lookup(&path.hostname)
+        };
+        if path.crosses(&resolved, &ranges, &hub_names)
+            && let Some(h) = inv.hosts.get_mut(&name)
+        {
+            h.guard = true;
+        }
+    }
+    // The hub is never behind itself; its role is not a guard decision.
+    debug_assert!(matches!(inv.hosts[&hub_name].role, Role::Hub(_)));
+}
+
+/// What `ssh -G` says about `target`, or `None` when ssh cannot say (then nothing changes).
+fn ssh_g(target: &crate::inventory::SshTarget, opts: &SshOptions) -> Option<SshPath> {
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-G");
+    if let Some(f) = &opts.config_file {
+        cmd.arg("-F").arg(f);
+    }
+    if let Some(u) = &target.user {
+        cmd.arg("-l").arg(u);
+    }
+    if let Some(p) = target.port {
+        cmd.arg("-p").arg(p.to_string());
+    }
+    cmd.arg("--").arg(&target.host);
+    let out = cmd.stdin(std::process::Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| SshPath::parse(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The addresses `name` resolves to here, given up after [`LOOKUP_TIMEOUT`].
+fn lookup(name: &str) -> Vec<IpAddr> {
+    let (tx, rx) = mpsc::channel();
+    let name = format!("{name}:22");
+    std::thread::spawn(move || {
+        let addrs: Vec<IpAddr> = name
+            .to_socket_addrs()
+            .map(|it| it.map(|sa| sa.ip()).collect())
+            .unwrap_or_default();
+        tx.send(addrs).ok();
+    });
+    rx.recv_timeout(LOOKUP_TIMEOUT).unwrap_or_default()
+}
