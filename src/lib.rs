@@ -22,6 +22,7 @@ pub mod planner;
 pub mod progress;
 pub mod remote;
 pub mod render;
+pub mod report;
 pub mod roles;
 pub mod saved_plan;
 pub mod shell;

@@ -1,5 +1,5 @@
-//! The binary's edge: parse the command line, dispatch, print the whole error chain, set the
-//! exit code. `anyhow` lives here only.
+//! The binary's edge: parse the command line, dispatch, print the error chain (each message
+//! once, see `meshctl::report`), set the exit code. `anyhow` lives here only.
 
 use std::process::ExitCode;
 
@@ -25,10 +25,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            eprint!("{}", meshctl::report::render(e.as_ref()));
             ExitCode::from(1)
         }
     }
