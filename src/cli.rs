@@ -130,9 +130,16 @@ pub struct ClientArgs {
     /// The unmanaged client (a host without `ssh:`).
     pub name: String,
 
-    /// Also print the config as a QR code for the WireGuard app.
+    /// Also print the config as a QR code for the WireGuard app: black on white on a terminal
+    /// (it scans on a dark background too), plain block characters for a light background
+    /// otherwise.
     #[arg(long)]
     pub qr: bool,
+
+    /// Also write the config as a QR code to this PNG file (mode 0600: it holds what the config
+    /// holds, the private key included; it must not exist yet).
+    #[arg(long, value_name = "FILE")]
+    pub qr_png: Option<PathBuf>,
 
     /// Write the config to this file (mode 0600) instead of standard output.
     #[arg(short, long)]

@@ -20,6 +20,7 @@ pub mod persist;
 pub mod plan;
 pub mod planner;
 pub mod progress;
+pub mod qr;
 pub mod remote;
 pub mod render;
 pub mod report;
