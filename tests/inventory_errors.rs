@@ -1,4 +1,4 @@
-//! Inventory validation, one fixture per mistake (issue 3 "Validation", issue 7 "Bad input").
+//! Inventory validation, one fixture per mistake.
 //!
 //! Every fixture in `tests/fixtures/inventory/` is the same small, valid inventory
 //! (`valid.yaml`) with one mistake in it (`many_errors.yaml` has several), and the table below
