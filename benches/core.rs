@@ -1,7 +1,7 @@
 //! Micro-benchmark of the pure core (no SSH, no I/O in the timed parts): desired state and diff
 //! for a hub with 1,000 and 10,000 peers. Run with `cargo bench --bench core`.
 //!
-//! The inventory is generated into a temp dir and loaded with `meshctl::inventory::load`, with a
+//! The inventory is generated into a temp dir and loaded with `meshctl::files::load_inventory`, with a
 //! keys file beside it pinning a distinct valid public key per host (32 pseudo-random bytes,
 //! base64), so every desired peer has its key and the diff matches live peers by key, as it does
 //! against a real hub. `live` is either the hub's desired state as live state (the converged

@@ -5,6 +5,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The inventory read when neither `-i` nor [`INVENTORY_ENV`] names one: the user's own file in
+/// the current directory, never a file of meshctl's repository.
+pub const DEFAULT_INVENTORY: &str = "meshctl.yaml";
+
+/// The environment variable naming the inventory when `-i` is not given.
+pub const INVENTORY_ENV: &str = "MESHCTL_INVENTORY";
+
 /// meshctl turns one YAML inventory into a working WireGuard network and keeps it that way.
 #[derive(Debug, Parser)]
 #[command(name = "meshctl", version, about, long_about = None)]
@@ -38,13 +45,9 @@ pub enum Command {
 /// Options shared by everything that reads an inventory and talks to hosts.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The inventory file.
-    #[arg(
-        short,
-        long,
-        default_value = "inventory/lab.yaml",
-        env = "MESHCTL_INVENTORY"
-    )]
+    /// The inventory file: this one, else the one $MESHCTL_INVENTORY names, else ./meshctl.yaml
+    /// (start one by copying inventory/example.yaml from meshctl's source).
+    #[arg(short, long, default_value = DEFAULT_INVENTORY, env = INVENTORY_ENV)]
     pub inventory: PathBuf,
 
     /// Roles directory overriding the built-in roles (hub.yaml, gateway.yaml, client.yaml).
@@ -127,9 +130,16 @@ pub struct ClientArgs {
     /// The unmanaged client (a host without `ssh:`).
     pub name: String,
 
-    /// Also print the config as a QR code for the WireGuard app.
+    /// Also print the config as a QR code for the WireGuard app: black on white on a terminal
+    /// (it scans on a dark background too), plain block characters for a light background
+    /// otherwise.
     #[arg(long)]
     pub qr: bool,
+
+    /// Also write the config as a QR code to this PNG file (mode 0600: it holds what the config
+    /// holds, the private key included; it must not exist yet).
+    #[arg(long, value_name = "FILE")]
+    pub qr_png: Option<PathBuf>,
 
     /// Write the config to this file (mode 0600) instead of standard output.
     #[arg(short, long)]
@@ -154,8 +164,9 @@ pub struct LabArgs {
 pub enum LabCommand {
     /// Build one namespace per inventory host, plus the internet, the home router and `inet`.
     Up {
-        /// The inventory to build the lab from.
-        #[arg(short, long, default_value = "inventory/lab.yaml")]
+        /// The inventory to build the lab from (found like every command's: `-i`, else
+        /// $MESHCTL_INVENTORY, else ./meshctl.yaml); the reference lab is inventory/lab.yaml.
+        #[arg(short, long, default_value = DEFAULT_INVENTORY, env = INVENTORY_ENV)]
         inventory: PathBuf,
         /// Where the lab keeps its state (keys, ssh_config, pids).
         #[arg(long, default_value = ".meshctl-lab")]

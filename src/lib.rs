@@ -22,6 +22,6 @@ pub mod engine;
 
 pub use crate::core::{
     desired, diff, facts, inventory, keys, names, persist, plan, planner, render, roles,
-    saved_plan, scripts, shell, state,
+    qr, report, saved_plan, scripts, shell, ssh_path, state,
 };
 pub use crate::edge::{files, lab, progress, transport};

@@ -1,14 +1,60 @@
-//! The binary's edge: parse the command line, dispatch, print the whole error chain, set the
-//! exit code. `anyhow` lives here only.
+//! The binary's edge: parse the command line, dispatch, print the error chain (each message
+//! once, see `meshctl::report`), set the exit code. `anyhow` lives here only.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use meshctl::cli::{Cli, Command};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use meshctl::cli::{Cli, Command, DEFAULT_INVENTORY, INVENTORY_ENV};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let result = match missing_inventory(&matches) {
+        Some(e) => Err(e),
+        None => dispatch(cli),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprint!("{}", meshctl::report::render(e.as_ref()));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// When the inventory was not given with `-i` and the file it fell back to does not exist, the
+/// error that says how meshctl looks for one and what to do. Only the command line knows where a
+/// value came from, so this is decided here and not where the file is read.
+fn missing_inventory(matches: &ArgMatches) -> Option<anyhow::Error> {
+    // The innermost subcommand's arguments (`lab up` is two levels down).
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    let path = m.try_get_one::<std::path::PathBuf>("inventory").ok()??;
+    if path.exists() {
+        return None;
+    }
+    match m.value_source("inventory")? {
+        ValueSource::DefaultValue => Some(anyhow::anyhow!(
+            "no inventory: none was given with -i FILE, ${INVENTORY_ENV} is not set, and ./{DEFAULT_INVENTORY} does not exist\n  \
+             help: pass -i FILE, set {INVENTORY_ENV}=FILE, or start ./{DEFAULT_INVENTORY} by copying \
+             inventory/example.yaml from meshctl's source and editing it"
+        )),
+        ValueSource::EnvVariable => Some(anyhow::anyhow!(
+            "the inventory {} named by ${INVENTORY_ENV} does not exist\n  \
+             help: set {INVENTORY_ENV} to an existing file, unset it to use ./{DEFAULT_INVENTORY}, or pass -i FILE",
+            path.display()
+        )),
+        // Given with -i: reading it reports the path and the I/O error.
+        _ => None,
+    }
+}
+
+/// Runs the subcommand; its `Ok` value is the process exit code.
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
         Command::Lab(args) => meshctl::lab::run(args.command),
         Command::Client(args) => meshctl::commands::client::run(args),
         Command::Plan(args) => on_runtime(meshctl::commands::plan::run(
@@ -21,16 +67,6 @@ fn main() -> ExitCode {
             cli.no_color,
             cli.verbose,
         )),
-    };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::from(1)
-        }
     }
 }
 

@@ -3,7 +3,6 @@
 //! topology needs (DESIGN.md), and a property test that the core is idempotent (a host whose
 //! live state is its desired state has nothing to change).
 
-#[path = "fixtures/core/support.rs"]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +17,7 @@ use meshctl::planner;
 use meshctl::state::{ChainId, Family, HostState, Jump, ROUTE_PROTO, Route};
 use proptest::prelude::*;
 use serde::Serialize;
-use support::*;
+use support::core::*;
 
 /// What a snapshot shows of one host: its state with the files reduced to path and mode
 /// (their content has its own, plain-text snapshot), and what the gather needs.

@@ -3,7 +3,6 @@
 //! mutated the way a host drifts, with peers keyed by public key as facts produce them. Plus the
 //! checks `meshctl apply plan.json` makes on a saved plan.
 
-#[path = "fixtures/core/support.rs"]
 mod support;
 
 use std::collections::BTreeMap;
@@ -18,7 +17,7 @@ use meshctl::saved_plan::{self, SavedPlanError};
 use meshctl::state::{
     ChainId, Family, Jump, LiveHost, ManagedFile, NdpProxy, Peer, Route, WgInterface,
 };
-use support::*;
+use support::core::*;
 
 /// One case: the fixture, the desired states and the live states gathered.
 struct Case {

@@ -1,4 +1,4 @@
-//! Inventory validation, one fixture per mistake (issue 3 "Validation", issue 7 "Bad input").
+//! Inventory validation, one fixture per mistake.
 //!
 //! Every fixture in `tests/fixtures/inventory/` is the same small, valid inventory
 //! (`valid.yaml`) with one mistake in it (`many_errors.yaml` has several), and the table below
@@ -468,6 +468,52 @@ fn every_fixture_is_in_the_table_once() {
     let mut listed: Vec<String> = CASES.iter().map(|(c, _)| (*c).to_owned()).collect();
     listed.sort();
     assert_eq!(on_disk, listed);
+}
+
+/// Runs `meshctl plan -i INVENTORY` from the crate root, as a user would; no host is contacted.
+fn plan_stderr(inventory: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["plan", "-i", inventory])
+        .env_remove("MESHCTL_INVENTORY")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run meshctl");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_binary_prints_each_inventory_error_once() {
+    let (code, stderr) = plan_stderr("tests/fixtures/inventory/many_errors.yaml");
+    assert_eq!(code, Some(1), "{stderr}");
+    let expected = CASES
+        .iter()
+        .find(|(c, _)| *c == "many_errors")
+        .expect("many_errors is a case")
+        .1;
+    // Exactly the diagnostics, once, under one `error:`: no `caused by:` repeating them.
+    assert_eq!(stderr, format!("error: {expected}\n"));
+    for line in expected.lines() {
+        assert_eq!(stderr.matches(line).count(), 1, "{line:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn an_unreadable_inventory_names_the_file_and_the_os_error_once() {
+    let (code, stderr) = plan_stderr("tests/fixtures/inventory/no_such_file.yaml");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr
+            .starts_with("error: cannot read inventory tests/fixtures/inventory/no_such_file.yaml"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The shell quoting function, checked through real shells: any string without NUL survives the
-//! round trip byte for byte and runs nothing (issue 7: validation alone would hide a quoting bug).
+//! round trip byte for byte and runs nothing (validation alone would hide a quoting bug).
 
 use std::path::Path;
 use std::process::Command;

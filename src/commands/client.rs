@@ -1,4 +1,4 @@
-//! `meshctl client NAME [--qr] [-o FILE]`: the complete wg-quick config of an unmanaged client
+//! `meshctl client NAME [--qr] [--qr-png FILE] [-o FILE]`: the complete wg-quick config of an unmanaged client
 //! (a phone), with a QR code its WireGuard app can scan.
 //!
 //! This is the one place a private key exists outside its host, at the user's explicit
@@ -86,13 +86,21 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
         })?;
     }
 
-    if args.qr {
-        let code = qrcode::QrCode::new(config.as_bytes()).context("making the QR code")?;
-        let image = code
-            .render::<qrcode::render::unicode::Dense1x2>()
-            .quiet_zone(true)
-            .build();
-        println!("{image}");
+    if args.qr || args.qr_png.is_some() {
+        let code = crate::qr::Qr::new(config.as_bytes()).context("making the QR code")?;
+        if let Some(path) = &args.qr_png {
+            write_private(path, &code.png())?;
+            eprintln!("Wrote the QR code to {} (mode 0600).", path.display());
+        }
+        if args.qr {
+            use std::io::IsTerminal as _;
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            let form = crate::qr::TerminalForm::choose(std::io::stdout().is_terminal(), no_color);
+            print!("{}", code.for_terminal(form));
+            if let Some(note) = form.note() {
+                eprintln!("{note}");
+            }
+        }
     }
     if private_key.is_some() {
         eprintln!(
@@ -104,6 +112,20 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// Writes a new file readable by its owner only: what it holds carries the client's private key.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The wg-quick config of an unmanaged client.

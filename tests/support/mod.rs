@@ -1,4 +1,5 @@
-//! Shared support for end-to-end tests that run against a lab of real hosts (`meshctl lab`).
+//! The one support module of the integration tests: running against a lab of real hosts
+//! (`meshctl lab`) here, and in [`core`] the fixed keys and helpers of the SSH-free core tests.
 //!
 //! ```ignore
 //! mod support;
@@ -14,7 +15,10 @@
 //! namespace prefix, so tests run in parallel. Give every test its own name (test files may
 //! share no lab). Lab tests need root; they never skip: without root `TestLab::up` panics, so a
 //! CI run that cannot build the lab fails.
+// Each test file uses a part of this module; the rest is dead code there.
 #![allow(dead_code)]
+
+pub mod core;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -25,7 +25,8 @@ pub enum InventoryError {
         source: std::io::Error,
     },
     /// The file is not valid YAML or fails validation: every problem found, with its location.
-    #[error("{0}")]
+    /// Transparent: the diagnostics are the whole message, not a cause to print under it.
+    #[error(transparent)]
     Invalid(#[from] Diagnostics),
 }
 

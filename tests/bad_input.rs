@@ -1,4 +1,4 @@
-//! Reliability, bad input (issue 7): nothing is touched on any host when the input is wrong.
+//! Bad input: nothing is touched on any host when the input is wrong.
 //!
 //! - A broken inventory (syntax error, semantic error, hostile strings) makes `plan` and
 //!   `apply --yes` exit 1 with a `file:line:column:` message, and no host's sshd logs a new
@@ -8,7 +8,7 @@
 //! - Every fact parser, fed arbitrary text and damaged copies of real gather output, returns a
 //!   value (Ok or Err) and never panics.
 //!
-//! Lab tests build their own lab (needs root; never skips). Lab names start with `rel_input_`.
+//! Lab tests build their own lab (needs root; never skips). Lab names start with `input_`.
 
 mod support;
 
@@ -68,9 +68,9 @@ fn hosts_untouched(lab: &TestLab, why: &str) {
 type Case = (&'static str, String, Option<(usize, usize)>);
 
 #[test]
-fn rel_a_bad_inventory_opens_no_connection_and_names_the_position() {
+fn a_bad_inventory_opens_no_connection_and_names_the_position() {
     let (dir, inv) = own_inventory("rel-input-bad");
-    let lab = TestLab::up("rel_input_bad", &inv);
+    let lab = TestLab::up("input_bad", &inv);
     let good = std::fs::read_to_string(&inv).unwrap();
     let pwned = dir.path().join("pwned");
     let p = pwned.display();
@@ -180,9 +180,9 @@ fn rel_a_bad_inventory_opens_no_connection_and_names_the_position() {
 }
 
 #[test]
-fn rel_a_bad_saved_plan_is_refused_and_changes_nothing() {
+fn a_bad_saved_plan_is_refused_and_changes_nothing() {
     let (dir, inv) = own_inventory("rel-input-saved");
-    let lab = TestLab::up("rel_input_saved", &inv);
+    let lab = TestLab::up("input_saved", &inv);
     let good_file = dir.path().join("plan.json");
     assert_success(
         &lab.meshctl(&["plan", "-o", good_file.to_str().unwrap()]),
@@ -353,13 +353,13 @@ fn rel_a_bad_saved_plan_is_refused_and_changes_nothing() {
     }
 }
 
-/// Issue 7: "a hand-edited saved plan is refused". An edit that stays valid JSON of the right
+/// A hand-edited saved plan is refused. An edit that stays valid JSON of the right
 /// shape (here a change's address, and a removed change) must not be ignored silently: apply
 /// either refuses the file or applies it exactly, and never something else than the file says.
 #[test]
-fn rel_a_hand_edited_valid_saved_plan_is_not_silently_replaced() {
+fn a_hand_edited_valid_saved_plan_is_not_silently_replaced() {
     let (dir, inv) = own_inventory("rel-input-edit");
-    let lab = TestLab::up("rel_input_edit", &inv);
+    let lab = TestLab::up("input_edit", &inv);
     let file = dir.path().join("plan.json");
     assert_success(
         &lab.meshctl(&["plan", "-o", file.to_str().unwrap()]),
@@ -419,7 +419,7 @@ mod fixture;
 use fixture::fixture_spec;
 
 /// The spec meshctl uses for `host` of `inventory/lab.yaml` (the one
-/// `tests/fixtures/reliability/gather-HOST.out` was captured with, on a lab host after apply).
+/// `tests/fixtures/gather/gather-HOST.out` was captured with, on a lab host after apply).
 fn lab_spec(host: &str) -> GatherSpec {
     let text = include_str!("../inventory/lab.yaml");
     let inv =
@@ -454,19 +454,19 @@ static CORPUS: LazyLock<Vec<(&'static str, &'static str, GatherSpec)>> = LazyLoc
         ),
         (
             "gather-vps.out",
-            include_str!("fixtures/reliability/gather-vps.out"),
+            include_str!("fixtures/gather/gather-vps.out"),
             lab_spec("vps"),
         ),
         (
             "gather-nas.out",
-            include_str!("fixtures/reliability/gather-nas.out"),
+            include_str!("fixtures/gather/gather-nas.out"),
             lab_spec("nas"),
         ),
     ]
 });
 
 #[test]
-fn rel_the_fuzz_corpus_parses() {
+fn damaged_gather_output_never_panics_a_fact_parser() {
     // The mutations below start from outputs that parse: otherwise they would only ever test
     // the first check.
     for (name, out, spec) in CORPUS.iter() {
@@ -567,7 +567,7 @@ proptest! {
 
     /// Damaged real outputs (one to four mutations): parse returns Ok or Err, never panics.
     #[test]
-    fn rel_fact_parsers_never_panic_on_damaged_output(which in 0usize..5, ms in prop::collection::vec(mutation(), 1..5)) {
+    fn fact_parsers_never_panic_on_damaged_output(which in 0usize..5, ms in prop::collection::vec(mutation(), 1..5)) {
         let (_, out, spec) = &CORPUS[which];
         let mut damaged: String = (*out).to_owned();
         for m in &ms {
@@ -578,7 +578,7 @@ proptest! {
 
     /// Arbitrary text, with and without a valid header line: never a panic.
     #[test]
-    fn rel_fact_parsers_never_panic_on_arbitrary_text(which in 0usize..5, body in any::<String>(), header in any::<bool>()) {
+    fn fact_parsers_never_panic_on_arbitrary_text(which in 0usize..5, body in any::<String>(), header in any::<bool>()) {
         let (_, _, spec) = &CORPUS[which];
         let out = if header { format!("@@meshctl facts 1@@\n{body}") } else { body };
         let _ = facts::parse(&out, spec);
@@ -586,7 +586,7 @@ proptest! {
 
     /// Records of the right names with arbitrary bodies and statuses, in the right order.
     #[test]
-    fn rel_fact_parsers_never_panic_on_arbitrary_record_bodies(which in 0usize..5, bodies in prop::collection::vec((any::<String>(), -3i32..300), 1..80)) {
+    fn fact_parsers_never_panic_on_arbitrary_record_bodies(which in 0usize..5, bodies in prop::collection::vec((any::<String>(), -3i32..300), 1..80)) {
         let (_, out, spec) = &CORPUS[which];
         let ids: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("@@meshctl begin ")?.strip_suffix("@@")).collect();
         let mut s = String::from("@@meshctl facts 1@@\n");

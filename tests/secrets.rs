@@ -1,4 +1,4 @@
-//! Reliability, secrets (issue 7), against real lab hosts:
+//! Secrets never leak, against real lab hosts:
 //!
 //! - a canary private key live on a host's interface and inline (with a preshared key) in a
 //!   hand-made wg0.conf appears in no output of plan / apply / their error paths and in no file
@@ -9,7 +9,7 @@
 //!   the remote scripts themselves print none.
 //!
 //! Needs root and `strace` (ci/test must install it); never skips. Lab names start with
-//! `rel_secrets_`.
+//! `secrets_`.
 
 mod support;
 
@@ -96,9 +96,9 @@ fn wg_pubkey(private: &str) -> String {
 }
 
 #[test]
-fn rel_secrets_a_canary_key_appears_in_no_output_and_no_file_and_is_adopted() {
+fn a_canary_key_appears_in_no_output_and_no_file_and_is_adopted() {
     let (dir, inv) = own_inventory("rel-secrets-canary");
-    let lab = TestLab::up("rel_secrets_canary", &inv);
+    let lab = TestLab::up("secrets_canary", &inv);
     let canary_pub = wg_pubkey(CANARY);
 
     // A hand-made setup on nas: a live interface with the canary key and a peer with a
@@ -403,7 +403,7 @@ fn traced(lab: &TestLab, host: &str, dir: &Path, name: &str, script: &str) -> St
 }
 
 #[test]
-fn rel_secrets_key_and_config_files_are_created_0600() {
+fn key_and_config_files_are_created_0600() {
     // The scripts say so ...
     let prepare = steps::prepare("test", false, "/etc/wireguard/wg0.key", "wg0", "");
     let umask_at = prepare.find("umask 077").expect("prepare sets umask 077");
@@ -417,7 +417,7 @@ fn rel_secrets_key_and_config_files_are_created_0600() {
 
     // ... and the kernel agrees: trace a real prepare and changes on a fresh host.
     let (dir, inv) = own_inventory("rel-secrets-modes");
-    let lab = TestLab::up("rel_secrets_modes", &inv);
+    let lab = TestLab::up("secrets_modes", &inv);
     let out = lab.meshctl(&["plan", "--json"]);
     let plan: meshctl::plan::Plan = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("plan --json: {e}\n{}", text(&out)));
@@ -498,9 +498,9 @@ fn rel_secrets_key_and_config_files_are_created_0600() {
 }
 
 #[test]
-fn rel_secrets_keys_generated_on_a_host_never_travel() {
+fn keys_generated_on_a_host_never_travel() {
     let (dir, inv) = own_inventory("rel-secrets-travel");
-    let lab = TestLab::up("rel_secrets_travel", &inv);
+    let lab = TestLab::up("secrets_travel", &inv);
     let mut outputs: Vec<(String, String)> = Vec::new();
     for args in [
         &["-v", "apply", "--yes"][..],

@@ -1,4 +1,4 @@
-//! Reliability, faults (issue 7), against real lab hosts: a connection that dies in the middle
+//! Faults during apply, against real lab hosts: a connection that dies in the middle
 //! of an apply, an unreachable host, a changed host key, a step that fails half way, a full
 //! disk, and two applies at once. Each leaves every file whole (old or new, never partial),
 //! names the host and what happened, and a re-run converges.
@@ -7,7 +7,7 @@
 //! other host and nothing on the machine sees them: a "gate" bind-mounted over `cat` stalls the
 //! first atomic file write half way, a wrapper over `ip` makes one route fail, a tiny tmpfs
 //! fills up. Each test builds its own lab (needs root; never skips); lab names start with
-//! `rel_faults_`.
+//! `faults_`.
 
 mod support;
 
@@ -302,9 +302,9 @@ fn files_whole(
 }
 
 #[test]
-fn rel_faults_connection_dies_mid_write_files_stay_whole_and_a_rerun_converges() {
+fn connection_dies_mid_write_files_stay_whole_and_a_rerun_converges() {
     let (_keep, inv) = own_inventory("rel-faults-conn");
-    let lab = TestLab::up("rel_faults_conn", &inv);
+    let lab = TestLab::up("faults_conn", &inv);
     apply_converges(&lab, &[]);
     // A new listen port: the hub rewrites wg0.conf and both rules files.
     change_inventory(&inv, "listen_port: 51820", "listen_port: 51821");
@@ -389,9 +389,9 @@ fn rel_faults_connection_dies_mid_write_files_stay_whole_and_a_rerun_converges()
 }
 
 #[test]
-fn rel_faults_a_killed_remote_script_leaves_the_old_file_and_a_rerun_cleans_up() {
+fn a_killed_remote_script_leaves_the_old_file_and_a_rerun_cleans_up() {
     let (_keep, inv) = own_inventory("rel-faults-kill");
-    let lab = TestLab::up("rel_faults_kill", &inv);
+    let lab = TestLab::up("faults_kill", &inv);
     apply_converges(&lab, &[]);
     change_inventory(&inv, "listen_port: 51820", "listen_port: 51821");
     let before = managed_files(&lab, "vps");
@@ -440,9 +440,9 @@ fn rel_faults_a_killed_remote_script_leaves_the_old_file_and_a_rerun_cleans_up()
 }
 
 #[test]
-fn rel_faults_an_unreachable_host_fails_alone() {
+fn an_unreachable_host_fails_alone() {
     let (_keep, inv) = own_inventory("rel-faults-unreach");
-    let lab = TestLab::up("rel_faults_unreach", &inv);
+    let lab = TestLab::up("faults_unreach", &inv);
     let pid = lab.state().hosts["nas"].sshd_pid.expect("nas runs sshd");
     kill(pid, "TERM");
     wait_for(10, "nas's sshd to stop", || !process_alive(pid));
@@ -476,9 +476,9 @@ fn rel_faults_an_unreachable_host_fails_alone() {
 }
 
 #[test]
-fn rel_faults_a_changed_host_key_is_refused_and_the_others_apply() {
+fn a_changed_host_key_is_refused_and_the_others_apply() {
     let (dir, inv) = own_inventory("rel-faults-hostkey");
-    let lab = TestLab::up("rel_faults_hostkey", &inv);
+    let lab = TestLab::up("faults_hostkey", &inv);
     // Another key for laptop in known_hosts: what a man in the middle would present.
     let other = dir.path().join("other_key");
     let keygen = Command::new("ssh-keygen")
@@ -538,9 +538,9 @@ fn rel_faults_a_changed_host_key_is_refused_and_the_others_apply() {
 }
 
 #[test]
-fn rel_faults_a_failing_step_reports_what_was_applied_before_it_and_a_rerun_converges() {
+fn a_failing_step_reports_what_was_applied_before_it_and_a_rerun_converges() {
     let (dir, inv) = own_inventory("rel-faults-step");
-    let lab = TestLab::up("rel_faults_step", &inv);
+    let lab = TestLab::up("faults_step", &inv);
     // `ip -4 route replace` fails on vps, except inside wg-quick's PostUp script.
     std::fs::copy("/usr/bin/ip", dir.path().join("real-ip")).unwrap();
     let d = dir.path().display();
@@ -625,9 +625,9 @@ fn rel_faults_a_failing_step_reports_what_was_applied_before_it_and_a_rerun_conv
 }
 
 #[test]
-fn rel_faults_a_full_disk_keeps_the_old_file_whole() {
+fn a_full_disk_keeps_the_old_file_whole() {
     let (_keep, inv) = own_inventory("rel-faults-disk");
-    let lab = TestLab::up("rel_faults_disk", &inv);
+    let lab = TestLab::up("faults_disk", &inv);
     apply_converges(&lab, &[]);
     // /etc/meshctl becomes a small filesystem holding the same files, then fills up.
     ok(
@@ -679,9 +679,9 @@ fn rel_faults_a_full_disk_keeps_the_old_file_whole() {
 }
 
 #[test]
-fn rel_faults_a_second_apply_is_refused_and_names_the_holder() {
+fn a_second_apply_is_refused_and_names_the_holder() {
     let (_keep, inv) = own_inventory("rel-faults-twice");
-    let lab = TestLab::up("rel_faults_twice", &inv);
+    let lab = TestLab::up("faults_twice", &inv);
     let gate = Gate::install(&lab, "nas");
     let first = spawn_meshctl(&lab, &["apply", "--yes"]);
     let pid = first.id();
