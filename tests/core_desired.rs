@@ -470,12 +470,12 @@ fn hub_ipv6_firewall_protects_the_clients() {
         .position(|r| *r == format!("-d {c} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"));
     let icmp = fwd6
         .iter()
-        .position(|r| *r == format!("-d {c} -p ipv6-icmp -j ACCEPT"));
+        .position(|r| *r == format!("-d {c} -p ipv6-icmp -m icmp6 --icmpv6-type 128 -j ACCEPT"));
     let from_vpn = fwd6
         .iter()
         .position(|r| *r == format!("-s {c} -i wg0 -j ACCEPT"));
     let reject = fwd6.iter().position(|r| {
-        *r == format!("-d {c} -i eth0 -j REJECT --reject-with icmp6-port-unreachable")
+        *r == format!("-d {c} ! -i wg0 -j REJECT --reject-with icmp6-port-unreachable")
     });
     let (related, icmp, from_vpn, reject) = (
         related.unwrap(),
@@ -488,6 +488,18 @@ fn hub_ipv6_firewall_protects_the_clients() {
         "the REJECT comes last: {fwd6:?}"
     );
     assert_eq!(reject, fwd6.len() - 1);
+    // Nothing INVALID reaches the ICMPv6 accepts, which name their types (RFC 4890).
+    let invalid = fwd6
+        .iter()
+        .position(|r| *r == format!("-d {c} ! -i wg0 -m conntrack --ctstate INVALID -j DROP"))
+        .unwrap();
+    assert!(related < invalid && invalid < icmp, "{fwd6:?}");
+    assert!(
+        fwd6.iter()
+            .filter(|r| r.contains("ipv6-icmp"))
+            .all(|r| r.contains("--icmpv6-type")),
+        "no ICMPv6 accept without a type: {fwd6:?}"
+    );
     // INPUT only ever accepts.
     for (id, rules) in &d[&host("vps")].state.firewall.chains {
         if id.chain == "MESHCTL-INPUT" {

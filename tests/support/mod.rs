@@ -223,3 +223,53 @@ pub fn pings_within(lab: &TestLab, host: &str, addr: &str, secs: u64) -> bool {
     }
     false
 }
+
+/// The packet counter of the one rule of `chain` (as `<tool> -w -t <table> -L <chain> -v -n -x`
+/// lists it on `host`) whose line has every one of `needles` as a word; panics when no rule or
+/// more than one matches, so a test never reads the wrong counter.
+pub fn rule_packets(
+    lab: &TestLab,
+    host: &str,
+    tool: &str,
+    table: &str,
+    chain: &str,
+    needles: &[&str],
+) -> u64 {
+    try_rule_packets(lab, host, tool, table, chain, needles).unwrap_or_else(|out| {
+        panic!("{host}: exactly one rule of {tool} {table}/{chain} with {needles:?}:\n{out}")
+    })
+}
+
+/// [`rule_packets`], or the chain's listing when not exactly one rule matches (for a counter
+/// taken before a step, on a hub whose rules may not have it).
+pub fn try_rule_packets(
+    lab: &TestLab,
+    host: &str,
+    tool: &str,
+    table: &str,
+    chain: &str,
+    needles: &[&str],
+) -> Result<u64, String> {
+    let out = ok(
+        lab,
+        host,
+        &format!("{tool} -w -t {table} -L {chain} -v -n -x"),
+    );
+    let lines: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .filter(|l| {
+            needles
+                .iter()
+                .all(|n| l.split_whitespace().any(|w| w == *n))
+        })
+        .collect();
+    match lines[..] {
+        [line] => Ok(line
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no packet counter in {line:?}"))),
+        _ => Err(out),
+    }
+}
