@@ -80,7 +80,11 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
             Ok(EXIT_ERROR)
         }
         ApplyResult::Applied { plan, outcomes } => {
-            print!("{}", render::apply_summary(&plan, &outcomes));
+            let results = outcomes
+                .iter()
+                .map(|(h, o)| (h.clone(), o.result()))
+                .collect();
+            print!("{}", render::apply_summary(&plan, &results));
             let all_converged = plan
                 .hosts
                 .iter()

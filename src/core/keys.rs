@@ -99,9 +99,9 @@ impl PinnedKeys {
         let raw: BTreeMap<String, String> = if text.trim().is_empty() {
             BTreeMap::new()
         } else {
-            serde_saphyr::from_str(&text).map_err(|e| KeysError::Invalid {
+            serde_saphyr::from_str(text).map_err(|e| KeysError::Invalid {
                 path: path.to_owned(),
-                message: crate::inventory::yaml_error(&e, &path.display().to_string(), &text)
+                message: crate::inventory::yaml_error(&e, &path.display().to_string(), text)
                     .to_string(),
             })?
         };

@@ -121,6 +121,26 @@ pub enum ResolveError {
     },
 }
 
+/// How applying one host's part of the plan ended, as the summary shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostResult {
+    /// Every change applied and the host gathered in sync.
+    Converged {
+        /// How many changes the plan had for it.
+        applied: usize,
+    },
+    /// The script ran to its end, but the gather after it still sees changes.
+    NotConverged {
+        /// How many.
+        left: usize,
+    },
+    /// It failed; why, for people.
+    Failed {
+        /// The error, naming the host's step and cause.
+        error: String,
+    },
+}
+
 /// Whether a host's part of the plan could be computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::plan::{Action, HostStatus, Plan};
+use crate::plan::{Action, HostResult, HostStatus, Plan};
 
 /// Colours, on only for a terminal and never with NO_COLOR or `--no-color`.
 #[derive(Debug, Clone, Copy)]
@@ -170,23 +170,11 @@ pub fn json(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).expect("a plan always serialises") + "\n"
 }
 
-#[cfg(test)]
-mod tests {
-    use super::clean;
-
-    #[test]
-    fn host_text_cannot_drive_the_terminal() {
-        assert_eq!(clean("ok\tline\n"), "ok\tline\n");
-        assert_eq!(clean("\x1b[2Jgone\r"), "\\u{1b}[2Jgone\\u{d}");
-    }
-}
-
 /// The summary after apply: one line per host of the plan, then the totals.
 pub fn apply_summary(
     plan: &Plan,
-    outcomes: &std::collections::BTreeMap<crate::names::HostName, crate::engine::HostOutcome>,
+    outcomes: &std::collections::BTreeMap<crate::names::HostName, HostResult>,
 ) -> String {
-    use crate::engine::HostOutcome;
     let mut s = String::from("\nApply:\n");
     let mut failed = 0;
     for hp in &plan.hosts {
@@ -195,14 +183,14 @@ pub fn apply_summary(
                 failed += 1;
                 "failed: not reached".to_owned()
             }
-            Some(HostOutcome::Failed(e)) => {
+            Some(HostResult::Failed { error: e }) => {
                 failed += 1;
                 format!("failed: {e}")
             }
-            Some(HostOutcome::Converged { applied }) => {
+            Some(HostResult::Converged { applied }) => {
                 format!("converged ({applied} changes applied)")
             }
-            Some(HostOutcome::NotConverged { left }) => {
+            Some(HostResult::NotConverged { left }) => {
                 failed += 1;
                 format!(
                     "NOT converged: {left} changes remain after apply (run `meshctl plan` to see them)"
@@ -216,4 +204,15 @@ pub fn apply_summary(
         plan.hosts.len() - failed
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn host_text_cannot_drive_the_terminal() {
+        assert_eq!(clean("ok\tline\n"), "ok\tline\n");
+        assert_eq!(clean("\x1b[2Jgone\r"), "\\u{1b}[2Jgone\\u{d}");
+    }
 }

@@ -42,6 +42,20 @@ pub enum HostOutcome {
     Failed(HostError),
 }
 
+impl HostOutcome {
+    /// The outcome as the summary shows it.
+    pub fn result(&self) -> crate::plan::HostResult {
+        use crate::plan::HostResult;
+        match self {
+            HostOutcome::Converged { applied } => HostResult::Converged { applied: *applied },
+            HostOutcome::NotConverged { left } => HostResult::NotConverged { left: *left },
+            HostOutcome::Failed(e) => HostResult::Failed {
+                error: e.to_string(),
+            },
+        }
+    }
+}
+
 /// What the check after apply compares with: a host's gather spec and desired state.
 pub struct Check {
     /// What to gather.
