@@ -25,5 +25,6 @@ pub mod render;
 pub mod roles;
 pub mod saved_plan;
 pub mod shell;
+pub mod spell;
 pub mod state;
 pub mod transport;

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use crate::inventory::Inventory;
-use crate::shell::quote;
-use crate::state::{Family, HostState, JUMP_COMMENT, ManagedFile, ROUTE_PROTO, WgInterface};
+use crate::spell;
+use crate::state::{Family, HostState, ManagedFile, WgInterface};
 
 /// The sysctl drop-in.
 pub const SYSCTL_PATH: &str = "/etc/sysctl.d/90-meshctl.conf";
@@ -171,83 +171,29 @@ pub fn rules_file(state: &HostState, family: Family) -> Option<String> {
     Some(s)
 }
 
-/// `ip -4|-6 route VERB DEST [via GW] dev IF [table T] proto 157`.
-pub fn route_command(verb: &str, r: &crate::state::Route) -> String {
-    let family = if r.destination.addr().is_ipv6() {
-        "-6"
-    } else {
-        "-4"
-    };
-    let via = r
-        .via
-        .map(|v| format!(" via {}", quote(&v.to_string())))
-        .unwrap_or_default();
-    let table = r.table.map(|t| format!(" table {t}")).unwrap_or_default();
-    format!(
-        "ip {family} route {verb} {}{via} dev {}{table} proto {ROUTE_PROTO}",
-        quote(&r.destination.to_string()),
-        quote(r.device.as_str())
-    )
-}
-
-/// Adds a policy rule, replacing one at the same priority (rules have no `replace`).
-pub fn rule_add_command(r: &crate::state::RoutingRule) -> String {
-    format!(
-        "ip {} 2>/dev/null || true; ip {}",
-        r.args().replace("{}", "del"),
-        r.args().replace("{}", "add")
-    )
-}
-
-/// The shell command that inserts a tagged jump at the top of its chain unless it is there.
-pub fn ensure_jump_command(j: &crate::state::Jump) -> String {
-    let rule = |op: &str, position: &str| {
-        format!(
-            "{} -w -t {} {op} {}{position} -m comment --comment {JUMP_COMMENT} -j {}",
-            j.family.iptables(),
-            quote(&j.table),
-            quote(&j.from),
-            quote(&j.to)
-        )
-    };
-    format!("{} 2>/dev/null || {}", rule("-C", ""), rule("-I", " 1"))
-}
-
 fn up_script(state: &HostState) -> String {
     let mut s = String::from(
         "#!/bin/sh\n# Written by meshctl: restores what the WireGuard interface needs (run by wg-quick's PostUp).\nset -e\n",
     );
     if !state.sysctls.is_empty() {
-        writeln!(s, "sysctl -q -p {SYSCTL_PATH}").ok();
+        writeln!(s, "{}", spell::sysctl_load(SYSCTL_PATH)).ok();
     }
     for r in &state.routes {
-        writeln!(s, "{}", route_command("replace", r)).ok();
+        writeln!(s, "{}", spell::route_replace(r)).ok();
     }
     for r in &state.rules {
-        writeln!(s, "{}", rule_add_command(r)).ok();
+        writeln!(s, "{}", spell::rule_add(r)).ok();
     }
     for n in &state.ndp_proxies {
-        writeln!(
-            s,
-            "ip -6 neigh replace proxy {} dev {}",
-            quote(&n.address.to_string()),
-            quote(n.device.as_str())
-        )
-        .ok();
+        writeln!(s, "{}", spell::ndp_proxy_replace(n)).ok();
     }
     for family in [Family::Ipv4, Family::Ipv6] {
         if state.firewall.chains.keys().any(|c| c.family == family) {
-            writeln!(
-                s,
-                "{}-restore -w --noflush {}",
-                family.iptables(),
-                rules_path(family)
-            )
-            .ok();
+            writeln!(s, "{}", spell::chains_restore(family, &rules_path(family))).ok();
         }
     }
     for j in &state.firewall.jumps {
-        writeln!(s, "{}", ensure_jump_command(j)).ok();
+        writeln!(s, "{}", spell::jump_ensure(j)).ok();
     }
     s
 }
