@@ -445,7 +445,7 @@ fn rel_secrets_key_and_config_files_are_created_0600() {
         "nas",
         dir.path(),
         "changes",
-        &script::changes(&nas.changes),
+        &script::changes(&nas.changes, script::OnFailure::Stop),
     );
     let made2 = created_modes(&trace2, "/etc/wireguard/");
     assert!(

@@ -95,7 +95,7 @@ pub fn arm(
         writeln!(rb, "ip link del {} 2>/dev/null", quote(wg)).ok();
     }
     // Best effort: a rollback step that fails does not stop the others.
-    rb.push_str(&script::changes(rollback).replace("; exit 1; }", "; }"));
+    rb.push_str(&script::changes(rollback, script::OnFailure::Continue));
     rb.push_str(&script::unlock());
 
     let delim = format!(

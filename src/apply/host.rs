@@ -99,7 +99,7 @@ pub(crate) async fn apply_host(
                 g.timeout_secs,
             ));
         }
-        s.push_str(&script::changes(&hp.changes));
+        s.push_str(&script::changes(&hp.changes, script::OnFailure::Stop));
         if let Some(g) = &guard {
             s.push_str(&guard::applied(&g.run_id));
         }

@@ -33,7 +33,7 @@ pub const MARK_LOCKED: &str = "@@meshctl locked@@";
 pub const MARK_PUBKEY: &str = "@@meshctl pubkey@@";
 /// `changes`: a step starts (`MARK N LABEL`).
 pub const MARK_STEP: &str = "@@meshctl step@@";
-/// `changes`: step N failed; the script stops there.
+/// `changes`: step N failed (the script stops there unless it runs with [`OnFailure::Continue`]).
 pub const MARK_FAILED: &str = "@@meshctl failed@@";
 /// `changes`: every step succeeded.
 pub const MARK_DONE: &str = "@@meshctl done@@";
@@ -112,9 +112,18 @@ fn rank(op: &Op) -> u8 {
     }
 }
 
-/// Step 2: the script that applies `changes`, in a safe order, stopping at the first failure
-/// and saying which step failed.
-pub fn changes(changes: &[Change]) -> String {
+/// What a `changes` script does when a step fails (it always reports the step first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Exit at once: apply must not build on a step that did not happen.
+    Stop,
+    /// Go on with the next step: a rollback undoes as much as it can.
+    Continue,
+}
+
+/// Step 2: the script that applies `changes`, in a safe order, saying which step failed and
+/// then stopping or going on as `on_failure` says.
+pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
     let mut ordered: Vec<&Change> = changes.iter().collect();
     ordered.sort_by_key(|c| rank(&c.op));
     // A run that died mid-write (a crash, a killed session) leaves its half-written temp file;
@@ -131,9 +140,13 @@ pub fn changes(changes: &[Change]) -> String {
         };
         let label = format!("{} {}", c.action.symbol(), c.resource);
         writeln!(s, "echo {MARK_STEP} {i} {}", quote(&label)).ok();
+        let stop = match on_failure {
+            OnFailure::Stop => " exit 1;",
+            OnFailure::Continue => "",
+        };
         writeln!(
             s,
-            "{{ {cmd}\n}} || {{ echo {MARK_FAILED} {i} {}; exit 1; }}",
+            "{{ {cmd}\n}} || {{ echo {MARK_FAILED} {i} {};{stop} }}",
             quote(&label)
         )
         .ok();
