@@ -10,7 +10,7 @@ use crate::inventory::{Host, Inventory, Ipv6Mode, Role, Tunnel};
 use crate::keys::PinnedKeys;
 use crate::names::{HostName, InterfaceName};
 use crate::persist;
-use crate::roles::{Roles, expand};
+use crate::roles::{Condition, Placeholder, Roles};
 use crate::state::{
     ChainId, Family, HostState, Jump, KeyFile, NdpProxy, Peer, RULE_PRIORITY_SUPPRESS,
     RULE_PRIORITY_TUNNEL, Route, RoutingRule, RuleKind, ServiceState, TUNNEL_TABLE, WgInterface,
@@ -237,65 +237,68 @@ fn for_host_with(
     };
 
     // Values for the role's placeholders and conditions.
-    let mut values: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    values.insert("wg", vec![wg.to_string()]);
-    values.insert("port", vec![net.listen_port.to_string()]);
-    values.insert("vpn4", vec![net.ipv4.to_string()]);
-    values.insert("lan4", all_lans.iter().map(ToString::to_string).collect());
-    values.insert(
-        "own_lan4",
-        own_lan.iter().map(ToString::to_string).collect(),
+    let strings = |v: &[Ipv4Net]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let strings6 = |v: &[Ipv6Net]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let wg_v = vec![wg.to_string()];
+    let port_v = vec![net.listen_port.to_string()];
+    let wan_v: Vec<String> = match &host.role {
+        Role::Hub(h) => vec![h.wan_interface.to_string()],
+        _ => vec![],
+    };
+    let vpn4_v = vec![net.ipv4.to_string()];
+    let clients6_v: Vec<String> = net.ipv6.iter().map(|p| p.clients.to_string()).collect();
+    let (lan4_v, own_lan4_v, remote_lan4_v) =
+        (strings(&all_lans), strings(&own_lan), strings(&remote_lans));
+    let (lan6_v, own_lan6_v, remote_lan6_v) = (
+        strings6(&all_lans6),
+        strings6(&own_lan6),
+        strings6(&remote_lans6),
     );
-    values.insert(
-        "remote_lan4",
-        remote_lans.iter().map(ToString::to_string).collect(),
-    );
-    values.insert(
-        "clients6",
-        net.ipv6.iter().map(|p| p.clients.to_string()).collect(),
-    );
-    values.insert("lan6", all_lans6.iter().map(ToString::to_string).collect());
-    values.insert(
-        "own_lan6",
-        own_lan6.iter().map(ToString::to_string).collect(),
-    );
-    values.insert(
-        "remote_lan6",
-        remote_lans6.iter().map(ToString::to_string).collect(),
-    );
-    if let Role::Hub(h) = &host.role {
-        values.insert("wan", vec![h.wan_interface.to_string()]);
-    }
-    let condition = |when: &Option<String>| -> bool {
+    let value = |p: Placeholder| -> &[String] {
+        match p {
+            Placeholder::Wg => &wg_v,
+            Placeholder::Port => &port_v,
+            Placeholder::Wan => &wan_v,
+            Placeholder::Vpn4 => &vpn4_v,
+            Placeholder::Clients6 => &clients6_v,
+            Placeholder::Lan4 => &lan4_v,
+            Placeholder::Lan6 => &lan6_v,
+            Placeholder::OwnLan4 => &own_lan4_v,
+            Placeholder::RemoteLan4 => &remote_lan4_v,
+            Placeholder::OwnLan6 => &own_lan6_v,
+            Placeholder::RemoteLan6 => &remote_lan6_v,
+        }
+    };
+    let full_tunnel = matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full);
+    let holds = |when: Option<Condition>| -> bool {
         let Some(w) = when else { return true };
-        match w.as_str() {
-            "ipv6" => net.ipv6.is_some(),
-            "ipv6_on_link" => net
+        match w {
+            Condition::Ipv6 => net.ipv6.is_some(),
+            Condition::Ipv6OnLink => net
                 .ipv6
                 .as_ref()
                 .is_some_and(|p| p.mode == Ipv6Mode::OnLink),
-            "wan_accepts_ra" => matches!(&host.role, Role::Hub(h) if h.wan_accepts_ra),
-            "nat" => matches!(&host.role, Role::Hub(h) if h.nat),
-            "has_ipv6" => host.ipv6.is_some(),
-            "split_tunnel" => !matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full),
-            "full_tunnel" => matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full),
-            "has_lan6" => !own_lan6.is_empty(),
-            _ => false,
+            Condition::WanAcceptsRa => matches!(&host.role, Role::Hub(h) if h.wan_accepts_ra),
+            Condition::Nat => matches!(&host.role, Role::Hub(h) if h.nat),
+            Condition::HasIpv6 => host.ipv6.is_some(),
+            Condition::SplitTunnel => !full_tunnel,
+            Condition::FullTunnel => full_tunnel,
+            Condition::HasLan6 => !own_lan6.is_empty(),
         }
     };
 
     let role = roles.get(host.role.name());
     let mut state = HostState::default();
-    for s in role.sysctls.iter().filter(|s| condition(&s.when)) {
-        for key in expand(&s.key, &values) {
-            for value in expand(&s.value, &values) {
-                state.sysctls.insert(key.clone(), value);
+    for s in role.sysctls.iter().filter(|s| holds(s.when)) {
+        for key in s.key.expand(value) {
+            for v in s.value.expand(value) {
+                state.sysctls.insert(key.clone(), v);
             }
         }
     }
-    for r in role.routes.iter().filter(|r| condition(&r.when)) {
-        for to in expand(&r.to, &values) {
-            for dev in expand(&r.dev, &values) {
+    for r in role.routes.iter().filter(|r| holds(r.when)) {
+        for to in r.to.expand(value) {
+            for dev in r.dev.expand(value) {
                 if let (Ok(destination), Ok(device)) =
                     (to.parse::<IpNet>(), InterfaceName::parse(&dev))
                 {
@@ -309,13 +312,13 @@ fn for_host_with(
             }
         }
     }
-    for c in role.chains.iter().filter(|c| condition(&c.when)) {
+    for c in role.chains.iter().filter(|c| holds(c.when)) {
         let id = ChainId {
             family: c.family,
             table: c.table.clone(),
             chain: c.chain.clone(),
         };
-        let rules: Vec<String> = c.rules.iter().flat_map(|r| expand(r, &values)).collect();
+        let rules: Vec<String> = c.rules.iter().flat_map(|r| r.expand(value)).collect();
         state.firewall.chains.entry(id).or_default().extend(rules);
         state.firewall.jumps.insert(Jump {
             family: c.family,
