@@ -6,11 +6,17 @@
 //! sysctls, meshctl's routes (`Table = off`: wg-quick adds no routes of its own, so every route
 //! is one meshctl owns and marks with `proto 157`), the NDP proxy entries, and meshctl's
 //! firewall chains from `/etc/meshctl/rules.v4|v6` with their tagged jumps.
+//!
+//! An unmanaged host (a phone) gets its whole config as one file instead ([`client_conf`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use crate::inventory::Inventory;
+use ipnet::IpNet;
+
+use crate::desired;
+use crate::inventory::{Host, Inventory};
+use crate::names::WgKey;
 use crate::spell;
 use crate::state::{Family, HostState, ManagedFile, WgInterface};
 
@@ -121,15 +127,74 @@ pub fn wg_conf(wg: &WgInterface, mtu: Option<u16>, up_script: &str) -> String {
             Some(k) => writeln!(s, "PublicKey = {k}").ok(),
             None => writeln!(s, "PublicKey = (known after apply)").ok(),
         };
-        let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
-        writeln!(s, "AllowedIPs = {}", allowed.join(", ")).ok();
-        if let Some(e) = &peer.endpoint {
-            writeln!(s, "Endpoint = {e}").ok();
-        }
-        if let Some(k) = peer.persistent_keepalive {
-            writeln!(s, "PersistentKeepalive = {k}").ok();
-        }
+        peer_settings(
+            &mut s,
+            &peer.allowed_ips,
+            peer.endpoint.as_deref(),
+            peer.persistent_keepalive,
+        );
     }
+    s
+}
+
+/// A peer's `AllowedIPs`, `Endpoint` and `PersistentKeepalive` lines, the same in a managed
+/// host's config and an unmanaged one's.
+fn peer_settings<'a>(
+    s: &mut String,
+    allowed_ips: impl IntoIterator<Item = &'a IpNet>,
+    endpoint: Option<&str>,
+    keepalive: Option<u16>,
+) {
+    let allowed: Vec<String> = allowed_ips.into_iter().map(ToString::to_string).collect();
+    writeln!(s, "AllowedIPs = {}", allowed.join(", ")).ok();
+    if let Some(e) = endpoint {
+        writeln!(s, "Endpoint = {e}").ok();
+    }
+    if let Some(k) = keepalive {
+        writeln!(s, "PersistentKeepalive = {k}").ok();
+    }
+}
+
+/// The complete wg-quick config of an unmanaged host (a phone), for `meshctl client`: the
+/// addresses and the hub's AllowedIPs come from the same functions as a managed host's desired
+/// state, so the hub and the phone agree on what goes through the tunnel. Unlike a managed
+/// host's config it holds the private key when one is given (`None`: a commented placeholder
+/// for the key made on the device), the DNS servers, and no `PostUp`: the app runs it as it is.
+pub fn client_conf(
+    inv: &Inventory,
+    host: &Host,
+    hub_key: &WgKey,
+    private_key: Option<&str>,
+) -> String {
+    let net = &inv.network;
+    let (_, hub) = inv.hub();
+    let mut s = format!(
+        "# {}: WireGuard config made by meshctl for network {}\n[Interface]\n",
+        host.name, net.name
+    );
+    match private_key {
+        Some(k) => writeln!(s, "PrivateKey = {k}").ok(),
+        None => writeln!(s, "# PrivateKey = (the key generated on the device)").ok(),
+    };
+    let addrs: Vec<String> = desired::addresses(net, host)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    writeln!(s, "Address = {}", addrs.join(", ")).ok();
+    if !net.dns.is_empty() {
+        let dns: Vec<String> = net.dns.iter().map(ToString::to_string).collect();
+        writeln!(s, "DNS = {}", dns.join(", ")).ok();
+    }
+    if let Some(m) = net.mtu {
+        writeln!(s, "MTU = {m}").ok();
+    }
+    writeln!(s, "\n[Peer]\n# the hub\nPublicKey = {hub_key}").ok();
+    peer_settings(
+        &mut s,
+        &desired::hub_allowed_ips(inv, host),
+        Some(&desired::endpoint_string(&hub.endpoint, net.listen_port)),
+        host.keepalive,
+    );
     s
 }
 
