@@ -204,11 +204,11 @@ fn for_host_with(
     let vpn4_v = vec![net.ipv4.to_string()];
     let clients6_v: Vec<String> = net.ipv6.iter().map(|p| p.clients.to_string()).collect();
     let (lan4_v, own_lan4_v, remote_lan4_v) =
-        (strings(&all_lans), strings(&own_lan), strings(&remote_lans));
+        (strings(all_lans), strings(own_lan), strings(remote_lans));
     let (lan6_v, own_lan6_v, remote_lan6_v) = (
-        strings6(&all_lans6),
-        strings6(&own_lan6),
-        strings6(&remote_lans6),
+        strings6(all_lans6),
+        strings6(own_lan6),
+        strings6(remote_lans6),
     );
     let value = |p: Placeholder| -> &[String] {
         match p {
