@@ -22,6 +22,6 @@ pub mod engine;
 
 pub use crate::core::{
     desired, diff, facts, inventory, keys, names, persist, plan, planner, qr, render, report,
-    roles, saved_plan, scripts, shell, ssh_path, state,
+    roles, saved_plan, scripts, shell, spell, ssh_path, state,
 };
 pub use crate::edge::{files, lab, progress, transport};

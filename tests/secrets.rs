@@ -445,7 +445,7 @@ fn key_and_config_files_are_created_0600() {
         "nas",
         dir.path(),
         "changes",
-        &steps::changes(&nas.changes),
+        &steps::changes(&nas.changes, steps::OnFailure::Stop),
     );
     let made2 = created_modes(&trace2, "/etc/wireguard/");
     assert!(

@@ -6,15 +6,14 @@
 //! the private key goes only into this output (`-o` writes 0600), and only the public key is
 //! pinned.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 
 use anyhow::{Context, bail};
 use base64::Engine;
 
 use crate::cli::ClientArgs;
-use crate::inventory::{Inventory, Role, Tunnel};
 use crate::names::{HostName, WgKey};
+use crate::persist;
 
 /// Runs `meshctl client`.
 pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
@@ -57,7 +56,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
             )
         }
     };
-    let config = render(inv, &name, hub_key, private_key.as_deref());
+    let config = persist::client_conf(inv, host, hub_key, private_key.as_deref());
 
     // The output first: a key is only pinned once its config exists somewhere.
     match &args.out {
@@ -126,67 +125,4 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// The wg-quick config of an unmanaged client.
-pub fn render(
-    inv: &Inventory,
-    name: &HostName,
-    hub_key: &WgKey,
-    private_key: Option<&str>,
-) -> String {
-    let host = &inv.hosts[name];
-    let net = &inv.network;
-    let (_, hub) = inv.hub();
-    let mut s = format!(
-        "# {name}: WireGuard config made by meshctl for network {}\n[Interface]\n",
-        net.name
-    );
-    match private_key {
-        Some(k) => writeln!(s, "PrivateKey = {k}").ok(),
-        None => writeln!(s, "# PrivateKey = (the key generated on the device)").ok(),
-    };
-    let mut addrs = vec![format!("{}/{}", host.address, net.ipv4.prefix_len())];
-    if let Some(v6) = host.ipv6 {
-        addrs.push(format!("{v6}/128"));
-    }
-    writeln!(s, "Address = {}", addrs.join(", ")).ok();
-    if !net.dns.is_empty() {
-        writeln!(
-            s,
-            "DNS = {}",
-            net.dns
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-        .ok();
-    }
-    if let Some(m) = net.mtu {
-        writeln!(s, "MTU = {m}").ok();
-    }
-    let full = matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full);
-    let mut allowed: Vec<String> = if full {
-        vec!["0.0.0.0/0".into()]
-    } else {
-        let mut v = vec![net.ipv4.to_string()];
-        v.extend(inv.lans().iter().map(|(_, l)| l.subnet.to_string()));
-        v
-    };
-    if host.ipv6.is_some() {
-        allowed.push("::/0".into());
-    }
-    writeln!(s, "\n[Peer]\n# the hub\nPublicKey = {hub_key}").ok();
-    writeln!(s, "AllowedIPs = {}", allowed.join(", ")).ok();
-    writeln!(
-        s,
-        "Endpoint = {}",
-        crate::desired::endpoint_string(&hub.endpoint, net.listen_port)
-    )
-    .ok();
-    if let Some(k) = host.keepalive {
-        writeln!(s, "PersistentKeepalive = {k}").ok();
-    }
-    s
 }

@@ -6,11 +6,11 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::inventory::{Host, Inventory, Ipv6Mode, Role, Tunnel};
+use crate::inventory::{Host, Inventory, Ipv6Mode, Network, Role, Tunnel};
 use crate::keys::PinnedKeys;
 use crate::names::{HostName, InterfaceName};
 use crate::persist;
-use crate::roles::{Roles, expand};
+use crate::roles::{Condition, Placeholder, Roles};
 use crate::state::{
     ChainId, Family, HostState, Jump, KeyFile, NdpProxy, Peer, RULE_PRIORITY_SUPPRESS,
     RULE_PRIORITY_TUNNEL, Route, RoutingRule, RuleKind, ServiceState, TUNNEL_TABLE, WgInterface,
@@ -110,46 +110,17 @@ fn for_host_with(
     let (hub, hub_role) = shared.hub;
     let mut notes = Vec::new();
 
-    // Addresses: the hub holds the clients' IPv6 range on wg0 (so it routes it there); every
-    // other host its own /128.
-    let mut addresses = BTreeSet::new();
-    addresses.insert(IpNet::V4(
-        Ipv4Net::new(host.address, net.ipv4.prefix_len()).expect("valid prefix"),
-    ));
-    if let (Some(v6), Some(plan)) = (host.ipv6, &net.ipv6) {
-        let len = if matches!(host.role, Role::Hub(_)) {
-            plan.clients.prefix_len()
-        } else {
-            128
-        };
-        addresses.insert(IpNet::V6(Ipv6Net::new(v6, len).expect("valid prefix")));
-    }
+    let addresses = addresses(net, host);
 
-    let all_lans: Vec<Ipv4Net> = shared.lans.clone();
-    let own_lan: Vec<Ipv4Net> = match &host.role {
-        Role::Gateway(g) => vec![g.lan.subnet],
-        _ => vec![],
-    };
-    let remote_lans: Vec<Ipv4Net> = all_lans
-        .iter()
-        .copied()
-        .filter(|l| !own_lan.contains(l))
-        .collect();
-    // Home LANs' IPv6 prefixes, routed only where the network has a public IPv6 plan.
-    let own_lan6: Vec<Ipv6Net> = match &host.role {
-        Role::Gateway(g) if net.ipv6.is_some() => g.lan.ipv6_prefix.into_iter().collect(),
-        _ => vec![],
-    };
-    let all_lans6: Vec<Ipv6Net> = if net.ipv6.is_some() {
-        shared.lans6.clone()
-    } else {
-        vec![]
-    };
-    let remote_lans6: Vec<Ipv6Net> = all_lans6
-        .iter()
-        .copied()
-        .filter(|l| !own_lan6.contains(l))
-        .collect();
+    let lans = HostLans::of(net, host, shared);
+    let HostLans {
+        all4: all_lans,
+        own4: own_lan,
+        remote4: remote_lans,
+        all6: all_lans6,
+        own6: own_lan6,
+        remote6: remote_lans6,
+    } = &lans;
 
     let mut peers = BTreeMap::new();
     let mut resolve = Vec::new();
@@ -189,22 +160,7 @@ fn for_host_with(
             );
         }
     } else {
-        let mut allowed = BTreeSet::new();
-        let full = matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full);
-        if full {
-            allowed.insert("0.0.0.0/0".parse().expect("valid"));
-        } else {
-            allowed.insert(IpNet::V4(net.ipv4));
-            allowed.extend(remote_lans.iter().map(|l| IpNet::V4(*l)));
-        }
-        if host.ipv6.is_some() {
-            allowed.insert("::/0".parse().expect("valid"));
-        } else if !own_lan6.is_empty() {
-            // A gateway whose LAN has an IPv6 prefix talks to the clients' public addresses
-            // and the other home LANs through the hub.
-            allowed.extend(net.ipv6.iter().map(|p| IpNet::V6(p.clients)));
-            allowed.extend(remote_lans6.iter().map(|l| IpNet::V6(*l)));
-        }
+        let allowed: BTreeSet<IpNet> = allowed_ips_via_hub(net, host, &lans).into_iter().collect();
         if hub_role.endpoint.parse::<IpAddr>().is_err() {
             resolve.push(hub_role.endpoint.clone());
         }
@@ -237,65 +193,68 @@ fn for_host_with(
     };
 
     // Values for the role's placeholders and conditions.
-    let mut values: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    values.insert("wg", vec![wg.to_string()]);
-    values.insert("port", vec![net.listen_port.to_string()]);
-    values.insert("vpn4", vec![net.ipv4.to_string()]);
-    values.insert("lan4", all_lans.iter().map(ToString::to_string).collect());
-    values.insert(
-        "own_lan4",
-        own_lan.iter().map(ToString::to_string).collect(),
+    let strings = |v: &[Ipv4Net]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let strings6 = |v: &[Ipv6Net]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let wg_v = vec![wg.to_string()];
+    let port_v = vec![net.listen_port.to_string()];
+    let wan_v: Vec<String> = match &host.role {
+        Role::Hub(h) => vec![h.wan_interface.to_string()],
+        _ => vec![],
+    };
+    let vpn4_v = vec![net.ipv4.to_string()];
+    let clients6_v: Vec<String> = net.ipv6.iter().map(|p| p.clients.to_string()).collect();
+    let (lan4_v, own_lan4_v, remote_lan4_v) =
+        (strings(all_lans), strings(own_lan), strings(remote_lans));
+    let (lan6_v, own_lan6_v, remote_lan6_v) = (
+        strings6(all_lans6),
+        strings6(own_lan6),
+        strings6(remote_lans6),
     );
-    values.insert(
-        "remote_lan4",
-        remote_lans.iter().map(ToString::to_string).collect(),
-    );
-    values.insert(
-        "clients6",
-        net.ipv6.iter().map(|p| p.clients.to_string()).collect(),
-    );
-    values.insert("lan6", all_lans6.iter().map(ToString::to_string).collect());
-    values.insert(
-        "own_lan6",
-        own_lan6.iter().map(ToString::to_string).collect(),
-    );
-    values.insert(
-        "remote_lan6",
-        remote_lans6.iter().map(ToString::to_string).collect(),
-    );
-    if let Role::Hub(h) = &host.role {
-        values.insert("wan", vec![h.wan_interface.to_string()]);
-    }
-    let condition = |when: &Option<String>| -> bool {
+    let value = |p: Placeholder| -> &[String] {
+        match p {
+            Placeholder::Wg => &wg_v,
+            Placeholder::Port => &port_v,
+            Placeholder::Wan => &wan_v,
+            Placeholder::Vpn4 => &vpn4_v,
+            Placeholder::Clients6 => &clients6_v,
+            Placeholder::Lan4 => &lan4_v,
+            Placeholder::Lan6 => &lan6_v,
+            Placeholder::OwnLan4 => &own_lan4_v,
+            Placeholder::RemoteLan4 => &remote_lan4_v,
+            Placeholder::OwnLan6 => &own_lan6_v,
+            Placeholder::RemoteLan6 => &remote_lan6_v,
+        }
+    };
+    let full_tunnel = matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full);
+    let holds = |when: Option<Condition>| -> bool {
         let Some(w) = when else { return true };
-        match w.as_str() {
-            "ipv6" => net.ipv6.is_some(),
-            "ipv6_on_link" => net
+        match w {
+            Condition::Ipv6 => net.ipv6.is_some(),
+            Condition::Ipv6OnLink => net
                 .ipv6
                 .as_ref()
                 .is_some_and(|p| p.mode == Ipv6Mode::OnLink),
-            "wan_accepts_ra" => matches!(&host.role, Role::Hub(h) if h.wan_accepts_ra),
-            "nat" => matches!(&host.role, Role::Hub(h) if h.nat),
-            "has_ipv6" => host.ipv6.is_some(),
-            "split_tunnel" => !matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full),
-            "full_tunnel" => matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full),
-            "has_lan6" => !own_lan6.is_empty(),
-            _ => false,
+            Condition::WanAcceptsRa => matches!(&host.role, Role::Hub(h) if h.wan_accepts_ra),
+            Condition::Nat => matches!(&host.role, Role::Hub(h) if h.nat),
+            Condition::HasIpv6 => host.ipv6.is_some(),
+            Condition::SplitTunnel => !full_tunnel,
+            Condition::FullTunnel => full_tunnel,
+            Condition::HasLan6 => !own_lan6.is_empty(),
         }
     };
 
     let role = roles.get(host.role.name());
     let mut state = HostState::default();
-    for s in role.sysctls.iter().filter(|s| condition(&s.when)) {
-        for key in expand(&s.key, &values) {
-            for value in expand(&s.value, &values) {
-                state.sysctls.insert(key.clone(), value);
+    for s in role.sysctls.iter().filter(|s| holds(s.when)) {
+        for key in s.key.expand(value) {
+            for v in s.value.expand(value) {
+                state.sysctls.insert(key.clone(), v);
             }
         }
     }
-    for r in role.routes.iter().filter(|r| condition(&r.when)) {
-        for to in expand(&r.to, &values) {
-            for dev in expand(&r.dev, &values) {
+    for r in role.routes.iter().filter(|r| holds(r.when)) {
+        for to in r.to.expand(value) {
+            for dev in r.dev.expand(value) {
                 if let (Ok(destination), Ok(device)) =
                     (to.parse::<IpNet>(), InterfaceName::parse(&dev))
                 {
@@ -309,13 +268,13 @@ fn for_host_with(
             }
         }
     }
-    for c in role.chains.iter().filter(|c| condition(&c.when)) {
+    for c in role.chains.iter().filter(|c| holds(c.when)) {
         let id = ChainId {
             family: c.family,
             table: c.table.clone(),
             chain: c.chain.clone(),
         };
-        let rules: Vec<String> = c.rules.iter().flat_map(|r| expand(r, &values)).collect();
+        let rules: Vec<String> = c.rules.iter().flat_map(|r| r.expand(value)).collect();
         state.firewall.chains.entry(id).or_default().extend(rules);
         state.firewall.jumps.insert(Jump {
             family: c.family,
@@ -354,6 +313,94 @@ fn for_host_with(
         ndp_range,
         notes,
     }
+}
+
+/// The addresses of `host` on the WireGuard interface: the hub holds the clients' IPv6 range
+/// (so it routes it there), every other host its own /128.
+pub fn addresses(net: &Network, host: &Host) -> BTreeSet<IpNet> {
+    let mut addresses = BTreeSet::new();
+    addresses.insert(IpNet::V4(
+        Ipv4Net::new(host.address, net.ipv4.prefix_len()).expect("valid prefix"),
+    ));
+    if let (Some(v6), Some(plan)) = (host.ipv6, &net.ipv6) {
+        let len = if matches!(host.role, Role::Hub(_)) {
+            plan.clients.prefix_len()
+        } else {
+            128
+        };
+        addresses.insert(IpNet::V6(Ipv6Net::new(v6, len).expect("valid prefix")));
+    }
+    addresses
+}
+
+/// The home LANs as one host sees them: its own (a gateway's) and the others'.
+struct HostLans {
+    all4: Vec<Ipv4Net>,
+    own4: Vec<Ipv4Net>,
+    remote4: Vec<Ipv4Net>,
+    // IPv6 prefixes, routed only where the network has a public IPv6 plan.
+    all6: Vec<Ipv6Net>,
+    own6: Vec<Ipv6Net>,
+    remote6: Vec<Ipv6Net>,
+}
+
+impl HostLans {
+    fn of(net: &Network, host: &Host, shared: &Shared<'_>) -> Self {
+        let all4 = shared.lans.clone();
+        let own4: Vec<Ipv4Net> = match &host.role {
+            Role::Gateway(g) => vec![g.lan.subnet],
+            _ => vec![],
+        };
+        let remote4 = all4.iter().copied().filter(|l| !own4.contains(l)).collect();
+        let own6: Vec<Ipv6Net> = match &host.role {
+            Role::Gateway(g) if net.ipv6.is_some() => g.lan.ipv6_prefix.into_iter().collect(),
+            _ => vec![],
+        };
+        let all6: Vec<Ipv6Net> = if net.ipv6.is_some() {
+            shared.lans6.clone()
+        } else {
+            vec![]
+        };
+        let remote6 = all6.iter().copied().filter(|l| !own6.contains(l)).collect();
+        Self {
+            all4,
+            own4,
+            remote4,
+            all6,
+            own6,
+            remote6,
+        }
+    }
+}
+
+/// The AllowedIPs of the one peer of a host that is not the hub: the hub, which routes the
+/// VPN and the home LANs behind other gateways (or, for a full tunnel, all IPv4), and all IPv6
+/// for a host with a public IPv6 address. In the order a wg-quick config lists them: the VPN,
+/// then the LANs in inventory order, then IPv6.
+fn allowed_ips_via_hub(net: &Network, host: &Host, lans: &HostLans) -> Vec<IpNet> {
+    let mut allowed = Vec::new();
+    if matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full) {
+        allowed.push("0.0.0.0/0".parse().expect("valid"));
+    } else {
+        allowed.push(IpNet::V4(net.ipv4));
+        allowed.extend(lans.remote4.iter().map(|l| IpNet::V4(*l)));
+    }
+    if host.ipv6.is_some() {
+        allowed.push("::/0".parse().expect("valid"));
+    } else if !lans.own6.is_empty() {
+        // A gateway whose LAN has an IPv6 prefix talks to the clients' public addresses
+        // and the other home LANs through the hub.
+        allowed.extend(net.ipv6.iter().map(|p| IpNet::V6(p.clients)));
+        allowed.extend(lans.remote6.iter().map(|l| IpNet::V6(*l)));
+    }
+    allowed
+}
+
+/// [`allowed_ips_via_hub`] for one host of `inv`: what `meshctl client` writes into an
+/// unmanaged host's config, the same as its desired state would hold.
+pub fn hub_allowed_ips(inv: &Inventory, host: &Host) -> Vec<IpNet> {
+    let net = &inv.network;
+    allowed_ips_via_hub(net, host, &HostLans::of(net, host, &Shared::of(inv)))
 }
 
 /// A default route through the tunnel would also carry the tunnel's own packets to the hub.

@@ -256,7 +256,7 @@ fn route_text(r: &crate::state::Route) -> String {
 }
 
 fn rule_text(r: &crate::state::RoutingRule) -> String {
-    format!("rule {}", r.args().replace(" rule {} ", " "))
+    format!("rule {} {}", r.family.ip_flag(), r.selector())
 }
 
 fn jump_text(j: &crate::state::Jump) -> String {

@@ -19,5 +19,6 @@ pub mod roles;
 pub mod saved_plan;
 pub mod scripts;
 pub mod shell;
+pub mod spell;
 pub mod ssh_path;
 pub mod state;

@@ -6,13 +6,19 @@
 //! sysctls, meshctl's routes (`Table = off`: wg-quick adds no routes of its own, so every route
 //! is one meshctl owns and marks with `proto 157`), the NDP proxy entries, and meshctl's
 //! firewall chains from `/etc/meshctl/rules.v4|v6` with their tagged jumps.
+//!
+//! An unmanaged host (a phone) gets its whole config as one file instead ([`client_conf`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use crate::inventory::Inventory;
-use crate::shell::quote;
-use crate::state::{Family, HostState, JUMP_COMMENT, ManagedFile, ROUTE_PROTO, WgInterface};
+use ipnet::IpNet;
+
+use crate::desired;
+use crate::inventory::{Host, Inventory};
+use crate::names::WgKey;
+use crate::spell;
+use crate::state::{Family, HostState, ManagedFile, WgInterface};
 
 /// The sysctl drop-in.
 pub const SYSCTL_PATH: &str = "/etc/sysctl.d/90-meshctl.conf";
@@ -145,16 +151,75 @@ pub fn wg_conf_and_pending(
             });
         }
         writeln!(s, "{}", public_key_line(peer.public_key.as_ref())).ok();
-        let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
-        writeln!(s, "AllowedIPs = {}", allowed.join(", ")).ok();
-        if let Some(e) = &peer.endpoint {
-            writeln!(s, "Endpoint = {e}").ok();
-        }
-        if let Some(k) = peer.persistent_keepalive {
-            writeln!(s, "PersistentKeepalive = {k}").ok();
-        }
+        peer_settings(
+            &mut s,
+            &peer.allowed_ips,
+            peer.endpoint.as_deref(),
+            peer.persistent_keepalive,
+        );
     }
     (s, pending)
+}
+
+/// A peer's `AllowedIPs`, `Endpoint` and `PersistentKeepalive` lines, the same in a managed
+/// host's config and an unmanaged one's.
+fn peer_settings<'a>(
+    s: &mut String,
+    allowed_ips: impl IntoIterator<Item = &'a IpNet>,
+    endpoint: Option<&str>,
+    keepalive: Option<u16>,
+) {
+    let allowed: Vec<String> = allowed_ips.into_iter().map(ToString::to_string).collect();
+    writeln!(s, "AllowedIPs = {}", allowed.join(", ")).ok();
+    if let Some(e) = endpoint {
+        writeln!(s, "Endpoint = {e}").ok();
+    }
+    if let Some(k) = keepalive {
+        writeln!(s, "PersistentKeepalive = {k}").ok();
+    }
+}
+
+/// The complete wg-quick config of an unmanaged host (a phone), for `meshctl client`: the
+/// addresses and the hub's AllowedIPs come from the same functions as a managed host's desired
+/// state, so the hub and the phone agree on what goes through the tunnel. Unlike a managed
+/// host's config it holds the private key when one is given (`None`: a commented placeholder
+/// for the key made on the device), the DNS servers, and no `PostUp`: the app runs it as it is.
+pub fn client_conf(
+    inv: &Inventory,
+    host: &Host,
+    hub_key: &WgKey,
+    private_key: Option<&str>,
+) -> String {
+    let net = &inv.network;
+    let (_, hub) = inv.hub();
+    let mut s = format!(
+        "# {}: WireGuard config made by meshctl for network {}\n[Interface]\n",
+        host.name, net.name
+    );
+    match private_key {
+        Some(k) => writeln!(s, "PrivateKey = {k}").ok(),
+        None => writeln!(s, "# PrivateKey = (the key generated on the device)").ok(),
+    };
+    let addrs: Vec<String> = desired::addresses(net, host)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    writeln!(s, "Address = {}", addrs.join(", ")).ok();
+    if !net.dns.is_empty() {
+        let dns: Vec<String> = net.dns.iter().map(ToString::to_string).collect();
+        writeln!(s, "DNS = {}", dns.join(", ")).ok();
+    }
+    if let Some(m) = net.mtu {
+        writeln!(s, "MTU = {m}").ok();
+    }
+    writeln!(s, "\n[Peer]\n# the hub\nPublicKey = {hub_key}").ok();
+    peer_settings(
+        &mut s,
+        &desired::hub_allowed_ips(inv, host),
+        Some(&desired::endpoint_string(&hub.endpoint, net.listen_port)),
+        host.keepalive,
+    );
+    s
 }
 
 fn sysctl_conf(state: &HostState) -> String {
@@ -195,83 +260,29 @@ pub fn rules_file(state: &HostState, family: Family) -> Option<String> {
     Some(s)
 }
 
-/// `ip -4|-6 route VERB DEST [via GW] dev IF [table T] proto 157`.
-pub fn route_command(verb: &str, r: &crate::state::Route) -> String {
-    let family = if r.destination.addr().is_ipv6() {
-        "-6"
-    } else {
-        "-4"
-    };
-    let via = r
-        .via
-        .map(|v| format!(" via {}", quote(&v.to_string())))
-        .unwrap_or_default();
-    let table = r.table.map(|t| format!(" table {t}")).unwrap_or_default();
-    format!(
-        "ip {family} route {verb} {}{via} dev {}{table} proto {ROUTE_PROTO}",
-        quote(&r.destination.to_string()),
-        quote(r.device.as_str())
-    )
-}
-
-/// Adds a policy rule, replacing one at the same priority (rules have no `replace`).
-pub fn rule_add_command(r: &crate::state::RoutingRule) -> String {
-    format!(
-        "ip {} 2>/dev/null || true; ip {}",
-        r.args().replace("{}", "del"),
-        r.args().replace("{}", "add")
-    )
-}
-
-/// The shell command that inserts a tagged jump at the top of its chain unless it is there.
-pub fn ensure_jump_command(j: &crate::state::Jump) -> String {
-    let rule = |op: &str, position: &str| {
-        format!(
-            "{} -w -t {} {op} {}{position} -m comment --comment {JUMP_COMMENT} -j {}",
-            j.family.iptables(),
-            quote(&j.table),
-            quote(&j.from),
-            quote(&j.to)
-        )
-    };
-    format!("{} 2>/dev/null || {}", rule("-C", ""), rule("-I", " 1"))
-}
-
 fn up_script(state: &HostState) -> String {
     let mut s = String::from(
         "#!/bin/sh\n# Written by meshctl: restores what the WireGuard interface needs (run by wg-quick's PostUp).\nset -e\n",
     );
     if !state.sysctls.is_empty() {
-        writeln!(s, "sysctl -q -p {SYSCTL_PATH}").ok();
+        writeln!(s, "{}", spell::sysctl_load(SYSCTL_PATH)).ok();
     }
     for r in &state.routes {
-        writeln!(s, "{}", route_command("replace", r)).ok();
+        writeln!(s, "{}", spell::route_replace(r)).ok();
     }
     for r in &state.rules {
-        writeln!(s, "{}", rule_add_command(r)).ok();
+        writeln!(s, "{}", spell::rule_add(r)).ok();
     }
     for n in &state.ndp_proxies {
-        writeln!(
-            s,
-            "ip -6 neigh replace proxy {} dev {}",
-            quote(&n.address.to_string()),
-            quote(n.device.as_str())
-        )
-        .ok();
+        writeln!(s, "{}", spell::ndp_proxy_replace(n)).ok();
     }
     for family in [Family::Ipv4, Family::Ipv6] {
         if state.firewall.chains.keys().any(|c| c.family == family) {
-            writeln!(
-                s,
-                "{}-restore -w --noflush {}",
-                family.iptables(),
-                rules_path(family)
-            )
-            .ok();
+            writeln!(s, "{}", spell::chains_restore(family, &rules_path(family))).ok();
         }
     }
     for j in &state.firewall.jumps {
-        writeln!(s, "{}", ensure_jump_command(j)).ok();
+        writeln!(s, "{}", spell::jump_ensure(j)).ok();
     }
     s
 }

@@ -139,22 +139,17 @@ pub enum RuleKind {
 }
 
 impl RoutingRule {
-    /// The `ip rule` arguments that select this rule (after `add`/`del`).
-    pub fn args(&self) -> String {
-        let fam = match self.family {
-            Family::Ipv4 => "-4",
-            Family::Ipv6 => "-6",
-        };
+    /// What identifies this rule to `ip rule`, after the family and the verb:
+    /// `not fwmark M table T priority P protocol 157`. The verb is the caller's (see
+    /// [`crate::spell::rule_add`]); the plan's text shows the rule with it left out.
+    pub fn selector(&self) -> String {
         let what = match &self.kind {
             RuleKind::TunnelUnlessMarked { fwmark, table } => {
                 format!("not fwmark {fwmark} table {table}")
             }
             RuleKind::MainWithoutDefault => "table main suppress_prefixlength 0".to_owned(),
         };
-        format!(
-            "{fam} rule {{}} {what} priority {} protocol {ROUTE_PROTO}",
-            self.priority
-        )
+        format!("{what} priority {} protocol {ROUTE_PROTO}", self.priority)
     }
 }
 
@@ -169,6 +164,14 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family flag of `ip` (`ip -4 route`, `ip -6 rule`).
+    pub fn ip_flag(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "-4",
+            Family::Ipv6 => "-6",
+        }
+    }
+
     /// The `*-save` / `*-restore` command prefix for the family.
     pub fn iptables(self) -> &'static str {
         match self {

@@ -174,7 +174,7 @@ async fn apply_host<C: Connector>(
         if let Some(g) = guard {
             s.push_str(&guard::arm(&settings.run_id, &hp.changes, g, timeout));
         }
-        s.push_str(&steps::changes(&hp.changes));
+        s.push_str(&steps::changes(&hp.changes, steps::OnFailure::Stop));
         if guard.is_some() {
             s.push_str(&guard::applied(&settings.run_id));
         }

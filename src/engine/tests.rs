@@ -185,7 +185,7 @@ async fn the_change_script_is_exactly_the_plans_ops() {
     for hp in &shown.hosts {
         assert_eq!(
             c.scripts(hp.host.as_str(), Kind::Changes),
-            vec![steps::changes(&hp.changes)],
+            vec![steps::changes(&hp.changes, steps::OnFailure::Stop)],
             "{}",
             hp.host
         );
@@ -227,7 +227,11 @@ async fn a_saved_plan_runs_its_own_ops_whatever_its_display_fields_say() {
     // And they are the saved plan's ops, not a new plan's.
     for (i, h) in ["vps", "nas", "laptop"].iter().enumerate() {
         let hp = plan.hosts.iter().find(|p| p.host.as_str() == *h).unwrap();
-        assert_eq!(original[i], vec![steps::changes(&hp.changes)], "{h}");
+        assert_eq!(
+            original[i],
+            vec![steps::changes(&hp.changes, steps::OnFailure::Stop)],
+            "{h}"
+        );
     }
 }
 

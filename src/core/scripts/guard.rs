@@ -65,7 +65,7 @@ pub fn arm(run_id: &str, changes: &[Change], plan: &GuardPlan, timeout_secs: u64
         writeln!(rb, "ip link del {} 2>/dev/null", quote(wg)).ok();
     }
     // Best effort: a rollback step that fails does not stop the others.
-    rb.push_str(&steps::changes(&plan.rollback).replace("; exit 1; }", "; }"));
+    rb.push_str(&steps::changes(&plan.rollback, steps::OnFailure::Continue));
     rb.push_str(&steps::unlock());
 
     let delim = format!(

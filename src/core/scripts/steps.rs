@@ -18,6 +18,7 @@ use sha2::Digest;
 use crate::persist;
 use crate::plan::{Change, Op};
 use crate::shell::quote;
+use crate::spell;
 use crate::state::Family;
 
 /// Where the lock and the state of an apply in progress live on the host.
@@ -35,7 +36,7 @@ pub const MARK_LOCKED: &str = "@@meshctl locked@@";
 pub const MARK_PUBKEY: &str = "@@meshctl pubkey@@";
 /// `changes`: a step starts (`MARK N`, N the change's index in the plan).
 pub const MARK_STEP: &str = "@@meshctl step@@";
-/// `changes`: step N failed; the script stops there.
+/// `changes`: step N failed (the script stops there unless it runs with [`OnFailure::Continue`]).
 pub const MARK_FAILED: &str = "@@meshctl failed@@";
 /// `changes`: every step succeeded.
 pub const MARK_DONE: &str = "@@meshctl done@@";
@@ -123,9 +124,18 @@ fn rank(op: &Op) -> u8 {
     }
 }
 
-/// Step 2: the script that applies `changes`, in a safe order, stopping at the first failure
-/// and saying which step failed.
-pub fn changes(changes: &[Change]) -> String {
+/// What a `changes` script does when a step fails (it always reports the step first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Exit at once: apply must not build on a step that did not happen.
+    Stop,
+    /// Go on with the next step: a rollback undoes as much as it can.
+    Continue,
+}
+
+/// Step 2: the script that applies `changes`, in a safe order, saying which step failed and
+/// then stopping or going on as `on_failure` says.
+pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
     // Steps are announced by their index in `changes`: the script holds only what the ops
     // say, and the caller names a failed step from its own plan.
     let mut ordered: Vec<(usize, &Change)> = changes.iter().enumerate().collect();
@@ -143,7 +153,11 @@ pub fn changes(changes: &[Change]) -> String {
             continue;
         };
         writeln!(s, "echo {MARK_STEP} {i}").ok();
-        writeln!(s, "{{ {cmd}\n}} || {{ echo {MARK_FAILED} {i}; exit 1; }}").ok();
+        let stop = match on_failure {
+            OnFailure::Stop => " exit 1;",
+            OnFailure::Continue => "",
+        };
+        writeln!(s, "{{ {cmd}\n}} || {{ echo {MARK_FAILED} {i};{stop} }}").ok();
     }
     writeln!(s, "echo {MARK_DONE}").ok();
     s
@@ -160,110 +174,41 @@ fn delimiter(content: &str) -> String {
     d
 }
 
-/// The shell command for one op; `None` when another op already covers it.
+/// The shell command for one op; `None` when another op already covers it. Every command
+/// of the kernel's state is spelled by [`spell`], the same as in the boot script.
 fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
     Some(match op {
         Op::GenerateKey { .. } => return None, // done by `prepare`
-        Op::FixKeyMode { path } => format!("chmod 600 {}", quote(path)),
-        Op::CreateInterface { interface } => format!("wg-quick up {} 2>&1", quote(interface)),
-        Op::SetListenPort { interface, port } => {
-            format!("wg set {} listen-port {port}", quote(interface))
-        }
-        Op::AddAddress { interface, address } => {
-            format!(
-                "ip address replace {} dev {}",
-                quote(&address.to_string()),
-                quote(interface)
-            )
-        }
-        Op::DelAddress { interface, address } => {
-            format!(
-                "ip address del {} dev {}",
-                quote(&address.to_string()),
-                quote(interface)
-            )
-        }
+        Op::FixKeyMode { path } => spell::key_chmod(path),
+        Op::CreateInterface { interface } => spell::wg_quick_up(interface),
+        Op::SetListenPort { interface, port } => spell::wg_listen_port(interface, *port),
+        Op::AddAddress { interface, address } => spell::address_replace(interface, address),
+        Op::DelAddress { interface, address } => spell::address_del(interface, address),
         Op::SetPeer {
             interface, peer, ..
-        } => {
-            let key = peer.public_key.as_ref()?;
-            let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
-            let mut c = format!(
-                "wg set {} peer {} allowed-ips {}",
-                quote(interface),
-                quote(key.as_str()),
-                quote(&allowed.join(","))
-            );
-            if let Some(e) = &peer.endpoint {
-                write!(c, " endpoint {}", quote(e)).ok();
-            }
-            write!(
-                c,
-                " persistent-keepalive {}",
-                peer.persistent_keepalive.unwrap_or(0)
-            )
-            .ok();
-            c
-        }
+        } => spell::wg_set_peer(interface, peer.public_key.as_ref()?.as_str(), peer),
         Op::RemovePeer {
             interface,
             public_key,
-        } => format!(
-            "wg set {} peer {} remove",
-            quote(interface),
-            quote(public_key)
-        ),
-        Op::SetFwmark { interface, fwmark } => format!(
-            "wg set {} fwmark {}",
-            quote(interface),
-            fwmark.map_or("off".to_owned(), |m| m.to_string())
-        ),
-        Op::AddRule { rule } => persist::rule_add_command(rule),
-        Op::DelRule { rule } => format!("ip {}", rule.args().replace("{}", "del")),
-        Op::ReplaceRoute { route } => persist::route_command("replace", route),
-        Op::DelRoute { route } => persist::route_command("del", route),
-        Op::SetSysctl { key, value } => {
-            format!("sysctl -q -w {}", quote(&format!("{key}={value}")))
-        }
+        } => spell::wg_remove_peer(interface, public_key),
+        Op::SetFwmark { interface, fwmark } => spell::wg_fwmark(interface, *fwmark),
+        Op::AddRule { rule } => spell::rule_add(rule),
+        Op::DelRule { rule } => spell::rule_del(rule),
+        Op::ReplaceRoute { route } => spell::route_replace(route),
+        Op::DelRoute { route } => spell::route_del(route),
+        Op::SetSysctl { key, value } => spell::sysctl_set(key, value),
         Op::RestoreChains { chain } => {
+            // One restore loads every chain of the family from its file.
             if !restored.insert(chain.family) {
                 return None;
             }
-            let cmd = format!("{}-restore", chain.family.iptables());
-            let file = quote(&persist::rules_path(chain.family));
-            format!("{cmd} -w --test --noflush {file} && {cmd} -w --noflush {file}")
+            spell::chains_restore_checked(chain.family, &persist::rules_path(chain.family))
         }
-        Op::DeleteChain { chain } => {
-            let cmd = chain.family.iptables();
-            format!(
-                "{cmd} -w -t {t} -F {c} && {cmd} -w -t {t} -X {c}",
-                t = quote(&chain.table),
-                c = quote(&chain.chain)
-            )
-        }
-        Op::AddJump { jump } => persist::ensure_jump_command(jump),
-        Op::DelJump { jump } => format!(
-            "{} -w -t {} -D {} -m comment --comment {} -j {}",
-            jump.family.iptables(),
-            quote(&jump.table),
-            quote(&jump.from),
-            crate::state::JUMP_COMMENT,
-            quote(&jump.to)
-        ),
-        Op::AddNdpProxy { entry } => {
-            format!(
-                "ip -6 neigh replace proxy {} dev {}",
-                quote(&entry.address.to_string()),
-                quote(entry.device.as_str())
-            )
-        }
-        Op::DelNdpProxy { entry } => {
-            format!(
-                "ip -6 neigh del proxy {} dev {}",
-                quote(&entry.address.to_string()),
-                quote(entry.device.as_str())
-            )
-        }
+        Op::DeleteChain { chain } => spell::chain_delete(chain.family, &chain.table, &chain.chain),
+        Op::AddJump { jump } => spell::jump_ensure(jump),
+        Op::DelJump { jump } => spell::jump_del(jump),
+        Op::AddNdpProxy { entry } => spell::ndp_proxy_replace(entry),
+        Op::DelNdpProxy { entry } => spell::ndp_proxy_del(entry),
         Op::WriteFile {
             path,
             content,
@@ -278,8 +223,8 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
             };
             format!("write_file {} {:o} <<'{d}'\n{body}{d}", quote(path), mode)
         }
-        Op::RemoveFile { path } => format!("rm -f {}", quote(path)),
-        Op::EnableService { unit } => format!("systemctl enable {} 2>&1", quote(unit)),
+        Op::RemoveFile { path } => spell::file_remove(path),
+        Op::EnableService { unit } => spell::service_enable(unit),
     })
 }
 

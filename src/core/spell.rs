@@ -1,0 +1,268 @@
+//! How each shell command meshctl runs on a host is spelled: one function per command, used by
+//! both the boot script (`persist`) and apply's change script (`apply::script`).
+//!
+//! Both places must do exactly the same thing to the kernel (a route restored at boot is the
+//! route apply made, or the next plan sees drift), so the spelling lives here once. Pure: every
+//! function returns a command line, with every value shell-quoted; nothing is run here.
+
+use crate::shell::quote;
+use crate::state::{Family, JUMP_COMMENT, Jump, NdpProxy, Peer, ROUTE_PROTO, Route, RoutingRule};
+
+/// `ip -4|-6 route VERB DEST [via GW] dev IF [table T] proto 157`.
+fn route(verb: &str, r: &Route) -> String {
+    let family = if r.destination.addr().is_ipv6() {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    };
+    let via = r
+        .via
+        .map(|v| format!(" via {}", quote(&v.to_string())))
+        .unwrap_or_default();
+    let table = r.table.map(|t| format!(" table {t}")).unwrap_or_default();
+    format!(
+        "ip {} route {verb} {}{via} dev {}{table} proto {ROUTE_PROTO}",
+        family.ip_flag(),
+        quote(&r.destination.to_string()),
+        quote(r.device.as_str())
+    )
+}
+
+/// Adds or updates a route meshctl owns (`replace` is idempotent, so boot and apply share it).
+pub fn route_replace(r: &Route) -> String {
+    route("replace", r)
+}
+
+/// Deletes a route meshctl owns.
+pub fn route_del(r: &Route) -> String {
+    route("del", r)
+}
+
+/// `ip -4|-6 rule VERB SELECTOR`: the verb is spliced in here only, so no caller edits a
+/// template string.
+fn rule(verb: &str, r: &RoutingRule) -> String {
+    format!("ip {} rule {verb} {}", r.family.ip_flag(), r.selector())
+}
+
+/// Adds a policy rule, replacing one at the same priority first: `ip rule` has no `replace`,
+/// and a second `add` would make a duplicate.
+pub fn rule_add(r: &RoutingRule) -> String {
+    format!("{} 2>/dev/null || true; {}", rule("del", r), rule("add", r))
+}
+
+/// Deletes a policy rule meshctl owns.
+pub fn rule_del(r: &RoutingRule) -> String {
+    rule("del", r)
+}
+
+/// `iptables -w -t TABLE OP FROM[ POSITION] -m comment --comment meshctl -j TO`.
+fn jump(j: &Jump, op: &str, position: &str) -> String {
+    format!(
+        "{} -w -t {} {op} {}{position} -m comment --comment {JUMP_COMMENT} -j {}",
+        j.family.iptables(),
+        quote(&j.table),
+        quote(&j.from),
+        quote(&j.to)
+    )
+}
+
+/// Inserts the tagged jump at the top of its built-in chain unless it is already there (`-C`
+/// first: inserting twice would make two jumps, and the second removal would miss one).
+pub fn jump_ensure(j: &Jump) -> String {
+    format!(
+        "{} 2>/dev/null || {}",
+        jump(j, "-C", ""),
+        jump(j, "-I", " 1")
+    )
+}
+
+/// Deletes the tagged jump.
+pub fn jump_del(j: &Jump) -> String {
+    jump(j, "-D", "")
+}
+
+/// `ip -6 neigh VERB proxy ADDR dev IF`.
+fn ndp_proxy(verb: &str, n: &NdpProxy) -> String {
+    format!(
+        "ip -6 neigh {verb} proxy {} dev {}",
+        quote(&n.address.to_string()),
+        quote(n.device.as_str())
+    )
+}
+
+/// Adds (or keeps) an NDP proxy entry.
+pub fn ndp_proxy_replace(n: &NdpProxy) -> String {
+    ndp_proxy("replace", n)
+}
+
+/// Deletes an NDP proxy entry.
+pub fn ndp_proxy_del(n: &NdpProxy) -> String {
+    ndp_proxy("del", n)
+}
+
+/// Sets one sysctl now (the drop-in file persists it).
+pub fn sysctl_set(key: &str, value: &str) -> String {
+    format!("sysctl -q -w {}", quote(&format!("{key}={value}")))
+}
+
+/// Loads every sysctl of a drop-in file (at boot).
+pub fn sysctl_load(path: &str) -> String {
+    format!("sysctl -q -p {}", quote(path))
+}
+
+/// `ip address VERB ADDR dev IF`.
+fn address(verb: &str, interface: &str, address: &ipnet::IpNet) -> String {
+    format!(
+        "ip address {verb} {} dev {}",
+        quote(&address.to_string()),
+        quote(interface)
+    )
+}
+
+/// Adds (or keeps) an address on an interface.
+pub fn address_replace(interface: &str, a: &ipnet::IpNet) -> String {
+    address("replace", interface, a)
+}
+
+/// Removes an address from an interface.
+pub fn address_del(interface: &str, a: &ipnet::IpNet) -> String {
+    address("del", interface, a)
+}
+
+/// Brings an interface up from its wg-quick config (wg-quick reports on stderr: keep it).
+pub fn wg_quick_up(interface: &str) -> String {
+    format!("wg-quick up {} 2>&1", quote(interface))
+}
+
+/// Sets a peer's allowed IPs, endpoint and keepalive; the key is passed apart from `peer`
+/// because a desired peer may not know it yet, and such a peer cannot be set at all.
+/// The keepalive is always spelled (`0` turns it off), so a removed keepalive goes away.
+pub fn wg_set_peer(interface: &str, public_key: &str, peer: &Peer) -> String {
+    let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
+    let endpoint = peer
+        .endpoint
+        .as_ref()
+        .map(|e| format!(" endpoint {}", quote(e)))
+        .unwrap_or_default();
+    format!(
+        "wg set {} peer {} allowed-ips {}{endpoint} persistent-keepalive {}",
+        quote(interface),
+        quote(public_key),
+        quote(&allowed.join(",")),
+        peer.persistent_keepalive.unwrap_or(0)
+    )
+}
+
+/// Removes a peer by its public key.
+pub fn wg_remove_peer(interface: &str, public_key: &str) -> String {
+    format!(
+        "wg set {} peer {} remove",
+        quote(interface),
+        quote(public_key)
+    )
+}
+
+/// Sets the interface's UDP port.
+pub fn wg_listen_port(interface: &str, port: u16) -> String {
+    format!("wg set {} listen-port {port}", quote(interface))
+}
+
+/// Sets the interface's firewall mark; `None` turns it off.
+pub fn wg_fwmark(interface: &str, fwmark: Option<u32>) -> String {
+    format!(
+        "wg set {} fwmark {}",
+        quote(interface),
+        fwmark.map_or("off".to_owned(), |m| m.to_string())
+    )
+}
+
+/// Restores meshctl's chains of `family` from `file` without touching any other chain (at boot:
+/// the file was checked when apply wrote it).
+pub fn chains_restore(family: Family, file: &str) -> String {
+    format!("{}-restore -w --noflush {}", family.iptables(), quote(file))
+}
+
+/// Restores meshctl's chains of `family` from `file` after a dry run (`--test`), so a file the
+/// kernel refuses leaves the chains as they were.
+pub fn chains_restore_checked(family: Family, file: &str) -> String {
+    let cmd = format!("{}-restore", family.iptables());
+    let file = quote(file);
+    format!("{cmd} -w --test --noflush {file} && {cmd} -w --noflush {file}")
+}
+
+/// Flushes and deletes one of meshctl's chains (its jump must be gone first).
+pub fn chain_delete(family: Family, table: &str, chain: &str) -> String {
+    let cmd = family.iptables();
+    format!(
+        "{cmd} -w -t {t} -F {c} && {cmd} -w -t {t} -X {c}",
+        t = quote(table),
+        c = quote(chain)
+    )
+}
+
+/// Makes the private key file private again.
+pub fn key_chmod(path: &str) -> String {
+    format!("chmod 600 {}", quote(path))
+}
+
+/// Removes a file meshctl no longer needs.
+pub fn file_remove(path: &str) -> String {
+    format!("rm -f {}", quote(path))
+}
+
+/// Enables a systemd unit at boot (systemctl reports on stderr: keep it).
+pub fn service_enable(unit: &str) -> String {
+    format!("systemctl enable {} 2>&1", quote(unit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::InterfaceName;
+    use crate::state::RuleKind;
+
+    #[test]
+    fn rule_add_deletes_first() {
+        let r = RoutingRule {
+            family: Family::Ipv6,
+            priority: 32761,
+            kind: RuleKind::TunnelUnlessMarked {
+                fwmark: 51820,
+                table: 51820,
+            },
+        };
+        assert_eq!(
+            rule_add(&r),
+            "ip -6 rule del not fwmark 51820 table 51820 priority 32761 protocol 157 2>/dev/null || true; \
+             ip -6 rule add not fwmark 51820 table 51820 priority 32761 protocol 157"
+        );
+        assert_eq!(
+            rule_del(&r),
+            "ip -6 rule del not fwmark 51820 table 51820 priority 32761 protocol 157"
+        );
+    }
+
+    #[test]
+    fn route_spells_every_part() {
+        let r = Route {
+            destination: "10.1.0.0/16".parse().unwrap(),
+            device: InterfaceName::parse("wg0").unwrap(),
+            via: Some("10.8.0.2".parse().unwrap()),
+            table: Some(7),
+        };
+        assert_eq!(
+            route_replace(&r),
+            "ip -4 route replace 10.1.0.0/16 via 10.8.0.2 dev wg0 table 7 proto 157"
+        );
+        assert_eq!(
+            route_del(&r),
+            "ip -4 route del 10.1.0.0/16 via 10.8.0.2 dev wg0 table 7 proto 157"
+        );
+    }
+
+    #[test]
+    fn values_are_quoted() {
+        assert_eq!(sysctl_set("net.x", "1"), "sysctl -q -w 'net.x=1'");
+        assert_eq!(key_chmod("/a b"), "chmod 600 '/a b'");
+    }
+}
