@@ -95,6 +95,15 @@ pub fn ndp_proxy_replace(n: &NdpProxy) -> String {
     ndp_proxy("replace", n)
 }
 
+/// The address of an NDP proxy entry that a line written by [`ndp_proxy_replace`] (in meshctl's
+/// boot script) adds; `None` for any other line. The reading lives beside the spelling, so the
+/// two cannot drift apart.
+pub fn ndp_proxy_replaced_address(line: &str) -> Option<std::net::Ipv6Addr> {
+    let rest = line.strip_prefix("ip -6 neigh replace proxy ")?;
+    let word = rest.split_whitespace().next()?;
+    word.trim_matches('\'').parse().ok()
+}
+
 /// Deletes an NDP proxy entry.
 pub fn ndp_proxy_del(n: &NdpProxy) -> String {
     ndp_proxy("del", n)

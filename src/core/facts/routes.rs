@@ -110,11 +110,9 @@ pub(crate) fn parse_ndp(
     }
     let listed = |a: &Ipv6Addr| {
         listed_in.is_some_and(|script| {
-            script.lines().any(|l| {
-                l.starts_with("ip -6 neigh replace proxy ")
-                    && l.split_whitespace()
-                        .any(|w| w.trim_matches('\'') == a.to_string())
-            })
+            script
+                .lines()
+                .any(|l| crate::spell::ndp_proxy_replaced_address(l) == Some(*a))
         })
     };
     let rec = require(recs, "ndp")?;
