@@ -227,6 +227,19 @@ pub fn service_enable(unit: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ndp_entry_spelled_here_is_read_back_here() {
+        let n = NdpProxy {
+            address: "2001:db8:10:0:100::a".parse().unwrap(),
+            device: crate::names::InterfaceName::parse("eth0").unwrap(),
+        };
+        assert_eq!(
+            ndp_proxy_replaced_address(&ndp_proxy_replace(&n)),
+            Some(n.address)
+        );
+        assert_eq!(ndp_proxy_replaced_address(&ndp_proxy_del(&n)), None);
+    }
     use crate::names::InterfaceName;
     use crate::state::RuleKind;
 
