@@ -264,6 +264,17 @@ fn up_script(state: &HostState) -> String {
     let mut s = String::from(
         "#!/bin/sh\n# Written by meshctl: restores what the WireGuard interface needs (run by wg-quick's PostUp).\nset -e\n",
     );
+    // The firewall first, as in the change script: when a restore fails, `set -e` stops here,
+    // before forwarding, routes or NDP answers open a path (and wg-quick takes the interface
+    // down again).
+    for family in [Family::Ipv4, Family::Ipv6] {
+        if state.firewall.chains.keys().any(|c| c.family == family) {
+            writeln!(s, "{}", spell::chains_restore(family, &rules_path(family))).ok();
+        }
+    }
+    for j in &state.firewall.jumps {
+        writeln!(s, "{}", spell::jump_ensure(j)).ok();
+    }
     if !state.sysctls.is_empty() {
         writeln!(s, "{}", spell::sysctl_load(SYSCTL_PATH)).ok();
     }
@@ -275,14 +286,6 @@ fn up_script(state: &HostState) -> String {
     }
     for n in &state.ndp_proxies {
         writeln!(s, "{}", spell::ndp_proxy_replace(n)).ok();
-    }
-    for family in [Family::Ipv4, Family::Ipv6] {
-        if state.firewall.chains.keys().any(|c| c.family == family) {
-            writeln!(s, "{}", spell::chains_restore(family, &rules_path(family))).ok();
-        }
-    }
-    for j in &state.firewall.jumps {
-        writeln!(s, "{}", spell::jump_ensure(j)).ok();
     }
     s
 }
