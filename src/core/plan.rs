@@ -366,6 +366,14 @@ pub enum Op {
         /// A chain of the family to restore; one restore covers all chains of that family.
         chain: ChainId,
     },
+    /// `*tables-restore --noflush` of meshctl's chains of one family from the rules given here,
+    /// not from a file: a guarded host's rollback puts back the chains as they were gathered.
+    RestoreRules {
+        /// The family (`iptables` or `ip6tables`).
+        family: crate::state::Family,
+        /// The rules, in `*tables-restore` format, meshctl's chains only.
+        rules: String,
+    },
     /// Flush and delete one of meshctl's chains (after its jump is gone).
     DeleteChain {
         /// The chain to delete.

@@ -262,7 +262,7 @@ pub fn guard_plan(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> Gu
         key_file_mode: Some(0o600),
         ..LiveHost::default()
     };
-    let rollback = diff::diff_host(&before.state, &as_live, keys)
+    let rollback: Vec<crate::plan::Change> = diff::diff_host(&before.state, &as_live, keys)
         .changes
         .into_iter()
         .filter(|c| {
@@ -274,6 +274,26 @@ pub fn guard_plan(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> Gu
                     | Op::FixKeyMode { .. }
                     | Op::EnableService { .. }
             )
+        })
+        .collect();
+    // The chains go back as they were gathered, not as the (restored) rules files say: a
+    // chain edited by hand since the files were written comes back as it was.
+    let mut restored = std::collections::BTreeSet::new();
+    let rollback = rollback
+        .into_iter()
+        .filter_map(|c: crate::plan::Change| match &c.op {
+            Op::RestoreChains { chain } => {
+                let family = chain.family;
+                if !restored.insert(family) {
+                    return None;
+                }
+                let rules = persist::rules_file(&before.state, family)?;
+                Some(crate::plan::Change {
+                    op: Op::RestoreRules { family, rules },
+                    ..c
+                })
+            }
+            _ => Some(c),
         })
         .collect();
     let created_interface = match (&before.state.interface, &after.interface) {

@@ -191,6 +191,11 @@ pub fn chains_restore(family: Family, file: &str) -> String {
     format!("{}-restore -w --noflush {}", family.iptables(), quote(file))
 }
 
+/// Restores meshctl's chains of `family` from the rules on stdin.
+pub fn chains_restore_stdin(family: Family) -> String {
+    format!("{}-restore -w --noflush", family.iptables())
+}
+
 /// Restores meshctl's chains of `family` from `file` after a dry run (`--test`), so a file the
 /// kernel refuses leaves the chains as they were.
 pub fn chains_restore_checked(family: Family, file: &str) -> String {

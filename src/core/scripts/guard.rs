@@ -78,11 +78,28 @@ pub fn arm(run_id: &str, changes: &[Change], plan: &GuardPlan, timeout_secs: u64
         "cat > {gq}/rollback.new <<'{delim}' || guard_fail 'cannot write its script'\n{rb}{delim}\nmv {gq}/rollback.new {gq}/rollback.sh || guard_fail 'cannot write its script'"
     )
     .ok();
+    // Timer and change script are serialised on the host: the change script (this shell)
+    // holds `serial` from here to its end (its steps do not inherit the descriptor), and a
+    // timer that claims the rollback first stops this shell — its running step first — and
+    // then waits for `serial`, so a rollback never runs beside a change still in progress, and
+    // the lock is released (by the rollback's last line) only after both are done.
     writeln!(
         s,
-        "setsid sh -c {} </dev/null >/dev/null 2>&1 &",
+        "echo $$ > {gq}/changes.pid && exec 9> {gq}/serial && flock -x 9 || guard_fail 'cannot take its lock'"
+    )
+    .ok();
+    let stop_changes = format!(
+        "p=$(cat {gq}/changes.pid 2>/dev/null); \
+         if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then \
+         kill -STOP \"$p\"; \
+         for f in /proc/[0-9]*/status; do grep -q \"^PPid:[[:space:]]*$p$\" \"$f\" 2>/dev/null && {{ c=${{f#/proc/}}; c=${{c%/status}}; [ \"$c\" = $$ ] || kill -KILL \"$c\" 2>/dev/null; }}; done; \
+         kill -KILL \"$p\"; fi"
+    );
+    writeln!(
+        s,
+        "setsid sh -c {} </dev/null >/dev/null 2>&1 9>&- &",
         quote(&format!(
-            "sleep {timeout_secs}; if mv {gq}/rollback.sh {gq}/rollback.claimed 2>/dev/null; then touch {gq}/rolled-back; sh {gq}/rollback.claimed > {gq}/rollback.log 2>&1; fi"
+            "sleep {timeout_secs}; if mv {gq}/rollback.sh {gq}/rollback.claimed 2>/dev/null; then {stop_changes}; flock -x {gq}/serial sh {gq}/rollback.claimed > {gq}/rollback.log 2>&1; touch {gq}/rolled-back; fi"
         ))
     )
     .ok();
@@ -104,7 +121,7 @@ pub fn applied(run_id: &str) -> String {
 pub fn confirm(run_id: &str, gather: &str) -> String {
     let g = quote(&dir(run_id));
     format!(
-        "if [ -e {g}/rolled-back ]; then echo 'the guard already rolled back' >&2; exit 3; fi\n\
+        "if [ -e {g}/rolled-back ] || [ -e {g}/rollback.claimed ]; then echo 'the guard already rolled back' >&2; exit 3; fi\n\
          if [ ! -e {g}/rollback.sh ]; then echo 'the guard was never armed' >&2; exit {never}; fi\n\
          if [ ! -e {g}/applied ]; then echo 'the changes did not finish on the host' >&2; exit 4; fi\n\
          mv {g}/rollback.sh {g}/rollback.confirmed 2>/dev/null || {{ echo 'the guard already rolled back' >&2; exit 3; }}\n\
@@ -118,6 +135,6 @@ pub fn confirm(run_id: &str, gather: &str) -> String {
 pub fn status(run_id: &str) -> String {
     let g = quote(&dir(run_id));
     format!(
-        "if [ -e {g}/rolled-back ]; then echo {STATUS_ROLLED_BACK}; cat {g}/rollback.log 2>/dev/null; elif [ ! -e {g} ]; then echo confirmed; else echo pending; fi\n"
+        "if [ -e {g}/rolled-back ]; then echo {STATUS_ROLLED_BACK}; cat {g}/rollback.log 2>/dev/null; elif [ -e {g}/rollback.claimed ]; then echo rolling-back; elif [ ! -e {g} ]; then echo confirmed; else echo pending; fi\n"
     )
 }

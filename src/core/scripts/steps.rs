@@ -104,7 +104,7 @@ fn rank(op: &Op) -> u8 {
     match op {
         Op::WriteFile { .. } => 0,
         Op::GenerateKey { .. } | Op::FixKeyMode { .. } => 1,
-        Op::RestoreChains { .. } => 2,
+        Op::RestoreChains { .. } | Op::RestoreRules { .. } => 2,
         Op::AddJump { .. } => 3,
         Op::SetSysctl { .. } => 4,
         Op::CreateInterface { .. } => 5,
@@ -157,10 +157,25 @@ pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
             OnFailure::Stop => " exit 1;",
             OnFailure::Continue => "",
         };
-        writeln!(s, "{{ {cmd}\n}} || {{ echo {MARK_FAILED} {i};{stop} }}").ok();
+        // `9>&-`: no step inherits the guard's serialising descriptor (a daemon a step starts
+        // must not hold it).
+        writeln!(
+            s,
+            "{{ {cmd}\n}} 9>&- || {{ echo {MARK_FAILED} {i};{stop} }}"
+        )
+        .ok();
     }
     writeln!(s, "echo {MARK_DONE}").ok();
     s
+}
+
+/// `text` ending in a newline (a here-document's last line needs one), unless empty.
+fn with_newline(text: &str) -> String {
+    if text.ends_with('\n') || text.is_empty() {
+        text.to_owned()
+    } else {
+        format!("{text}\n")
+    }
 }
 
 /// A here-document delimiter that does not occur in `content`.
@@ -204,6 +219,15 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
             }
             spell::chains_restore_checked(chain.family, &persist::rules_path(chain.family))
         }
+        Op::RestoreRules { family, rules } => {
+            restored.insert(*family);
+            let d = delimiter(rules);
+            format!(
+                "{} <<'{d}'\n{}{d}",
+                spell::chains_restore_stdin(*family),
+                with_newline(rules)
+            )
+        }
         Op::DeleteChain { chain } => spell::chain_delete(chain.family, &chain.table, &chain.chain),
         Op::AddJump { jump } => spell::jump_ensure(jump),
         Op::DelJump { jump } => spell::jump_del(jump),
@@ -216,11 +240,7 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
             ..
         } => {
             let d = delimiter(content);
-            let body = if content.ends_with('\n') || content.is_empty() {
-                content.clone()
-            } else {
-                format!("{content}\n")
-            };
+            let body = with_newline(content);
             format!("write_file {} {:o} <<'{d}'\n{body}{d}", quote(path), mode)
         }
         Op::RemoveFile { path } => spell::file_remove(path),
