@@ -314,7 +314,6 @@ fn no_private_key_in_any_file() {
                 }
                 let wg = d.state.interface.as_ref().unwrap();
                 assert_eq!(wg.private_key_file.path, "/etc/wireguard/wg0.key");
-                assert_eq!(wg.private_key_file.mode, Some(0o600));
             }
         }
     }

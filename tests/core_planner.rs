@@ -476,7 +476,7 @@ fn file_mode_drift() {
 #[test]
 fn key_file_mode_is_fixed() {
     let mut case = Case::converged();
-    case.wg("laptop").private_key_file.mode = Some(0o644);
+    case.live("laptop").key_file_mode = Some(0o644);
     let plan = case.snapshot("key_mode");
     assert_eq!(
         ops(&plan, "laptop"),
@@ -486,7 +486,7 @@ fn key_file_mode_is_fixed() {
     );
     assert_eq!(plan.counts(), counts(0, 1, 0));
     // 0400 and 0600 are both private enough.
-    case.wg("laptop").private_key_file.mode = Some(0o400);
+    case.live("laptop").key_file_mode = Some(0o400);
     assert!(!case.plan().has_changes());
 }
 
@@ -730,11 +730,11 @@ fn hand_edited_saved_plan_is_refused() {
 fn saved_plan_of_another_version_is_refused() {
     let case = Case::converged();
     let dir = tempfile::tempdir().unwrap();
-    let json = render::json(&case.plan()).replacen("\"version\": 1,", "\"version\": 2,", 1);
+    let json = render::json(&case.plan()).replacen("\"version\": 2,", "\"version\": 1,", 1);
     let p = write(dir.path(), "plan.json", &json);
     assert_eq!(
         message(meshctl::files::load_plan(&p).unwrap_err(), &p),
-        "the saved plan PLAN has schema version 2; this meshctl reads version 1: make a new plan"
+        "the saved plan PLAN has schema version 1; this meshctl reads version 2: make a new plan"
     );
     let p = write(dir.path(), "plan.json", "{\"version\": \"1\"}");
     assert_eq!(

@@ -184,10 +184,7 @@ fn for_host_with(
         addresses,
         listen_port: matches!(host.role, Role::Hub(_)).then_some(net.listen_port),
         public_key: keys.get(&host.name).cloned(),
-        private_key_file: KeyFile {
-            path: key_path(wg),
-            mode: Some(0o600),
-        },
+        private_key_file: KeyFile { path: key_path(wg) },
         peers,
         fwmark: None,
     };

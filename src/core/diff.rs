@@ -419,7 +419,7 @@ fn interface(
         return;
     };
 
-    key_file(have.private_key_file.mode, want, d);
+    key_file(host.key_file_mode, want, d);
     if let (Some(pinned_key), Some(live_key)) = (&want.public_key, &have.public_key)
         && pinned_key != live_key
     {

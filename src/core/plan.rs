@@ -5,10 +5,12 @@
 //! No type in here can hold a private or preshared key: peers carry public keys, files carry
 //! configs that point at the key file.
 //!
-//! JSON schema (version 1): `{ version, network, inventory, inventory_digest, hosts: [{ host,
+//! JSON schema (version 2): `{ version, network, inventory, inventory_digest, hosts: [{ host,
 //! role, target, status: "planned" | "failed", error?, changes: [{ action: "add" | "change" |
-//! "remove", kind, resource, before?, after?, diff?, op }], warnings, skipped, notes,
-//! fingerprint? }], manual_steps: [{ subject, text }], checksum? }` (`checksum` in saved plans).
+//! "remove", kind, resource, before?, after?, diff?, op }], warnings, skipped, notes, guard?: {
+//! rollback: [change], created_interface? }, fingerprint? }], manual_steps: [{ subject, text }],
+//! checksum? }` (`checksum` in saved plans). Version 1 plans are refused: apply executes a
+//! plan's ops, and theirs carry no guard rollback.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +18,7 @@ use crate::names::HostName;
 use crate::state::{ChainId, Jump, NdpProxy, Peer, Route};
 
 /// The plan format's version; a saved plan of another version is refused.
-pub const PLAN_VERSION: u32 = 1;
+pub const PLAN_VERSION: u32 = 2;
 
 /// What `meshctl plan` computes and `meshctl apply` executes: every managed host's changes plus the steps left to the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

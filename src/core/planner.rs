@@ -118,13 +118,10 @@ pub fn gather_spec(d: &Desired, roles: &Roles) -> GatherSpec {
 
 /// The live state restricted to what meshctl compares: roaming endpoints and a listen port it
 /// does not set are dropped, so the fingerprint only moves when something meshctl owns moves.
+/// (The key file's mode is not in the state at all: apply's first step makes a missing key
+/// file, a change of its own in the plan, and that must not make a saved plan look stale.)
 pub fn normalise(live: &HostState, desired: &HostState) -> HostState {
     let mut n = live.clone();
-    if let Some(l) = n.interface.as_mut() {
-        // Apply's first step makes a missing key file (a change of its own in the plan): that
-        // must not make a saved plan look stale.
-        l.private_key_file.mode = None;
-    }
     if let (Some(l), Some(d)) = (n.interface.as_mut(), desired.interface.as_ref()) {
         if d.listen_port.is_none() {
             l.listen_port = None;

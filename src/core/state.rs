@@ -66,13 +66,12 @@ pub struct WgInterface {
     pub peers: BTreeMap<String, Peer>,
 }
 
-/// The private key file: its path and, in live state, its mode (`None`: it does not exist).
+/// The private key file. Desired, it is always 0600; its live mode is a fact of the host
+/// (`LiveHost::key_file_mode`: the file exists whether or not the interface does).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyFile {
     /// Absolute path, e.g. `/etc/wireguard/wg0.key`.
     pub path: String,
-    /// Permission bits; `None` when the file does not exist. Desired: always 0o600.
-    pub mode: Option<u32>,
 }
 
 /// One WireGuard peer.

@@ -180,7 +180,7 @@ pub fn parse(output: &str, spec: &GatherSpec) -> Result<LiveHost, FactError> {
         ..LiveHost::default()
     };
     live.state.interface = wireguard::parse(&recs, spec)?;
-    live.key_file_mode = wireguard::parse_key_file(&recs, spec)?.mode;
+    live.key_file_mode = wireguard::parse_key_file_mode(&recs, spec)?;
     live.state.routes = routes::parse_routes(&recs, &mut live.warnings)?;
     live.state.rules = routes::parse_rules(&recs, &mut live.warnings)?;
     live.state.sysctls = files::parse_sysctls(&recs, spec)?;

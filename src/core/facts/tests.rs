@@ -254,7 +254,7 @@ fn hub_fixture() {
         Some(key("Tcnr+/YyFjuGWWoK+PfrcySOLrmWSXfxGT4eprTDyBM="))
     );
     assert_eq!(wg.private_key_file.path, "/tmp/fxkeys/hub.key");
-    assert_eq!(wg.private_key_file.mode, Some(0o600));
+    assert_eq!(live.key_file_mode, Some(0o600));
     assert_eq!(wg.peers.len(), 4);
     let a = &wg.peers[PEER_A];
     assert_eq!(a.public_key, Some(key(PEER_A)));
@@ -572,7 +572,7 @@ fn missing_tools_and_failing_commands() {
     // Key file absent.
     let out = with_record(&hub, "keyfile", "", 3);
     let live = parse(&out, &hub_spec()).unwrap();
-    assert_eq!(live.state.interface.unwrap().private_key_file.mode, None);
+    assert_eq!(live.key_file_mode, None);
     // A file meshctl cannot read.
     let out = with_record(&hub, "file.0", "", 5);
     assert_eq!(
@@ -769,7 +769,6 @@ fn spec_from_desired_state() {
         public_key: None,
         private_key_file: KeyFile {
             path: "/etc/wireguard/wg7.key".into(),
-            mode: Some(0o600),
         },
         peers: Default::default(),
         fwmark: None,
@@ -974,7 +973,7 @@ fn gather_for_real_in_a_scratch_netns() {
         Some(public.as_str())
     );
     assert_eq!(wg.listen_port, Some(51820));
-    assert_eq!(wg.private_key_file.mode, Some(0o600));
+    assert_eq!(live.key_file_mode, Some(0o600));
     assert_eq!(
         wg.addresses,
         BTreeSet::from([net("10.8.0.1/24"), net("2001:db8:10:0:100::1/72")])

@@ -155,13 +155,18 @@ pub(crate) fn parse(
         listen_port,
         fwmark,
         public_key,
-        private_key_file: parse_key_file(recs, spec)?,
+        private_key_file: KeyFile {
+            path: spec.key_file.clone(),
+        },
         peers,
     }))
 }
 
 /// The key file's mode (`None`: absent). Its content is never gathered.
-pub(crate) fn parse_key_file(recs: &Records<'_>, spec: &GatherSpec) -> Result<KeyFile, FactError> {
+pub(crate) fn parse_key_file_mode(
+    recs: &Records<'_>,
+    spec: &GatherSpec,
+) -> Result<Option<u32>, FactError> {
     let rec = require(recs, "keyfile")?;
     let mode = match rec.rc {
         0 => Some(parse_mode(rec, "keyfile")?),
@@ -179,10 +184,7 @@ pub(crate) fn parse_key_file(recs: &Records<'_>, spec: &GatherSpec) -> Result<Ke
             ));
         }
     };
-    Ok(KeyFile {
-        path: spec.key_file.clone(),
-        mode,
-    })
+    Ok(mode)
 }
 
 /// The first line of a record as an octal mode (`stat -c %a` prints `600`).
