@@ -296,3 +296,43 @@ fn two_sites_reach_each_others_home_lan_through_the_vpn() {
         "and back"
     );
 }
+
+#[test]
+fn a_vlan_named_wan_interface_converges_and_its_sysctls_load_at_boot() {
+    // A WAN interface with a dot (a VLAN): its per-interface sysctl key must be written the way
+    // sysctl reads it (`net/ipv6/conf/eth0.100/proxy_ndp`), else apply never converges.
+    let (_keep, inv) = own_inventory("variant-vlan");
+    let yaml = std::fs::read_to_string(&inv)
+        .unwrap()
+        .replace("    wan_interface: eth0\n", "    wan_interface: eth0.100\n");
+    assert!(yaml.contains("wan_interface: eth0.100"));
+    std::fs::write(&inv, yaml).unwrap();
+    let lab = TestLab::up("variant_vlan", &inv);
+    assert!(
+        text(&lab.exec("vps", "ip -o link show")).contains("eth0.100@"),
+        "the lab gives the hub a WAN named eth0.100"
+    );
+    converges_twice(&lab);
+    let proxy_ndp = "cat /proc/sys/net/ipv6/conf/eth0.100/proxy_ndp";
+    assert_eq!(text(&lab.exec("vps", proxy_ndp)).trim(), "1");
+    // The drop-in spells the key with slashes, and `sysctl -p` (what the boot script runs)
+    // loads it.
+    let conf = lab.ssh("vps", "cat /etc/sysctl.d/90-meshctl.conf");
+    assert!(
+        text(&conf).contains("net/ipv6/conf/eth0.100/proxy_ndp = 1"),
+        "{}",
+        text(&conf)
+    );
+    let boot = lab.ssh(
+        "vps",
+        "echo 0 > /proc/sys/net/ipv6/conf/eth0.100/proxy_ndp && \
+         sysctl -q -p /etc/sysctl.d/90-meshctl.conf && cat /proc/sys/net/ipv6/conf/eth0.100/proxy_ndp",
+    );
+    assert!(boot.status.success(), "sysctl -p: {}", text(&boot));
+    assert_eq!(String::from_utf8_lossy(&boot.stdout).trim(), "1");
+    // The NDP proxy on the VLAN works: the laptop's public address reaches the internet.
+    assert!(
+        pings_within(&lab, "laptop", "2001:db8:ff::200", 20),
+        "laptop → inet over IPv6 through eth0.100"
+    );
+}

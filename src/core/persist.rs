@@ -225,7 +225,7 @@ pub fn client_conf(
 fn sysctl_conf(state: &HostState) -> String {
     let mut s = String::from("# Written by meshctl.\n");
     for (k, v) in &state.sysctls {
-        writeln!(s, "{k} = {v}").ok();
+        writeln!(s, "{} = {v}", spell::sysctl_key(k)).ok();
     }
     s
 }
@@ -288,4 +288,21 @@ fn up_script(state: &HostState) -> String {
         writeln!(s, "{}", spell::ndp_proxy_replace(n)).ok();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drop_in_writes_keys_of_dotted_interfaces_with_slashes() {
+        let mut state = HostState::default();
+        for k in ["net.ipv6.conf.eth0.100.proxy_ndp", "net.ipv4.ip_forward"] {
+            state.sysctls.insert(k.into(), "1".into());
+        }
+        assert_eq!(
+            sysctl_conf(&state),
+            "# Written by meshctl.\nnet.ipv4.ip_forward = 1\nnet/ipv6/conf/eth0.100/proxy_ndp = 1\n"
+        );
+    }
 }

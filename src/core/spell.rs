@@ -109,9 +109,41 @@ pub fn ndp_proxy_del(n: &NdpProxy) -> String {
     ndp_proxy("del", n)
 }
 
+/// A sysctl key the way `sysctl` reads it: dotted, except when a per-interface key names an
+/// interface with a dot in it (a VLAN such as `eth0.100`), which `sysctl` would read as two path
+/// components (`eth0/100`). Such a key is written with slashes
+/// (`net/ipv6/conf/eth0.100/proxy_ndp`), a form `sysctl -w` and `sysctl -p FILE` both accept.
+/// The first three components and the last one of a per-interface key are fixed; everything
+/// between is the interface name (as the gather script reads it, see `facts`).
+pub fn sysctl_key(key: &str) -> String {
+    if key.contains('/') {
+        return key.to_owned();
+    }
+    let dotted: Vec<&str> = key.split('.').collect();
+    let per_interface = dotted.len() >= 5
+        && dotted[0] == "net"
+        && matches!(dotted[1], "ipv4" | "ipv6" | "mpls")
+        && matches!(dotted[2], "conf" | "neigh");
+    if !per_interface || dotted.len() == 5 {
+        return key.to_owned();
+    }
+    let last = dotted.len() - 1;
+    format!(
+        "{}/{}/{}/{}/{}",
+        dotted[0],
+        dotted[1],
+        dotted[2],
+        dotted[3..last].join("."),
+        dotted[last]
+    )
+}
+
 /// Sets one sysctl now (the drop-in file persists it).
 pub fn sysctl_set(key: &str, value: &str) -> String {
-    format!("sysctl -q -w {}", quote(&format!("{key}={value}")))
+    format!(
+        "sysctl -q -w {}",
+        quote(&format!("{}={value}", sysctl_key(key)))
+    )
 }
 
 /// Loads every sysctl of a drop-in file (at boot).
@@ -291,5 +323,36 @@ mod tests {
     fn values_are_quoted() {
         assert_eq!(sysctl_set("net.x", "1"), "sysctl -q -w 'net.x=1'");
         assert_eq!(key_chmod("/a b"), "chmod 600 '/a b'");
+    }
+
+    #[test]
+    fn sysctl_keys_of_dotted_interfaces_are_written_with_slashes() {
+        assert_eq!(
+            sysctl_set("net.ipv6.conf.eth0.100.proxy_ndp", "1"),
+            "sysctl -q -w 'net/ipv6/conf/eth0.100/proxy_ndp=1'"
+        );
+        assert_eq!(
+            sysctl_key("net.ipv4.conf.br0.10.20.forwarding"),
+            "net/ipv4/conf/br0.10.20/forwarding"
+        );
+        // Keys whose interface has no dot, and keys that are not per interface, stay dotted.
+        assert_eq!(
+            sysctl_set("net.ipv6.conf.eth0.proxy_ndp", "1"),
+            "sysctl -q -w 'net.ipv6.conf.eth0.proxy_ndp=1'"
+        );
+        assert_eq!(sysctl_key("net.ipv4.ip_forward"), "net.ipv4.ip_forward");
+        assert_eq!(
+            sysctl_key("net.ipv6.conf.all.forwarding"),
+            "net.ipv6.conf.all.forwarding"
+        );
+        assert_eq!(
+            sysctl_key("net.netfilter.nf_conntrack_udp_timeout"),
+            "net.netfilter.nf_conntrack_udp_timeout"
+        );
+        // Already slashed: taken as it is.
+        assert_eq!(
+            sysctl_key("net/ipv6/conf/eth0.100/proxy_ndp"),
+            "net/ipv6/conf/eth0.100/proxy_ndp"
+        );
     }
 }

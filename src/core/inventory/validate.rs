@@ -1048,7 +1048,30 @@ fn lab_settings(raw: Option<&RawLab>, net: &Network, c: &mut Collector) -> LabSe
             }
             v.value
         }
-        None => Ipv4Addr::from(u32::from(internet4.network()) + 10),
+        None => {
+            // The default is the net's `.10`: checked, since a net at the top of the address
+            // space (`255.255.255.248/29`) has no `network + 10`, and a small one has it outside.
+            let default = u32::from(internet4.network())
+                .checked_add(10)
+                .map(Ipv4Addr::from)
+                .filter(|a| usable_in(internet4, *a));
+            match (default, raw.and_then(|l| l.internet4.as_ref())) {
+                (Some(a), _) => a,
+                (None, given) => {
+                    if let Some(v) = given {
+                        c.error(
+                            v.referenced,
+                            format!(
+                                "lab internet {internet4} has no host address .10 for the hub's \
+                                 default public address (network + 10)"
+                            ),
+                            "give `lab.hub_public4` inside `lab.internet4`, or use a /24 or larger",
+                        );
+                    }
+                    internet4.network()
+                }
+            }
+        }
     };
     let hub_public6 = raw
         .and_then(|l| l.hub_public6.as_ref())
@@ -1076,6 +1099,36 @@ fn lab_settings(raw: Option<&RawLab>, net: &Network, c: &mut Collector) -> LabSe
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `inventory/lab.yaml` with its `lab:` section's IPv4 lines replaced by `lab4`.
+    fn lab_yaml_with(lab4: &str) -> String {
+        let text = include_str!("../../../inventory/lab.yaml");
+        let text = text
+            .replace("  internet4: 198.51.100.0/24\n", lab4)
+            .replace("  hub_public4: 198.51.100.10\n", "");
+        assert!(text.contains(lab4));
+        text
+    }
+
+    #[test]
+    fn a_lab_internet_at_the_top_of_the_address_space_is_an_error_not_an_overflow() {
+        let path = std::path::Path::new("lab.yaml");
+        for net in ["255.255.255.248/29", "255.255.255.252/30", "10.0.0.0/29"] {
+            let text = lab_yaml_with(&format!("  internet4: {net}\n"));
+            let err = super::super::parse(&text, "lab.yaml", path)
+                .expect_err("no default hub address")
+                .to_string();
+            assert!(
+                err.contains(&format!("lab internet {net} has no host address .10"))
+                    && err.contains("lab.hub_public4"),
+                "{net}: {err}"
+            );
+        }
+        // A high /24 has its .10: the default works.
+        let text = lab_yaml_with("  internet4: 255.255.255.0/24\n");
+        let inv = super::super::parse(&text, "lab.yaml", path).expect("255.255.255.0/24 loads");
+        assert_eq!(inv.lab.hub_public4, Ipv4Addr::new(255, 255, 255, 10));
+    }
 
     #[test]
     fn ssh_targets() {

@@ -7,11 +7,11 @@
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use anyhow::{bail, ensure};
+use anyhow::{Context as _, bail, ensure};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::state::HostKind;
-use crate::inventory::{Inventory, Role};
+use crate::inventory::{Inventory, Ipv6Mode, Role};
 
 /// The name of the internet segment's namespace suffix and bridge.
 pub const INTERNET: &str = "internet";
@@ -70,12 +70,25 @@ pub fn namespace(prefix: &str, name: &str) -> String {
     format!("{prefix}-{name}")
 }
 
-fn v4_nth(net: Ipv4Net, n: u32) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(net.network()).wrapping_add(n))
+/// The address `n` past `net`'s network address, for `what` (a message): an error, never a
+/// wrapped address or one outside `net`, when `net` has no such address.
+fn v4_nth(net: Ipv4Net, n: u32, what: &str) -> anyhow::Result<Ipv4Addr> {
+    u32::from(net.network())
+        .checked_add(n)
+        .map(Ipv4Addr::from)
+        .filter(|a| net.contains(a))
+        .with_context(|| {
+            format!("{net} has no address network + {n} for {what}: use a larger network")
+        })
 }
 
-fn v6_nth(net: Ipv6Net, n: u128) -> Ipv6Addr {
-    Ipv6Addr::from(u128::from(net.network()).wrapping_add(n))
+/// [`v4_nth`] for IPv6.
+fn v6_nth(net: Ipv6Net, n: u128, what: &str) -> anyhow::Result<Ipv6Addr> {
+    u128::from(net.network())
+        .checked_add(n)
+        .map(Ipv6Addr::from)
+        .filter(|a| net.contains(a))
+        .with_context(|| format!("{net} has no address network + {n:#x} for {what}: use a /64"))
 }
 
 /// Hands out the free host addresses of an IPv4 net, in order, skipping the reserved ones.
@@ -97,7 +110,7 @@ impl Allocator {
     fn take(&mut self, what: &str) -> anyhow::Result<Ipv4Addr> {
         let size = 1u64 << (32 - u32::from(self.net.prefix_len()));
         while u64::from(self.next) < size.saturating_sub(1) {
-            let a = v4_nth(self.net, self.next);
+            let a = v4_nth(self.net, self.next, what)?;
             self.next += 1;
             if self.taken.insert(a) {
                 return Ok(a);
@@ -120,8 +133,8 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
         len4 <= 30,
         "lab.internet4 {net4} is too small for the lab: use a /24 or larger"
     );
-    let gw4 = v4_nth(net4, 1);
-    let gw6 = v6_nth(net6, 1);
+    let gw4 = v4_nth(net4, 1, "the internet's router (lab.internet4)")?;
+    let gw6 = v6_nth(net6, 1, "the internet's router (lab.internet6)")?;
     let hub4 = lab.hub_public4;
     ensure!(
         net4.contains(&hub4) && hub4 != gw4,
@@ -129,14 +142,22 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
     );
     let hub6 = lab.hub_public6;
     let hub6_net = hub6.trunc();
-    let provider6 = v6_nth(hub6_net, 0xffff);
+    let provider6 = v6_nth(
+        hub6_net,
+        0xffff,
+        "the provider's router on the hub's link (lab.hub_public6)",
+    )?;
     ensure!(
         hub6.addr() != provider6,
         "lab.hub_public6 {hub6}: {provider6} is the provider's router in the lab; pick another address"
     );
     let last = (1u32 << (32 - u32::from(len4))) - 2;
-    let inet4 = v4_nth(net4, 200.min(last));
-    let inet6 = v6_nth(net6, 0x200);
+    let inet4 = v4_nth(net4, 200.min(last), "inet (lab.internet4)")?;
+    let inet6 = v6_nth(net6, 0x200, "inet (lab.internet6)")?;
+    ensure!(
+        hub4 != inet4,
+        "lab.hub_public4 {hub4}: the lab puts its host inet there; pick another address"
+    );
     let mut internet_alloc = Allocator::new(net4, 2, [gw4, hub4, inet4]);
 
     // Names the lab adds must not collide with the inventory's.
@@ -183,6 +204,15 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
     };
     let forwarding = "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1".to_owned();
 
+    // `routed`: the provider routes the clients' prefix to the hub's public address (with
+    // `on-link` it finds them on the hub's link, answered by the hub's NDP proxy).
+    let routed6 = inv
+        .network
+        .ipv6
+        .as_ref()
+        .filter(|p| p.mode == Ipv6Mode::Routed)
+        .map(|p| format!("ip -6 route add {} via {} dev br0", p.clients, hub6.addr()));
+
     let mut hosts = Vec::new();
     hosts.push(NetHost {
         name: INTERNET.into(),
@@ -203,7 +233,10 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
             // The hub's /64 is on-link on the provider's segment.
             format!("ip addr add {provider6}/{} dev br0", hub6.prefix_len()),
             forwarding.clone(),
-        ],
+        ]
+        .into_iter()
+        .chain(routed6)
+        .collect(),
         uplink: None,
         setup: vec![],
     });
@@ -434,6 +467,90 @@ mod tests {
             .filter_map(|h| h.uplink.as_ref().map(|u| (&u.peer_namespace, &u.peer)))
             .collect();
         assert_eq!(peers.len(), 6);
+    }
+
+    #[test]
+    fn the_provider_routes_the_clients_prefix_to_the_hub_only_when_routed() {
+        let route = "ip -6 route add 2001:db8:10:0:100::/72 via 2001:db8:10::1 dev br0".to_owned();
+        let mut inv = lab_inventory();
+        let internet = |inv: &Inventory| {
+            let t = plan(inv, "m00000").unwrap();
+            t.hosts.into_iter().find(|h| h.name == INTERNET).unwrap()
+        };
+        assert!(!internet(&inv).init.contains(&route), "on-link: no route");
+        inv.network.ipv6.as_mut().unwrap().mode = Ipv6Mode::Routed;
+        let routed = internet(&inv);
+        assert!(routed.init.contains(&route), "{:?}", routed.init);
+        // After the address that makes the hub's address on-link.
+        let addr = routed
+            .init
+            .iter()
+            .position(|l| l == "ip addr add 2001:db8:10::ffff/64 dev br0")
+            .unwrap();
+        assert!(routed.init.iter().position(|l| *l == route).unwrap() > addr);
+    }
+
+    #[test]
+    fn addresses_at_the_top_of_the_address_space_are_checked() {
+        // A high IPv4 internet works and has the addresses it should.
+        let mut inv = lab_inventory();
+        inv.lab.internet4 = "255.255.255.0/24".parse().unwrap();
+        inv.lab.hub_public4 = "255.255.255.10".parse().unwrap();
+        let t = plan(&inv, "m00000").unwrap();
+        let addrs: Vec<&str> = t
+            .hosts
+            .iter()
+            .filter_map(|h| h.addresses.first().map(String::as_str))
+            .collect();
+        assert_eq!(
+            addrs,
+            [
+                "255.255.255.1/24",
+                "255.255.255.10/24",
+                "255.255.255.2/24",
+                "192.168.178.10/24",
+                "192.168.178.20/24",
+                "255.255.255.3/24",
+                "255.255.255.200/24",
+            ]
+        );
+
+        // Nets where network + N wraps around, or leaves the net: an error, no address.
+        let err = |inv: &Inventory| format!("{:#}", plan(inv, "m00000").unwrap_err());
+        let mut inv = lab_inventory();
+        inv.lab.internet6 = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120"
+            .parse()
+            .unwrap();
+        let e = err(&inv);
+        assert!(
+            e.contains("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120 has no address network + 0x200 for inet"),
+            "{e}"
+        );
+        inv.lab.internet6 = "2001:db8:ff::/120".parse().unwrap();
+        assert!(
+            err(&inv).contains("2001:db8:ff::/120 has no address"),
+            "{}",
+            err(&inv)
+        );
+
+        let mut inv = lab_inventory();
+        inv.lab.hub_public6 = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff01/120"
+            .parse()
+            .unwrap();
+        let e = err(&inv);
+        assert!(
+            e.contains("has no address network + 0xffff for the provider's router"),
+            "{e}"
+        );
+
+        // The hub on inet's address: an error, not two hosts with one address.
+        let mut inv = lab_inventory();
+        inv.lab.hub_public4 = "198.51.100.200".parse().unwrap();
+        assert!(
+            err(&inv).contains("the lab puts its host inet there"),
+            "{}",
+            err(&inv)
+        );
     }
 
     #[test]
