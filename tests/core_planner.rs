@@ -820,3 +820,39 @@ fn saved_plan_whose_host_moved_is_refused() {
         matches!(saved_plan::check(&saved, &gone.plan(), path), Err(SavedPlanError::Moved { host, .. }) if host == "laptop")
     );
 }
+
+#[test]
+fn a_guarded_hosts_rollback_restores_the_chains_as_gathered() {
+    let mut case = Case::converged();
+    // A rule added by hand to meshctl's chain on the hub since its rules file was written: the
+    // plan removes it; the rollback puts back exactly what was gathered, hand-made rule included.
+    let id = chain(Family::Ipv6, "filter", "MESHCTL-FORWARD");
+    case.live("vps")
+        .state
+        .firewall
+        .chains
+        .get_mut(&id)
+        .unwrap()
+        .insert(0, "-s 2001:db8:99::/64 -j ACCEPT".into());
+    let live = case.live("vps").clone();
+    let desired = &case.desired[&host("vps")].state;
+    let g = planner::guard_plan(&live, desired, &case.fx.inputs.keys);
+    let restores: Vec<&Op> = g
+        .rollback
+        .iter()
+        .map(|c| &c.op)
+        .filter(|op| matches!(op, Op::RestoreChains { .. } | Op::RestoreRules { .. }))
+        .collect();
+    match restores.as_slice() {
+        [Op::RestoreRules { family, rules }] => {
+            assert_eq!(*family, Family::Ipv6);
+            assert_eq!(
+                Some(rules.clone()),
+                meshctl::persist::rules_file(&live.state, Family::Ipv6)
+            );
+            assert!(rules.contains("-A MESHCTL-FORWARD -s 2001:db8:99::/64 -j ACCEPT"));
+        }
+        other => panic!("the rollback restores the gathered chains once: {other:?}"),
+    }
+    assert_eq!(g.created_interface, None);
+}
