@@ -61,15 +61,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
     // The output first: a key is only pinned once its config exists somewhere.
     match &args.out {
         Some(path) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-            f.write_all(config.as_bytes())?;
-            f.sync_all()?;
+            write_private(path, config.as_bytes())?;
             eprintln!("Wrote {} (mode 0600).", path.display());
         }
         None => print!("{config}"),

@@ -254,6 +254,21 @@ pub fn prepared(key: &str, s: &str) -> String {
     format!("{}\n{key}\n{}", steps::MARK_PUBKEY, fresh_gather(s))
 }
 
+/// A fresh host with public key `key` whose step 1 succeeds, and which answers every other
+/// script with `rest`.
+pub fn prepared_then(
+    key: &'static str,
+    rest: impl Fn(Kind, &str, usize) -> Answer + Send + Sync + 'static,
+) -> FakeHost {
+    FakeHost {
+        refuse_connects: vec![],
+        respond: Arc::new(move |kind, s, n| match kind {
+            Kind::Prepare => ok(prepared(key, s)),
+            _ => rest(kind, s, n),
+        }),
+    }
+}
+
 /// A healthy fresh host with public key `key`: every script succeeds.
 pub fn healthy(key: &'static str) -> FakeHost {
     FakeHost {

@@ -341,16 +341,7 @@ async fn a_lost_connection_while_applying_keeps_the_lock() {
     let (_d, inputs) = inputs("", &[("vps", VPS), ("nas", NAS), ("laptop", LAPTOP)]);
     let c = FakeConnector::with([
         ("vps", fake::healthy(VPS)),
-        (
-            "nas",
-            FakeHost {
-                refuse_connects: vec![],
-                respond: Arc::new(|kind, s, _| match kind {
-                    Kind::Prepare => fake::ok(fake::prepared(NAS, s)),
-                    _ => fake::lost("nas"),
-                }),
-            },
-        ),
+        ("nas", fake::prepared_then(NAS, |_, _, _| fake::lost("nas"))),
         ("laptop", fake::healthy(LAPTOP)),
     ]);
     let out = outcomes(apply(&c, &inputs, fresh(), &Scripted::yes()).await);
@@ -370,28 +361,24 @@ async fn a_failing_step_names_it_and_what_ran_before_it() {
         ("vps", fake::healthy(VPS)),
         (
             "nas",
-            FakeHost {
-                refuse_connects: vec![],
-                respond: Arc::new(|kind, s, _| match kind {
-                    Kind::Prepare => fake::ok(fake::prepared(NAS, s)),
-                    Kind::Changes => {
-                        // Let the first two announced steps start, the second fail.
-                        let steps: Vec<&str> = s
-                            .lines()
-                            .filter(|l| l.starts_with(&format!("echo {}", steps::MARK_STEP)))
-                            .map(|l| l.trim_start_matches("echo "))
-                            .take(2)
-                            .collect();
-                        let failed = steps[1].replacen(steps::MARK_STEP, steps::MARK_FAILED, 1);
-                        fake::fail(
-                            1,
-                            format!("{}\n{}\n{failed}\n", steps[0], steps[1]),
-                            "RTNETLINK answers: test fault\n",
-                        )
-                    }
-                    _ => fake::ok(fake::fresh_gather(s)),
-                }),
-            },
+            fake::prepared_then(NAS, |kind, s, _| match kind {
+                Kind::Changes => {
+                    // Let the first two announced steps start, the second fail.
+                    let steps: Vec<&str> = s
+                        .lines()
+                        .filter(|l| l.starts_with(&format!("echo {}", steps::MARK_STEP)))
+                        .map(|l| l.trim_start_matches("echo "))
+                        .take(2)
+                        .collect();
+                    let failed = steps[1].replacen(steps::MARK_STEP, steps::MARK_FAILED, 1);
+                    fake::fail(
+                        1,
+                        format!("{}\n{}\n{failed}\n", steps[0], steps[1]),
+                        "RTNETLINK answers: test fault\n",
+                    )
+                }
+                _ => fake::ok(fake::fresh_gather(s)),
+            }),
         ),
         ("laptop", fake::healthy(LAPTOP)),
     ]);
@@ -540,15 +527,11 @@ fn guarded_nas(confirm: fake::Responder) -> FakeConnector {
         ("vps", fake::healthy(VPS)),
         (
             "nas",
-            FakeHost {
-                refuse_connects: vec![],
-                respond: Arc::new(move |kind, s, n| match kind {
-                    Kind::Prepare => fake::ok(fake::prepared(NAS, s)),
-                    Kind::Changes => fake::ok(format!("{}\n", steps::MARK_DONE)),
-                    Kind::Confirm | Kind::GuardStatus => confirm(kind, s, n),
-                    _ => fake::ok(fake::fresh_gather(s)),
-                }),
-            },
+            fake::prepared_then(NAS, move |kind, s, n| match kind {
+                Kind::Changes => fake::ok(format!("{}\n", steps::MARK_DONE)),
+                Kind::Confirm | Kind::GuardStatus => confirm(kind, s, n),
+                _ => fake::ok(fake::fresh_gather(s)),
+            }),
         ),
         ("laptop", fake::healthy(LAPTOP)),
     ])
