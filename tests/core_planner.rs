@@ -658,7 +658,7 @@ fn saved_plan_round_trips_and_is_private() {
 #[test]
 fn corrupt_saved_plan_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "plan.json", "{\"version\": 1, \"hosts\": [");
+    let p = write(dir.path(), "plan.json", "{\"version\": 2, \"hosts\": [");
     assert_eq!(
         message(meshctl::files::load_plan(&p).unwrap_err(), &p),
         "the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): EOF while parsing a list at line 1 column 25"
@@ -683,7 +683,7 @@ fn hand_edited_saved_plan_is_refused() {
     let p = write(
         dir.path(),
         "plan.json",
-        "{\"version\": 1, \"hosts\": \"vps\"}",
+        "{\"version\": 2, \"hosts\": \"vps\"}",
     );
     assert_eq!(
         message(meshctl::files::load_plan(&p).unwrap_err(), &p),
