@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use base64::Engine;
 
-use super::records::{Records, excerpt, malformed};
+use super::records::{Record, Records, excerpt, malformed};
 use super::script::{RC_ABSENT, RC_INVALID, RC_NOT_FILE, RC_UNREADABLE};
 use super::wireguard::parse_mode;
 use super::{FactError, GatherSpec, failed, require};
@@ -47,6 +47,10 @@ pub(crate) fn parse_files(
     spec: &GatherSpec,
 ) -> Result<BTreeMap<String, ManagedFile>, FactError> {
     let mut out = BTreeMap::new();
+    let mut contents = match recs.get("content") {
+        Some(rec) => parse_contents(rec)?,
+        None => BTreeMap::new(),
+    };
     for (i, path) in spec.files.iter().enumerate() {
         let id = format!("file.{i}");
         let section = format!("file {path}");
@@ -74,17 +78,84 @@ pub(crate) fn parse_files(
             _ => return Err(failed(rec, &section, "stat/sed/base64")),
         }
         let mode = parse_mode(rec, &section)?;
-        // Base64 lines after the mode; never quoted in errors.
-        let mut encoded = String::new();
-        for (_, line) in rec.lines().skip(1) {
-            encoded.push_str(line.trim());
-        }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded.as_bytes())
-            .map_err(|_| malformed(&section, rec.line, "content is not valid base64"))?;
+        // Base64 lines after the mode (fixtures of the one-`base64`-per-file gather), else the
+        // file's part of the `content` record (none: an empty file); never quoted in errors.
+        let bytes = if rec.lines().nth(1).is_some() {
+            let mut encoded = String::new();
+            for (_, line) in rec.lines().skip(1) {
+                encoded.push_str(line.trim());
+            }
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.as_bytes())
+                .map_err(|_| malformed(&section, rec.line, "content is not valid base64"))?
+        } else {
+            contents.remove(&i).unwrap_or_default()
+        };
         let content = String::from_utf8(bytes)
             .map_err(|_| malformed(&section, rec.line, "content is not UTF-8 text"))?;
         out.insert(path.clone(), ManagedFile { content, mode });
+    }
+    Ok(out)
+}
+
+/// The `content` record: `files I J ...` (the indexes of the non-empty managed files, in
+/// order), then one base64 stream of: the last byte of each of those files, then their
+/// redacted contents as `sed -s` printed them, each file starting with a line `-` and every
+/// content line prefixed with a space. sed cannot tell whether a file's last line ended in a
+/// newline (it adds one before the next file's output), hence the last bytes.
+fn parse_contents(rec: &Record<'_>) -> Result<BTreeMap<usize, Vec<u8>>, FactError> {
+    let bad = |reason: &str| malformed("content", rec.line, reason.to_owned());
+    if rec.rc != 0 {
+        return Err(failed(rec, "content", "tail/sed/base64"));
+    }
+    let mut lines = rec.lines();
+    let Some((_, head)) = lines.next() else {
+        return Err(bad("no list of files"));
+    };
+    let Some(list) = head.trim().strip_prefix("files") else {
+        return Err(bad("no list of files"));
+    };
+    let indexes: Vec<usize> = list
+        .split_whitespace()
+        .map(|w| w.parse().map_err(|_| bad("bad file index")))
+        .collect::<Result<_, _>>()?;
+    let mut encoded = String::new();
+    for (_, line) in lines {
+        encoded.push_str(line.trim());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.as_bytes())
+        .map_err(|_| bad("content is not valid base64"))?;
+    if bytes.len() < indexes.len() {
+        return Err(bad("content is cut short"));
+    }
+    let (last, stream) = bytes.split_at(indexes.len());
+    let mut files: Vec<Vec<u8>> = Vec::new();
+    if !stream.is_empty() {
+        let stream = stream.strip_suffix(b"\n").unwrap_or(stream);
+        for line in stream.split(|b| *b == b'\n') {
+            match line.split_first() {
+                Some((b'-', [])) => files.push(Vec::new()),
+                Some((b' ', rest)) => {
+                    let f = files
+                        .last_mut()
+                        .ok_or_else(|| bad("content before a file"))?;
+                    f.extend_from_slice(rest);
+                    f.push(b'\n');
+                }
+                _ => return Err(bad("content is not framed")),
+            }
+        }
+    }
+    if files.len() != indexes.len() {
+        return Err(bad("content does not hold one part per file"));
+    }
+    let mut out = BTreeMap::new();
+    for ((i, mut f), last) in indexes.into_iter().zip(files).zip(last) {
+        if *last != b'\n' {
+            f.pop();
+        }
+        out.insert(i, f);
     }
     Ok(out)
 }

@@ -41,27 +41,19 @@ pub(crate) const TOOLS: &[&str] = &[
     "systemctl",
 ];
 
-/// The `wg show IF <what>` subcommands gathered. Exactly these: the others (`dump`,
-/// `private-key`, `showconf`, `all`) print the private key.
-pub(crate) const WG_SHOW: &[&str] = &[
-    "public-key",
-    "listen-port",
-    "peers",
-    "allowed-ips",
-    "endpoints",
-    "persistent-keepalive",
-    "fwmark",
-];
-
 /// Fixed prologue: helper functions. `r ID CMD...` runs CMD between the record markers and
 /// leaves its status in `$m_rc`.
 ///
 /// Commands get stdin from /dev/null one by one (not `exec </dev/null`, which would cut off a
 /// script that is itself read from stdin by `sh -s`).
 ///
-/// `m_read` uses `cat`, not the shell's `read`: dash reads a byte at a time, and most
+/// Few processes (the gather's host-side cost is mostly `fork`+`exec`): one `grep` reads every
+/// `/proc` file (`m_proc`), not the shell's `read`: dash reads a byte at a time, and most
 /// `/proc/sys` entries answer a read at a non-zero offset with end-of-file, so dash would see
-/// `3` for `32768 60999` (found by experiment).
+/// `3` for `32768 60999` (found by experiment). One `ip -j -b` per family (`m_ipb`), one
+/// `wg show IF` for the seven `wg.*` records (`m_wg`: the pretty form with keys hidden, of which
+/// only the public fields are printed), one `stat` for every mode and one `tail`, `sed` and
+/// `base64` for every managed file's content (`m_files`); the records keep their ids and forms.
 const PROLOGUE: &str = r#"# meshctl gather: reads only, writes nothing
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 LC_ALL=C
@@ -91,21 +83,166 @@ m_tools() {
   done
   return 0
 }
-m_read() {
-  [ -e "$1" ] || return 3
-  cat "$1"
+m_nl='
+'
+m_tab='	'
+m_uid() {
+  while IFS= read -r m_l; do
+    case $m_l in Uid:*) set -f; set -- $m_l; set +f; printf '%s\n' "$3"; return 0 ;; esac
+  done </proc/self/status
+  return 1
 }
-m_mode() {
-  [ -e "$1" ] || return 3
-  stat -c %a "$1"
+m_proc() {
+  m_ex=
+  m_n=0
+  for m_a do
+    m_n=$((m_n + 1))
+    if [ $((m_n % 2)) = 0 ] && [ -e "$m_a" ]; then m_ex="$m_ex $m_a"; fi
+  done
+  m_out= m_grc=0
+  set -f
+  if [ -n "$m_ex" ]; then m_out=$(grep -H '' $m_ex </dev/null); m_grc=$?; fi
+  while [ $# -ge 2 ]; do
+    printf '@@meshctl begin %s@@\n' "$1"
+    if [ ! -e "$2" ]; then m_rc=3
+    elif [ "$m_grc" -gt 1 ]; then m_rc=$m_grc
+    else
+      m_rc=0
+      IFS=$m_nl
+      for m_l in $m_out; do
+        case $m_l in "$2":*) printf '%s\n' "${m_l#"$2":}" ;; esac
+      done
+      unset IFS
+    fi
+    printf '@@meshctl end %s rc=%s@@\n' "$1" "$m_rc"
+    shift 2
+  done
+  set +f
 }
-m_file() {
-  [ -e "$1" ] || return 3
-  [ -f "$1" ] || return 6
-  [ -r "$1" ] || return 5
-  stat -c %a "$1" || return 4
-  m_c=$(sed -e "$m_redact" "$1" && echo x) || return 7
-  printf '%s' "${m_c%x}" | base64
+m_ipb() {
+  m_ids=$2
+  m_out=$(ip -j "$1" -force -batch - <<EOF
+$3
+EOF
+)
+  m_irc=$?
+  set -f
+  IFS=$m_nl
+  set -- $m_out
+  unset IFS
+  m_n=0
+  for m_id in $m_ids; do m_n=$((m_n + 1)); done
+  [ "$m_irc" = 0 ] && [ "$#" != "$m_n" ] && m_irc=98
+  for m_id in $m_ids; do
+    printf '@@meshctl begin %s@@\n' "$m_id"
+    [ "$m_irc" = 0 ] && printf '%s\n' "$1" && shift
+    printf '@@meshctl end %s rc=%s@@\n' "$m_id" "$m_irc"
+  done
+  set +f
+}
+m_wgpeer() {
+  [ -n "$m_cur" ] || return 0
+  m_peers=$m_peers$m_cur$m_nl
+  m_aips=$m_aips$m_cur$m_tab$m_ai$m_nl
+  m_eps=$m_eps$m_cur$m_tab${m_ep:-(none)}$m_nl
+  m_kas=$m_kas$m_cur$m_tab${m_ka:-off}$m_nl
+}
+m_wgrec() {
+  printf '@@meshctl begin wg.%s@@\n' "$1"
+  [ "$m_wrc" = 0 ] && printf '%s' "$2"
+  printf '@@meshctl end wg.%s rc=%s@@\n' "$1" "$m_wrc"
+}
+m_wg() {
+  m_out=$(WG_HIDE_KEYS=always WG_COLOR_MODE=never wg show "$1" </dev/null)
+  m_wrc=$?
+  m_pk='(none)' m_lp=0 m_fw=off m_peers= m_aips= m_eps= m_kas= m_cur=
+  set -f
+  IFS=$m_nl
+  for m_l in $m_out; do
+    m_v=${m_l#*: }
+    case $m_l in
+      'peer: '*) m_wgpeer; m_cur=$m_v m_ai='(none)' m_ep= m_ka= ;;
+      '  public key: '*) m_pk=$m_v ;;
+      '  listening port: '*) m_lp=$m_v ;;
+      '  fwmark: '*) m_fw=$m_v ;;
+      '  endpoint: '*) m_ep=$m_v ;;
+      '  allowed ips: '*)
+        m_ai=
+        while :; do
+          case $m_v in
+            *', '*) m_ai="$m_ai${m_v%%, *} "; m_v=${m_v#*, } ;;
+            *) m_ai=$m_ai$m_v; break ;;
+          esac
+        done ;;
+      '  persistent keepalive: every '*)
+        m_v="${m_v#every }, " m_ka=0
+        while [ -n "$m_v" ]; do
+          m_p=${m_v%%, *}; m_v=${m_v#*, }
+          case ${m_p#* } in
+            year*) m_k=31536000 ;; day*) m_k=86400 ;; hour*) m_k=3600 ;;
+            minute*) m_k=60 ;; second*) m_k=1 ;; *) m_k=x ;;
+          esac
+          case ${m_p%% *}$m_k in *[!0-9]*) m_ka=?; break ;; esac
+          m_ka=$((m_ka + ${m_p%% *} * m_k))
+        done ;;
+    esac
+  done
+  unset IFS
+  set +f
+  m_wgpeer
+  m_wgrec public-key "$m_pk$m_nl"
+  m_wgrec listen-port "$m_lp$m_nl"
+  m_wgrec fwmark "$m_fw$m_nl"
+  m_wgrec peers "$m_peers"
+  m_wgrec allowed-ips "$m_aips"
+  m_wgrec endpoints "$m_eps"
+  m_wgrec persistent-keepalive "$m_kas"
+}
+m_stat() {
+  m_mode= m_type=
+  set -f
+  IFS=$m_nl
+  for m_l in $m_st; do
+    m_r=${m_l#* }
+    if [ "${m_r#* }" = "$1" ]; then m_mode=${m_l%% *} m_type=${m_r%% *}; break; fi
+  done
+  unset IFS
+  set +f
+}
+m_files() {
+  m_st=$(stat -L -c '%a %f %n' -- "$@" 2>/dev/null </dev/null)
+  if [ -n "$1" ]; then
+    m_stat "$1"
+    printf '@@meshctl begin keyfile@@\n'
+    if [ -n "$m_mode" ]; then printf '%s\n' "$m_mode"; m_rc=0; else m_rc=3; fi
+    printf '@@meshctl end keyfile rc=%s@@\n' "$m_rc"
+  fi
+  shift
+  m_n=$# m_ci=
+  while [ "$m_n" -gt 0 ]; do
+    m_i=$1 m_f=$2
+    shift 2
+    m_n=$((m_n - 2))
+    m_stat "$m_f"
+    printf '@@meshctl begin file.%s@@\n' "$m_i"
+    if [ -z "$m_mode" ]; then m_rc=3
+    elif case $m_type in 8???) false ;; *) true ;; esac; then m_rc=6
+    elif [ ! -r "$m_f" ]; then m_rc=5
+    else
+      printf '%s\n' "$m_mode"
+      m_rc=0
+      if [ -s "$m_f" ]; then set -- "$@" "$m_f"; m_ci="$m_ci $m_i"; fi
+    fi
+    printf '@@meshctl end file.%s rc=%s@@\n' "$m_i" "$m_rc"
+  done
+  printf '@@meshctl begin content@@\n'
+  printf 'files%s\n' "$m_ci"
+  m_rc=0
+  if [ "$#" -gt 0 ]; then
+    { tail -q -c 1 -- "$@"; sed -s -e "$m_redact" -e 's/^/ /' -e '1i\' -e '-' -- "$@"; } </dev/null | base64
+    m_rc=$?
+  fi
+  printf '@@meshctl end content rc=%s@@\n' "$m_rc"
 }
 "#;
 
@@ -208,44 +345,32 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     s.push_str("if command -v iptables >/dev/null 2>&1; then\n");
     rec(&mut s, "iptables-version", "iptables -V");
     s.push_str("fi\n");
-    rec(&mut s, "uid", "id -u");
+    rec(&mut s, "uid", "m_uid");
 
-    // wireguard
+    // wireguard: the seven `wg.*` records from one `wg show IF` (its pretty form, with keys
+    // hidden; `m_wg` prints only the fields below, never the `private key:` line)
     let iface = quote(spec.interface.as_str());
     rec(&mut s, "link", &format!("ip -j addr show dev {iface}"));
     s.push_str("if [ \"$m_rc\" = 0 ]; then\n");
-    for what in WG_SHOW {
-        rec(
-            &mut s,
-            &format!("wg.{what}"),
-            &format!("wg show {iface} {what}"),
-        );
-    }
+    let _ = writeln!(s, "m_wg {iface}");
     s.push_str("fi\n");
-    if file_path_ok(&spec.key_file) {
-        rec(
-            &mut s,
-            "keyfile",
-            &format!("m_mode {}", quote(&spec.key_file)),
+
+    // routes and rules: one `ip -j -b` per family
+    for (fam, n) in [("-4", "4"), ("-6", "6")] {
+        let _ = writeln!(
+            s,
+            "m_ipb {fam} 'route{n} rule{n}' 'route show table all proto 157\nrule show'"
         );
-    } else {
-        rec(&mut s, "keyfile", "m_invalid");
     }
 
-    // routes
-    rec(&mut s, "route4", "ip -j -4 route show table all proto 157");
-    rec(&mut s, "route6", "ip -j -6 route show table all proto 157");
-    rec(&mut s, "rule4", "ip -j -4 rule show");
-    rec(&mut s, "rule6", "ip -j -6 rule show");
-
-    // sysctls
+    // sysctls and the legacy table names: one `grep` over /proc
+    let mut proc_args: Vec<String> = Vec::new();
     for (i, key) in spec.sysctls.iter().enumerate() {
         match sysctl_path(key) {
-            Some(path) => rec(
-                &mut s,
-                &format!("sysctl.{i}"),
-                &format!("m_read {}", quote(&path)),
-            ),
+            Some(path) => {
+                proc_args.push(format!("sysctl.{i}"));
+                proc_args.push(path);
+            }
             None => rec(&mut s, &format!("sysctl.{i}"), "m_invalid"),
         }
     }
@@ -258,12 +383,13 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
                 super::firewall::record_id(family),
                 &format!("{}-save", family.iptables()),
             );
-            rec(
-                &mut s,
-                super::firewall::legacy_record_id(family),
-                &format!("m_read {}", super::firewall::legacy_names_path(family)),
-            );
+            proc_args.push(super::firewall::legacy_record_id(family).to_owned());
+            proc_args.push(super::firewall::legacy_names_path(family).to_owned());
         }
+    }
+    if !proc_args.is_empty() {
+        let quoted: Vec<String> = proc_args.iter().map(|a| quote(a)).collect();
+        let _ = writeln!(s, "m_proc {}", quoted.join(" "));
     }
 
     // ndp
@@ -271,17 +397,26 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
         rec(&mut s, "ndp", "ip -6 neigh show proxy");
     }
 
-    // files
+    // the key file's mode and the managed files: one `stat`, one `sed`, one `base64`
+    let mut files_args: Vec<String> = Vec::new();
     for (i, path) in spec.files.iter().enumerate() {
         if file_path_ok(path) {
-            rec(
-                &mut s,
-                &format!("file.{i}"),
-                &format!("m_file {}", quote(path)),
-            );
+            files_args.push(i.to_string());
+            files_args.push(quote(path));
         } else {
             rec(&mut s, &format!("file.{i}"), "m_invalid");
         }
+    }
+    if file_path_ok(&spec.key_file) {
+        let _ = writeln!(
+            s,
+            "m_files {} {}",
+            quote(&spec.key_file),
+            files_args.join(" ")
+        );
+    } else {
+        rec(&mut s, "keyfile", "m_invalid");
+        let _ = writeln!(s, "m_files '' {}", files_args.join(" "));
     }
 
     // services, only under systemd
