@@ -210,40 +210,69 @@ pub fn lost(host: &str) -> Answer {
 }
 
 /// What a fresh Debian host (no WireGuard yet, key file made by step 1) prints for the gather
-/// part of `script`: one record per `r ID ...` line of the script.
+/// part of `script`: one record per record the script asks for (`r ID ...`, and the records
+/// its batch helpers `m_ipb`, `m_proc` and `m_files` print).
 pub fn fresh_gather(s: &str) -> String {
     let mut out = String::from("@@meshctl facts 1@@\n");
-    for line in s.lines() {
-        let Some(rest) = line.strip_prefix("r ") else {
-            continue;
-        };
-        let id = rest.split_whitespace().next().unwrap_or_default();
-        let (body, rc) = match id {
-            "os" => ("\"Debian GNU/Linux 12 (bookworm)\"\n".to_owned(), 0),
-            "systemd" => (String::new(), 1),
-            "tools" => (
-                "wg\nwg-quick\nip\niptables\nip6tables\niptables-save\nip6tables-save\niptables-restore\nip6tables-restore\nsysctl\nsystemctl\n".to_owned(),
-                0,
-            ),
-            "iptables-version" => ("iptables v1.8.9 (nf_tables)\n".to_owned(), 0),
-            "uid" => ("0\n".to_owned(), 0),
-            "link" => (String::new(), 1),
-            "keyfile" => ("600\n".to_owned(), 0),
-            "route4" | "route6" | "rule4" | "rule6" => ("[]\n".to_owned(), 0),
-            "fw4" | "fw6" => (
-                "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n".to_owned(),
-                0,
-            ),
-            id if id.starts_with("sysctl.") => ("0\n".to_owned(), 0),
-            id if id.starts_with("file.") => (String::new(), 3),
-            id if id.starts_with("resolve.") => (String::new(), 2),
-            _ => (String::new(), 0),
-        };
+    let mut record = |id: &str, body: &str, rc: i32| {
         write!(
             out,
             "@@meshctl begin {id}@@\n{body}@@meshctl end {id} rc={rc}@@\n"
         )
         .ok();
+    };
+    let words = |rest: &str| -> Vec<String> {
+        rest.split_whitespace()
+            .map(|w| w.trim_matches('\'').to_owned())
+            .collect()
+    };
+    for line in s.lines() {
+        if let Some(rest) = line.strip_prefix("r ") {
+            let id = rest.split_whitespace().next().unwrap_or_default();
+            let (body, rc) = match id {
+                "os" => ("\"Debian GNU/Linux 12 (bookworm)\"\n", 0),
+                "systemd" => ("", 1),
+                "tools" => (
+                    "wg\nwg-quick\nip\niptables\nip6tables\niptables-save\nip6tables-save\niptables-restore\nip6tables-restore\nsysctl\nsystemctl\n",
+                    0,
+                ),
+                "iptables-version" => ("iptables v1.8.9 (nf_tables)\n", 0),
+                "uid" => ("0\n", 0),
+                "link" => ("", 1),
+                "keyfile" => ("600\n", 0),
+                "fw4" | "fw6" => (
+                    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n",
+                    0,
+                ),
+                id if id.starts_with("sysctl.") => ("0\n", 0),
+                id if id.starts_with("file.") => ("", 3),
+                id if id.starts_with("resolve.") => ("", 2),
+                _ => ("", 0),
+            };
+            record(id, body, rc);
+        } else if let Some(rest) = line.strip_prefix("m_ipb ") {
+            let n = if rest.starts_with("-6") { "6" } else { "4" };
+            record(&format!("route{n}"), "[]\n", 0);
+            record(&format!("rule{n}"), "[]\n", 0);
+        } else if let Some(rest) = line.strip_prefix("m_proc ") {
+            for pair in words(rest).chunks(2) {
+                let body = if pair[0].starts_with("sysctl.") {
+                    "0\n"
+                } else {
+                    ""
+                };
+                record(&pair[0], body, 0);
+            }
+        } else if let Some(rest) = line.strip_prefix("m_files ") {
+            let w = words(rest);
+            if w.first().is_some_and(|k| !k.is_empty()) {
+                record("keyfile", "600\n", 0);
+            }
+            for pair in w[1..].chunks(2) {
+                record(&format!("file.{}", pair[0]), "", 3);
+            }
+            record("content", "files\n", 0);
+        }
     }
     out.push_str("@@meshctl done@@\n");
     out
