@@ -38,8 +38,61 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Print the wg-quick config (and a QR code) for an unmanaged client such as a phone.
     Client(ClientArgs),
+    /// Write a commented starting inventory from a few facts about your network.
+    Init(InitArgs),
     /// Build, inspect and remove a lab of real hosts on this machine (root, Linux).
     Lab(LabArgs),
+}
+
+/// `meshctl init`: a starting inventory, validated, written to a new file.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// Where to write it (never overwritten).
+    #[arg(short, long, default_value = DEFAULT_INVENTORY)]
+    pub out: PathBuf,
+    /// The network's name.
+    #[arg(long, default_value = "home")]
+    pub name: String,
+    /// The hub (the VPS): its SSH target, `user@host[:port]`.
+    #[arg(long)]
+    pub hub: String,
+    /// What the others dial to reach the hub (default: the hub's SSH host).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// The hub's interface to the internet.
+    #[arg(long, default_value = "eth0")]
+    pub wan: String,
+    /// The /64 the provider gave the hub: clients get public IPv6 addresses out of it.
+    #[arg(long)]
+    pub ipv6_prefix: Option<ipnet::Ipv6Net>,
+    /// The NAS (gateway into the home LAN): its SSH target.
+    #[arg(long, requires = "lan")]
+    pub gateway: Option<String>,
+    /// The NAS's name in the inventory.
+    #[arg(long, default_value = "nas")]
+    pub gateway_name: String,
+    /// The home LAN, e.g. 192.168.178.0/24.
+    #[arg(long)]
+    pub lan: Option<ipnet::Ipv4Net>,
+    /// The NAS's address on the home LAN (default: .10 of the LAN).
+    #[arg(long)]
+    pub lan_address: Option<std::net::Ipv4Addr>,
+    /// The NAS's interface on the home LAN.
+    #[arg(long, default_value = "eth0")]
+    pub lan_interface: String,
+    /// The home router, `NAME=ADDRESS` (e.g. fritzbox=192.168.178.1): its static route is
+    /// printed as a manual step.
+    #[arg(long, requires = "gateway")]
+    pub router: Option<String>,
+    /// A managed client, `NAME=user@host` (repeatable).
+    #[arg(long)]
+    pub client: Vec<String>,
+    /// An unmanaged client such as a phone, by name (repeatable).
+    #[arg(long)]
+    pub phone: Vec<String>,
+    /// The VPN's IPv4 range (default: 10.8.0.0/24, or the next one clear of the home LAN).
+    #[arg(long)]
+    pub vpn: Option<ipnet::Ipv4Net>,
 }
 
 /// Options shared by everything that reads an inventory and talks to hosts.

@@ -117,6 +117,18 @@ pub fn load_plan(path: &Path) -> Result<Plan, SavedPlanError> {
     crate::saved_plan::parse(&text, path)
 }
 
+/// Creates `path` with `content` and `mode`; an existing file (or symlink) there is an error,
+/// never overwritten.
+pub fn create_new(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(content)?;
+    f.sync_all()
+}
+
 /// Writes `content` to `path` through an exclusively created temporary file in the same
 /// directory, then gives it `mode` and renames it over `path`.
 pub fn write_atomically(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
