@@ -83,13 +83,36 @@ pub struct PlanArgs {
     #[arg(long)]
     pub detailed_exitcode: bool,
 
-    /// Print the plan as JSON (a versioned schema, see README.md) instead of text.
-    #[arg(long)]
+    /// Print the plan as JSON (a versioned schema, see README.md) instead of text; the same as
+    /// `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+
+    /// How to print the plan: `text` (Terraform-like), `json` (the versioned schema) or
+    /// `markdown` (a CI job summary: "no drift" or "drift on N hosts", a table of hosts, each
+    /// drifted host's changes, manual steps, unreachable hosts; never a key).
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+
+    /// Also append the plan as Markdown to this file (for CI: `--summary "$GITHUB_STEP_SUMMARY"`),
+    /// whatever `--format` prints on standard output.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
 
     /// Save the plan, with a fingerprint of each host's live state, for `meshctl apply FILE`.
     #[arg(short, long)]
     pub out: Option<PathBuf>,
+}
+
+/// The output formats of `meshctl plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// Terraform-like text, coloured on a terminal.
+    Text,
+    /// The plan's versioned JSON schema.
+    Json,
+    /// GitHub-flavoured Markdown for a job summary or a pull-request comment.
+    Markdown,
 }
 
 /// Arguments of `meshctl apply`.

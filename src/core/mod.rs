@@ -14,6 +14,7 @@ pub mod plan;
 pub mod planner;
 pub mod qr;
 pub mod render;
+pub mod render_markdown;
 pub mod report;
 pub mod roles;
 pub mod saved_plan;
