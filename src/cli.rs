@@ -38,6 +38,12 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Print the wg-quick config (and a QR code) for an unmanaged client such as a phone.
     Client(ClientArgs),
+    /// Who is online: every managed host's interface and its peers (endpoint, latest
+    /// handshake, transfer), one remote execution per host.
+    Status(StatusArgs),
+    /// Prove the network passes traffic: every managed host pings the others' VPN addresses
+    /// (and clients the home LANs' gateways), one remote execution per host.
+    Verify(VerifyArgs),
     /// Build, inspect and remove a lab of real hosts on this machine (root, Linux).
     Lab(LabArgs),
 }
@@ -141,6 +147,38 @@ pub struct ApplyArgs {
     /// for a confirmation over a new connection before it restores its previous state by itself.
     #[arg(long, default_value_t = 30)]
     pub guard_timeout: u64,
+}
+
+/// Arguments of `meshctl status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The inventory and connection options.
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Print the status as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Redraw every SECONDS seconds (default 2) until interrupted.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
+
+    /// A peer is online when its latest handshake is at most this many seconds old (for tests).
+    #[arg(long, default_value_t = crate::status::ONLINE_WITHIN_SECS, hide = true)]
+    pub online_within: u64,
+}
+
+/// Arguments of `meshctl verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The inventory and connection options.
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Print the results as JSON instead of a matrix.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `meshctl client`.

@@ -22,3 +22,4 @@ pub mod scripts;
 pub mod shell;
 pub mod ssh_path;
 pub mod state;
+pub mod status;

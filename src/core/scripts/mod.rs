@@ -3,4 +3,5 @@
 //! running them is the engine's job.
 
 pub mod guard;
+pub mod status;
 pub mod steps;
