@@ -22,6 +22,6 @@ pub mod engine;
 
 pub use crate::core::{
     desired, diff, facts, inventory, keys, names, persist, plan, planner, qr, render,
-    render_markdown, report, roles, saved_plan, scripts, shell, ssh_path, state, status,
+    render_markdown, report, roles, saved_plan, scripts, shell, ssh_path, state, status, verify,
 };
 pub use crate::edge::{files, lab, progress, transport};

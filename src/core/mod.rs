@@ -23,3 +23,4 @@ pub mod shell;
 pub mod ssh_path;
 pub mod state;
 pub mod status;
+pub mod verify;
