@@ -139,6 +139,11 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub accept_new_keys: bool,
 
+    /// Do not run `meshctl verify` after a converged apply (by default apply proves the network
+    /// passes traffic: every host pings the others, at one more connection per host).
+    #[arg(long)]
+    pub no_verify: bool,
+
     /// Break a lock left on a host by a meshctl that was killed.
     #[arg(long)]
     pub break_lock: bool,

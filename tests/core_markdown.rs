@@ -87,7 +87,10 @@ fn an_unreachable_host_is_listed_with_its_error() {
     );
     let md = markdown(&plan(&fx, &live));
     assert!(md.contains(": no drift, 1 host unreachable\n"), "{md}");
-    assert!(md.contains("| nas | gateway | unreachable | – | – | – |"), "{md}");
+    assert!(
+        md.contains("| nas | gateway | unreachable | – | – | – |"),
+        "{md}"
+    );
     assert!(
         md.contains("&lt;nas&gt; port 22: No route \\| to host"),
         "host text is escaped: {md}"

@@ -110,7 +110,10 @@ fn the_workflow_passes_a_converged_lab_and_fails_a_drifted_one_without_leaking_a
     // Converged: exit 0, "no drift", the JSON plan as artifact; the result step passes.
     let (code, summary, plan) = drift_check(&lab, &wf, "converged");
     assert_eq!(code, "0", "{summary}");
-    assert!(summary.starts_with("## meshctl plan `lab`: no drift\n"), "{summary}");
+    assert!(
+        summary.starts_with("## meshctl plan `lab`: no drift\n"),
+        "{summary}"
+    );
     for host in ["vps", "nas", "laptop"] {
         assert!(
             summary.contains(&format!("| {host} | ")) && summary.contains("in sync"),
@@ -134,8 +137,14 @@ fn the_workflow_passes_a_converged_lab_and_fails_a_drifted_one_without_leaking_a
     let (code, summary, plan) = drift_check(&lab, &wf, "drifted");
     assert_eq!(code, "2", "{summary}");
     assert!(summary.contains(": drift on 1 host\n"), "{summary}");
-    assert!(summary.contains("| laptop | client | drift | "), "{summary}");
-    assert!(summary.contains("### laptop (client, `root@laptop`)"), "{summary}");
+    assert!(
+        summary.contains("| laptop | client | drift | "),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("### laptop (client, `root@laptop`)"),
+        "{summary}"
+    );
     assert!(
         summary.contains("file /etc/wireguard/wg0.conf"),
         "the file is named: {summary}"
@@ -144,11 +153,18 @@ fn the_workflow_passes_a_converged_lab_and_fails_a_drifted_one_without_leaking_a
         summary.contains("`~` peer vps: ") && summary.contains("keepalive 60"),
         "the peer is named: {summary}"
     );
-    assert!(!summary.contains(CANARY), "the summary leaks the key:\n{summary}");
+    assert!(
+        !summary.contains(CANARY),
+        "the summary leaks the key:\n{summary}"
+    );
     assert!(!plan.contains(CANARY), "the JSON artifact leaks the key");
     let out = run_step(&lab, &result, &lab.dir, &[("EXITCODE", &code)]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("::error title=Drift::"), "{}", text(&out));
+    assert!(
+        text(&out).contains("::error title=Drift::"),
+        "{}",
+        text(&out)
+    );
 
     // An error (a host that cannot be reached) fails differently.
     let pid = lab.state().hosts["nas"].sshd_pid.expect("nas has sshd");

@@ -90,7 +90,10 @@ fn status_shows_who_is_online_and_notices_a_peer_going_away() {
             pr["tx_bytes"].as_u64().unwrap(),
         );
         // A handshake is 148 + 92 bytes, each ping 84 + 32 bytes of tunnel overhead.
-        assert!(rx >= 92 && tx >= 92 && rx < 1 << 20 && tx < 1 << 20, "{h}/{p}: {pr}");
+        assert!(
+            rx >= 92 && tx >= 92 && rx < 1 << 20 && tx < 1 << 20,
+            "{h}/{p}: {pr}"
+        );
         assert!(pr["endpoint"].as_str().unwrap().contains(':'), "{pr}");
     }
     // The hub sees the roaming hosts where they come from: nas behind the home router's NAT.
@@ -116,7 +119,10 @@ fn status_shows_who_is_online_and_notices_a_peer_going_away() {
         shown.contains("vps (hub): wg0 ") && shown.contains("2 of 3 peers online"),
         "{shown}"
     );
-    assert!(shown.contains(" never ") && shown.contains(" s ago "), "{shown}");
+    assert!(
+        shown.contains(" never ") && shown.contains(" s ago "),
+        "{shown}"
+    );
     assert!(!shown.contains('\x1b'), "no colours when not a terminal");
 
     // The laptop goes away: its peer turns offline on the hub within the threshold.

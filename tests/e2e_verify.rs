@@ -116,3 +116,32 @@ fn verify_proves_every_path_and_names_exactly_the_broken_ones() {
     }
     assert!(shown.contains("4 of 9 paths work."), "{shown}");
 }
+
+#[test]
+fn apply_verifies_by_default_and_names_the_paths_that_do_not_work() {
+    let (_keep, inv) = own_inventory("apply-verify");
+    let lab = TestLab::up("apply_verify", &inv);
+    let out = lab.meshctl(&["apply", "--yes"]);
+    let shown = assert_success(&out, "apply");
+    assert!(
+        shown.contains("\nVerify:\n") && shown.contains("Applied and verified."),
+        "{shown}"
+    );
+
+    // Converged, but the NAS lost its route into the VPN (not one of meshctl's: apply leaves it).
+    ok(&lab, "nas", "ip route del 10.8.0.0/24 dev wg0");
+    let out = lab.meshctl(&["apply", "--yes"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("3 host(s) converged, 0 failed."), "{shown}");
+    assert!(shown.contains("✗ vps → nas (10.8.0.2)"), "{shown}");
+    assert!(
+        shown.contains("Applied, but the network does not pass traffic"),
+        "{shown}"
+    );
+
+    // --no-verify: the apply alone, and its exit code.
+    let out = lab.meshctl(&["apply", "--yes", "--no-verify"]);
+    let shown = assert_success(&out, "apply --no-verify");
+    assert!(!shown.contains("Verify:"), "{shown}");
+}

@@ -12,7 +12,7 @@ use crate::verify::{self, VerifyReport};
 /// Runs `meshctl verify`.
 pub async fn run(args: VerifyArgs, no_color: bool, verbose: bool) -> anyhow::Result<u8> {
     let inputs = crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
-    let report = check(&inputs, &args.common, verbose).await?;
+    let report = check(&inputs, &args.common, verbose, script::DEADLINE_SECS).await?;
     if args.json {
         print!("{}", verify::json(&report));
     } else {
@@ -25,11 +25,13 @@ pub async fn run(args: VerifyArgs, no_color: bool, verbose: bool) -> anyhow::Res
     })
 }
 
-/// Runs the check on the managed hosts (all, or `--limit`): one execution per host.
+/// Runs the check on the managed hosts (all, or `--limit`): one execution per host, each probe
+/// waiting up to `deadline` seconds for its answer.
 pub async fn check(
     inputs: &Inputs,
     common: &crate::cli::Common,
     verbose: bool,
+    deadline: u32,
 ) -> anyhow::Result<VerifyReport> {
     let only = inputs.limit(&common.limit).map_err(anyhow::Error::msg)?;
     let mut targets = verify::targets(&inputs.inventory, &inputs.desired());
@@ -39,7 +41,12 @@ pub async fn check(
     let interface = &inputs.inventory.network.interface;
     let scripts: BTreeMap<HostName, String> = targets
         .iter()
-        .map(|(h, t)| (h.clone(), script::script(&verify::probes(t), interface)))
+        .map(|(h, t)| {
+            (
+                h.clone(),
+                script::script(&verify::probes(t), interface, deadline),
+            )
+        })
         .collect();
     let (engine, progress) = super::engine(inputs, common, super::ssh_options(common), verbose);
     let outcomes = engine

@@ -232,9 +232,6 @@ mod tests {
     fn host_text_cannot_close_a_fence_or_inject_html() {
         assert_eq!(fence_for("a ``` b"), "````");
         assert_eq!(fence_for("plain"), "```");
-        assert_eq!(
-            inline("<img src=x> | *a*"),
-            "&lt;img src=x&gt; \\| \\*a\\*"
-        );
+        assert_eq!(inline("<img src=x> | *a*"), "&lt;img src=x&gt; \\| \\*a\\*");
     }
 }

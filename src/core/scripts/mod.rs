@@ -4,5 +4,5 @@
 
 pub mod guard;
 pub mod status;
-pub mod verify;
 pub mod steps;
+pub mod verify;

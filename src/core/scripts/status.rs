@@ -146,7 +146,9 @@ pub fn parse(out: &str) -> Result<Seen, StatusParseError> {
                 }
             }
             _ => {
-                let w = wg.as_mut().ok_or_else(|| bad("interface data before `link`"))?;
+                let w = wg
+                    .as_mut()
+                    .ok_or_else(|| bad("interface data before `link`"))?;
                 match (tag, &fields[..]) {
                     ("self", ["(none)"]) => w.public_key = None,
                     ("self", [k]) => w.public_key = Some(key(k)?),
@@ -211,7 +213,11 @@ mod tests {
         assert_eq!(nas.latest_handshake, Some(1_763_999_988));
         assert_eq!((nas.rx, nas.tx), (123_456, 7_890_123));
         let phone = &wg.peers[&WgKey::parse(PHONE).unwrap()];
-        assert_eq!(phone, &SeenPeer::default(), "never seen: no endpoint, no handshake");
+        assert_eq!(
+            phone,
+            &SeenPeer::default(),
+            "never seen: no endpoint, no handshake"
+        );
     }
 
     #[test]

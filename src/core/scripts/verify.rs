@@ -1,8 +1,8 @@
 //! `meshctl verify`'s one remote execution per host: ping every probe's address at once, then
 //! print the interface's status (for the handshake check), and the pure parser.
 //!
-//! Each probe is `ping -n -c 1 -w 3`: it sends a packet a second until one answer comes or 3 s
-//! pass, so a tunnel that handshakes on the first packet (or a NAT'd gateway whose endpoint the
+//! Each probe is `ping -n -c 1 -w 3` (3 s: [`DEADLINE_SECS`]; longer right after an apply): it
+//! sends a packet a second until one answer comes or the deadline passes, so a tunnel that handshakes on the first packet (or a NAT'd gateway whose endpoint the
 //! hub learns a keepalive later) still passes, and a dead path costs 3 s — all probes run in
 //! parallel, so a host's whole check takes about that long. The status part is
 //! [`super::status::script`], which prints no private key.
@@ -22,13 +22,17 @@ pub struct Probe {
     pub address: IpAddr,
 }
 
-/// The script that runs `probes` (by index) in parallel, then the status script.
-pub fn script(probes: &[Probe], interface: &InterfaceName) -> String {
+/// How long `meshctl verify` waits for a probe's answer, in seconds.
+pub const DEADLINE_SECS: u32 = 3;
+
+/// The script that runs `probes` (by index) in parallel, each waiting up to `deadline` seconds
+/// for an answer, then the status script.
+pub fn script(probes: &[Probe], interface: &InterfaceName, deadline: u32) -> String {
     let mut s = format!(
         "export LC_ALL=C
 echo '{HEADER}'
 probe() {{
-  out=$(ping -$2 -n -c 1 -w 3 \"$3\" 2>&1); rc=$?
+  out=$(ping -$2 -n -c 1 -w {deadline} \"$3\" 2>&1); rc=$?
   rtt=$(printf '%s\\n' \"$out\" | sed -n 's/.* time=\\([0-9.]*\\) ms.*/\\1/p' | head -n 1)
   echo \"probe $1 $rc ${{rtt:--}}\"
 }}
@@ -122,7 +126,7 @@ mod tests {
 
     #[test]
     fn the_script_pings_each_address_in_its_family_in_parallel() {
-        let s = script(&probes(), &InterfaceName::parse("wg0").unwrap());
+        let s = script(&probes(), &InterfaceName::parse("wg0").unwrap(), 3);
         assert!(s.contains("probe 0 4 10.8.0.1 &\n"), "{s}");
         assert!(s.contains("probe 1 6 2001:db8:10:0:100::1 &\n"), "{s}");
         assert!(s.contains("wait\n"), "{s}");
