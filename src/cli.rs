@@ -40,6 +40,12 @@ pub enum Command {
     Client(ClientArgs),
     /// Write a commented starting inventory from a few facts about your network.
     Init(InitArgs),
+    /// Who is online: every managed host's interface and its peers (endpoint, latest
+    /// handshake, transfer), one remote execution per host.
+    Status(StatusArgs),
+    /// Prove the network passes traffic: every managed host pings the others' VPN addresses
+    /// (and clients the home LANs' gateways), one remote execution per host.
+    Verify(VerifyArgs),
     /// Build, inspect and remove a lab of real hosts on this machine (root, Linux).
     Lab(LabArgs),
 }
@@ -136,13 +142,36 @@ pub struct PlanArgs {
     #[arg(long)]
     pub detailed_exitcode: bool,
 
-    /// Print the plan as JSON (a versioned schema, see README.md) instead of text.
-    #[arg(long)]
+    /// Print the plan as JSON (a versioned schema, see README.md) instead of text; the same as
+    /// `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+
+    /// How to print the plan: `text` (Terraform-like), `json` (the versioned schema) or
+    /// `markdown` (a CI job summary: "no drift" or "drift on N hosts", a table of hosts, each
+    /// drifted host's changes, manual steps, unreachable hosts; never a key).
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+
+    /// Also append the plan as Markdown to this file (for CI: `--summary "$GITHUB_STEP_SUMMARY"`),
+    /// whatever `--format` prints on standard output.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
 
     /// Save the plan, with a fingerprint of each host's live state, for `meshctl apply FILE`.
     #[arg(short, long)]
     pub out: Option<PathBuf>,
+}
+
+/// The output formats of `meshctl plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// Terraform-like text, coloured on a terminal.
+    Text,
+    /// The plan's versioned JSON schema.
+    Json,
+    /// GitHub-flavoured Markdown for a job summary or a pull-request comment.
+    Markdown,
 }
 
 /// Arguments of `meshctl apply`.
@@ -163,6 +192,11 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub accept_new_keys: bool,
 
+    /// Do not run `meshctl verify` after a converged apply (by default apply proves the network
+    /// passes traffic: every host pings the others, at one more connection per host).
+    #[arg(long)]
+    pub no_verify: bool,
+
     /// Break a lock left on a host by a meshctl that was killed.
     #[arg(long)]
     pub break_lock: bool,
@@ -171,6 +205,38 @@ pub struct ApplyArgs {
     /// for a confirmation over a new connection before it restores its previous state by itself.
     #[arg(long, default_value_t = 30)]
     pub guard_timeout: u64,
+}
+
+/// Arguments of `meshctl status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The inventory and connection options.
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Print the status as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Redraw every SECONDS seconds (default 2) until interrupted.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
+
+    /// A peer is online when its latest handshake is at most this many seconds old (for tests).
+    #[arg(long, default_value_t = crate::status::ONLINE_WITHIN_SECS, hide = true)]
+    pub online_within: u64,
+}
+
+/// Arguments of `meshctl verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The inventory and connection options.
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Print the results as JSON instead of a matrix.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `meshctl client`.

@@ -63,6 +63,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             cli.no_color,
             cli.verbose,
         )),
+        Command::Status(args) => on_runtime(meshctl::commands::status::run(
+            args,
+            cli.no_color,
+            cli.verbose,
+        )),
+        Command::Verify(args) => on_runtime(meshctl::commands::verify::run(
+            args,
+            cli.no_color,
+            cli.verbose,
+        )),
         Command::Apply(args) => on_runtime(meshctl::commands::apply::run(
             args,
             cli.no_color,

@@ -78,12 +78,19 @@ fn one_apply_builds_a_working_network() {
         .map(|h| lab.sshd_counts(h))
         .collect();
     let out = apply(&lab);
+    // Apply: one connection, at most three executions; then the verify it runs by default:
+    // one more connection and one execution.
+    assert!(out.contains("Applied and verified."), "{out}");
     for (i, h) in ["vps", "nas", "laptop"].iter().enumerate() {
         let after = lab.sshd_counts(h);
-        assert_eq!(after.0 - before[i].0, 1, "{h}: apply uses one connection");
+        assert_eq!(
+            after.0 - before[i].0,
+            2,
+            "{h}: apply uses one connection, its verify one more"
+        );
         assert!(
-            after.1 - before[i].1 <= 3,
-            "{h}: apply uses at most three executions"
+            after.1 - before[i].1 <= 4,
+            "{h}: apply uses at most three executions, its verify one"
         );
     }
     add_router_route(&lab, &out);

@@ -89,10 +89,44 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
                 .hosts
                 .iter()
                 .all(|h| matches!(outcomes.get(&h.host), Some(HostOutcome::Converged { .. })));
-            Ok(if all_converged { EXIT_OK } else { EXIT_ERROR })
+            if !all_converged {
+                return Ok(EXIT_ERROR);
+            }
+            if args.no_verify {
+                return Ok(EXIT_OK);
+            }
+            verify_after(&args, no_color, verbose).await
         }
     }
 }
+
+/// After a converged apply: `meshctl verify` with a longer deadline per probe (see
+/// [`VERIFY_DEADLINE_SECS`]), then
+/// "applied and verified" or the paths that do not work.
+async fn verify_after(args: &ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Result<u8> {
+    // Read again: apply pinned the keys of hosts that had none, and verify names peers by key.
+    let inputs = crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
+    let report = super::verify::check(&inputs, &args.common, verbose, VERIFY_DEADLINE_SECS).await?;
+    let style = super::stdout_style(no_color);
+    println!("\nVerify:");
+    print!("{}", crate::verify::text(&report, style));
+    if report.ok() {
+        println!("Applied and verified.");
+        Ok(EXIT_OK)
+    } else {
+        println!(
+            "Applied, but the network does not pass traffic on the paths above (run `meshctl verify` again, `meshctl status` to see the tunnels)."
+        );
+        Ok(EXIT_ERROR)
+    }
+}
+
+/// How long each probe of the verify after apply waits for its answer, in seconds. A peer
+/// apply re-added on one side (the hub) keeps a session the other side (a roaming laptop, whose
+/// endpoint the hub cannot know) still believes in: that side starts a new handshake only after
+/// WireGuard's keepalive timeout plus rekey timeout, 15 s of unanswered packets, so a working
+/// path may take that long to answer right after apply.
+const VERIFY_DEADLINE_SECS: u32 = 20;
 
 /// The person at the terminal, and the pins file beside the inventory.
 struct Terminal {

@@ -5,6 +5,8 @@ pub mod apply;
 pub mod client;
 pub mod init;
 pub mod plan;
+pub mod status;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

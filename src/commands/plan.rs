@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 
 use super::{EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
-use crate::cli::PlanArgs;
+use crate::cli::{PlanArgs, PlanFormat};
 use crate::facts::GatherSpec;
 use crate::names::HostName;
 use crate::plan::Plan;
@@ -50,8 +50,19 @@ pub async fn run(args: PlanArgs, no_color: bool, verbose: bool) -> anyhow::Resul
         crate::files::save_plan(&plan, out)
             .with_context(|| format!("saving the plan to {}", out.display()))?;
     }
-    if args.json {
+    if let Some(file) = &args.summary {
+        crate::files::append_text(file, &crate::render_markdown::markdown(&plan))
+            .with_context(|| format!("appending the summary to {}", file.display()))?;
+    }
+    let format = if args.json {
+        PlanFormat::Json
+    } else {
+        args.format
+    };
+    if format == PlanFormat::Json {
         print!("{}", render::json(&plan));
+    } else if format == PlanFormat::Markdown {
+        print!("{}", crate::render_markdown::markdown(&plan));
     } else {
         let style = super::stdout_style(no_color);
         print!("{}", render::text(&plan, style));

@@ -108,6 +108,18 @@ pub fn save_plan(plan: &Plan, path: &Path) -> std::io::Result<()> {
     write_atomically(path, crate::saved_plan::seal(plan).as_bytes(), 0o600)
 }
 
+/// Appends `text` to `path` (created 0644 if missing), as CI's job summary file expects: other
+/// steps may have written to it before.
+pub fn append_text(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.flush()
+}
+
 /// Reads a saved plan, with every check of [`crate::saved_plan::parse`].
 pub fn load_plan(path: &Path) -> Result<Plan, SavedPlanError> {
     let text = std::fs::read_to_string(path).map_err(|source| SavedPlanError::Read {

@@ -11,6 +11,7 @@ pub mod error;
 mod execute;
 mod prepare;
 pub mod remote;
+mod run;
 
 #[cfg(test)]
 mod fake;

@@ -1,0 +1,104 @@
+//! Running one script per host and handing back what it printed: the engine's capability for
+//! read-only commands (`status`, `verify`) whose scripts and parsers live in the core. One
+//! connection and one remote execution per host, every host in parallel, a failing host never
+//! stopping the others.
+
+use std::collections::BTreeMap;
+
+use super::{Connector, Engine, HostError, Patience, Remote};
+use crate::names::HostName;
+use crate::transport::RemoteOutput;
+
+impl<C: Connector> Engine<C> {
+    /// Runs `scripts[host]` on every host of `scripts`: one connection and one remote execution
+    /// each. A host's result is its output (whatever its exit status: the caller's parser
+    /// decides), or why it could not be reached or run.
+    pub async fn run_each(
+        &self,
+        scripts: &BTreeMap<HostName, String>,
+        doing: &'static str,
+    ) -> BTreeMap<HostName, Result<RemoteOutput, HostError>> {
+        let connector = self.connector.clone();
+        let progress = self.progress.clone();
+        self.for_each_host(scripts.keys().cloned().collect(), |h| {
+            let (connector, progress, script) =
+                (connector.clone(), progress.clone(), scripts[&h].clone());
+            async move {
+                progress.update(h.as_str(), "connecting");
+                let remote = connector.connect(&h, Patience::Normal).await?;
+                progress.update(h.as_str(), doing);
+                let out = remote.run(&script).await;
+                remote.close().await;
+                let out = out?;
+                progress.finish(h.as_str(), "done");
+                Ok(out)
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::super::fake::{self, Event, FakeConnector, FakeHost, Kind};
+    use super::super::{Engine, HostError};
+    use crate::names::HostName;
+    use crate::progress::Progress;
+
+    fn echo() -> FakeHost {
+        FakeHost {
+            refuse_connects: vec![],
+            respond: Arc::new(|_, s, _| fake::ok(format!("ran: {s}"))),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_connection_and_one_execution_per_host_and_a_failing_host_stays_alone() {
+        let c = FakeConnector::with([
+            ("vps", echo()),
+            (
+                "nas",
+                FakeHost {
+                    refuse_connects: vec![0],
+                    ..echo()
+                },
+            ),
+            (
+                "laptop",
+                FakeHost {
+                    refuse_connects: vec![],
+                    respond: Arc::new(|_, _, _| fake::lost("laptop")),
+                },
+            ),
+        ]);
+        let engine = Engine::new(c.clone(), 2, Arc::new(Progress::quiet()));
+        let scripts: BTreeMap<HostName, String> = ["vps", "nas", "laptop"]
+            .into_iter()
+            .map(|h| (HostName::parse(h).unwrap(), format!("echo {h}")))
+            .collect();
+        let out = engine.run_each(&scripts, "checking").await;
+        assert_eq!(out.len(), 3);
+        let vps = out[&HostName::parse("vps").unwrap()].as_ref().unwrap();
+        assert_eq!(vps.stdout, "ran: echo vps", "each host gets its own script");
+        assert!(matches!(
+            out[&HostName::parse("nas").unwrap()],
+            Err(HostError::Transport(_))
+        ));
+        assert!(matches!(
+            out[&HostName::parse("laptop").unwrap()],
+            Err(HostError::Transport(_))
+        ));
+        for h in ["vps", "laptop"] {
+            assert_eq!(c.connections(h), 1, "{h}");
+            assert_eq!(c.kinds(h), vec![Kind::Gather], "{h}: one execution");
+        }
+        assert_eq!(c.connections("nas"), 0);
+        assert!(
+            !c.log()
+                .contains(&Event::Run(HostName::parse("nas").unwrap(), Kind::Gather))
+        );
+    }
+}
