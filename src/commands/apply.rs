@@ -1,20 +1,16 @@
 //! `meshctl apply`: wires the command line to the engine ([`crate::engine::apply::run`]) and
 //! the terminal: the plan is shown and confirmed here, the summary rendered by `render`.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
-use std::sync::Arc;
+use std::io::IsTerminal;
 
 use anyhow::bail;
 
 use super::{EXIT_ERROR, EXIT_OK};
 use crate::cli::ApplyArgs;
-use crate::engine::apply::{ApplyOptions, ApplyResult, Operator, PlanSource};
+use crate::edge::terminal::Terminal;
+use crate::engine::apply::{ApplyOptions, ApplyResult, PlanSource};
 use crate::engine::{ExecuteSettings, HostOutcome, Lock};
-use crate::names::{HostName, WgKey};
-use crate::plan::Plan;
-use crate::progress::Progress;
-use crate::render::{self, Style};
+use crate::render;
 
 /// Runs `meshctl apply`.
 pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Result<u8> {
@@ -128,67 +124,6 @@ async fn verify_after(args: &ApplyArgs, no_color: bool, verbose: bool) -> anyhow
 /// path may take that long to answer right after apply.
 const VERIFY_DEADLINE_SECS: u32 = 20;
 
-/// The person at the terminal, and the pins file beside the inventory.
-struct Terminal {
-    yes: bool,
-    style: Style,
-    progress: Arc<Progress>,
-    keys_path: std::path::PathBuf,
-}
-
-impl Operator for Terminal {
-    fn show(&self, plan: &Plan) {
-        self.progress.clear();
-        print!("{}", render::text(plan, self.style));
-    }
-
-    async fn confirm(&self) -> anyhow::Result<bool> {
-        if self.yes {
-            return Ok(true);
-        }
-        print!("Apply these changes? Only 'yes' is accepted: ");
-        std::io::stdout().flush().ok();
-        let answer = tokio::task::spawn_blocking(|| {
-            let mut answer = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut answer)
-                .map(|_| answer)
-        });
-        // Ctrl-C at the prompt is a "no": the hosts' locks are released on the way out.
-        tokio::select! {
-            a = answer => Ok(a??.trim() == "yes"),
-            _ = tokio::signal::ctrl_c() => {
-                println!();
-                Ok(false)
-            }
-        }
-    }
-
-    fn pin(&self, learnt: &BTreeMap<HostName, WgKey>) -> anyhow::Result<()> {
-        // A pins file that cannot be read is an error, never "no pins": saving over it would
-        // drop every pin, phones' keys included.
-        let mut pins = crate::files::read_pins(&self.keys_path).map_err(|e| {
-            anyhow::Error::new(e).context(format!(
-                "pinning public keys in {}",
-                self.keys_path.display()
-            ))
-        })?;
-        pins.keys
-            .extend(learnt.iter().map(|(h, k)| (h.clone(), k.clone())));
-        crate::files::save_pins(&pins, &self.keys_path).map_err(|e| {
-            anyhow::Error::new(e).context(format!(
-                "pinning public keys in {}",
-                self.keys_path.display()
-            ))
-        })
-    }
-
-    fn warn(&self, text: &str) {
-        eprintln!("warning: {text}");
-    }
-}
-
 /// A name for this apply run, unique enough to keep guards of different runs apart.
 fn run_id() -> String {
     let nanos = std::time::SystemTime::now()
@@ -210,30 +145,4 @@ fn holder() -> String {
         std::process::id(),
         host.trim()
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unreadable_pins_file_is_an_error_and_is_left_as_it_is() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lab.keys.yaml");
-        let conflicted = "<<<<<<< HEAD\nphone: \"OCO5ZvqkqiQdK4QiFK3CNZwcoZ2EQ2RHFvDcARXSyxQ=\"\n=======\n>>>>>>> other\n";
-        std::fs::write(&path, conflicted).unwrap();
-        let t = Terminal {
-            yes: true,
-            style: crate::render::Style::new(false, true),
-            progress: Arc::new(Progress::quiet()),
-            keys_path: path.clone(),
-        };
-        let learnt = BTreeMap::from([(
-            HostName::parse("vps").unwrap(),
-            WgKey::parse("x/mx1BYRsLAiujkK0jxj1w7VcUqhmtKsX+NjQA+VdV0=").unwrap(),
-        )]);
-        let err = t.pin(&learnt).unwrap_err();
-        assert!(format!("{err:#}").contains("lab.keys.yaml"), "{err:#}");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), conflicted);
-    }
 }

@@ -6,4 +6,5 @@ pub mod files;
 pub mod lab;
 pub mod progress;
 pub mod ssh_paths;
+pub mod terminal;
 pub mod transport;

@@ -637,3 +637,32 @@ async fn plan_gathers_each_host_once_over_one_connection() {
         assert_eq!(c.connections(h), 1);
     }
 }
+
+#[tokio::test]
+async fn a_connection_lost_in_the_final_gather_fails_that_host_alone() {
+    let (_d, inputs) = inputs("", &[("vps", VPS), ("nas", NAS), ("laptop", LAPTOP)]);
+    let c = FakeConnector::with([
+        ("vps", fake::healthy(VPS)),
+        (
+            "nas",
+            fake::prepared_then(NAS, |kind, _, _| match kind {
+                Kind::Changes => fake::ok(format!("{}\n", steps::MARK_DONE)),
+                _ => fake::lost("nas"),
+            }),
+        ),
+        ("laptop", fake::healthy(LAPTOP)),
+    ]);
+    let out = outcomes(apply(&c, &inputs, fresh(), &Scripted::yes()).await);
+    let HostOutcome::Failed(e @ HostError::Confirming(_)) = &out[&host("nas")] else {
+        panic!("{:?}", out[&host("nas")])
+    };
+    assert!(e.to_string().starts_with("confirming: "), "{e}");
+    assert_eq!(
+        c.kinds("nas"),
+        vec![Kind::Prepare, Kind::Changes, Kind::Finish]
+    );
+    assert!(matches!(
+        out[&host("vps")],
+        HostOutcome::NotConverged { .. }
+    ));
+}
