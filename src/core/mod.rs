@@ -12,6 +12,7 @@ pub mod names;
 pub mod persist;
 pub mod plan;
 pub mod planner;
+pub mod policy;
 pub mod qr;
 pub mod render;
 pub mod report;

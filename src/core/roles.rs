@@ -42,11 +42,16 @@ pub enum Placeholder {
     OwnLan6,
     /// `{remote_lan6}`: the IPv6 prefixes of the home LANs behind other gateways.
     RemoteLan6,
+    /// `{policy4}`: whole IPv4 rules of the reachability policy (`allow:`), generated per
+    /// source; none when no host has an `allow:` list.
+    Policy4,
+    /// `{policy6}`: the same for IPv6.
+    Policy6,
 }
 
 impl Placeholder {
     /// Every placeholder, in the order role files and messages list them.
-    pub const ALL: [Placeholder; 11] = [
+    pub const ALL: [Placeholder; 13] = [
         Placeholder::Wg,
         Placeholder::Port,
         Placeholder::Wan,
@@ -58,6 +63,8 @@ impl Placeholder {
         Placeholder::RemoteLan4,
         Placeholder::OwnLan6,
         Placeholder::RemoteLan6,
+        Placeholder::Policy4,
+        Placeholder::Policy6,
     ];
 
     /// The name between the braces.
@@ -74,6 +81,8 @@ impl Placeholder {
             Placeholder::RemoteLan4 => "remote_lan4",
             Placeholder::OwnLan6 => "own_lan6",
             Placeholder::RemoteLan6 => "remote_lan6",
+            Placeholder::Policy4 => "policy4",
+            Placeholder::Policy6 => "policy6",
         }
     }
 
@@ -86,9 +95,10 @@ impl Placeholder {
     fn allowed(role: &str) -> &'static [Placeholder] {
         use Placeholder::*;
         match role {
-            "hub" => &[Wg, Port, Wan, Vpn4, Clients6, Lan4, Lan6],
+            "hub" => &[Wg, Port, Wan, Vpn4, Clients6, Lan4, Lan6, Policy4, Policy6],
             "gateway" => &[
-                Wg, Port, Vpn4, OwnLan4, RemoteLan4, Clients6, OwnLan6, RemoteLan6,
+                Wg, Port, Vpn4, OwnLan4, RemoteLan4, Clients6, OwnLan6, RemoteLan6, Policy4,
+                Policy6,
             ],
             _ => &[Wg, Port, Vpn4, RemoteLan4, Clients6],
         }
