@@ -292,6 +292,32 @@ mod tests {
     }
 
     #[test]
+    fn a_restricted_hosts_desired_peer_and_routes_match_its_policy() {
+        let i = inv("[\"lan:nas\"]");
+        let f = &i.hosts[&crate::names::HostName::parse("friend").unwrap()];
+        // What `meshctl client` would write for it, and what its desired state holds.
+        assert_eq!(
+            names(&crate::desired::hub_allowed_ips(&i, f)),
+            [
+                "10.8.0.1/32",
+                "192.168.178.0/24",
+                "2001:db8:10:0:100::1/128"
+            ]
+        );
+        let roles = crate::roles::Roles::builtin();
+        let d = crate::desired::for_host(&i, &roles, &crate::keys::PinnedKeys::default(), f);
+        let routes: Vec<String> = d
+            .state
+            .routes
+            .iter()
+            .map(|r| r.destination.to_string())
+            .collect();
+        // The full tunnel's default route is gone: the friend may not reach the internet.
+        assert_eq!(routes, ["192.168.178.0/24", "2001:db8:10:0:100::1/128"]);
+        assert!(d.state.rules.is_empty());
+    }
+
+    #[test]
     fn without_allow_nothing_changes() {
         let yaml = inv("[]");
         let laptop = &yaml.hosts[&crate::names::HostName::parse("laptop").unwrap()];
