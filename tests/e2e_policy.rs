@@ -3,7 +3,9 @@
 //! and IPv6) — also after it widens its own AllowedIPs and routes by hand, because the hub
 //! refuses its packets (its REJECT rule counts them). The unrestricted laptop, edited the same
 //! way, reaches all of them: the refusal is the policy's. A second apply changes nothing.
-//! Builds its own lab (needs root; never skips).
+//! A client allowed `lan:nas` and `internet` reaches the home LAN and the internet through the
+//! hub (IPv4 and IPv6), and neither the NAS's VPN address nor the laptop. Each test builds its
+//! own lab (needs root; never skips).
 
 mod support;
 
@@ -181,6 +183,67 @@ fn a_client_allowed_only_the_nas_reaches_nothing_else_even_with_its_config_widen
     let friend_wg = ok(&lab, "friend", "wg show wg0 allowed-ips");
     assert!(!friend_wg.contains("0.0.0.0/0"), "{friend_wg}");
 
+    let down = lab.down();
+    assert!(down.status.success(), "lab down:\n{}", text(&down));
+}
+
+#[test]
+fn a_client_allowed_the_home_lan_and_the_internet_reaches_those_and_no_vpn_host() {
+    let (_keep, inv) = own_inventory("policy-inet");
+    let yaml = std::fs::read_to_string(&inv).unwrap().replace(
+        "  phone:\n",
+        "  friend:\n    role: client\n    ssh: root@friend\n    address: 10.8.0.12\n    keepalive: 5\n    tunnel: full\n    allow: [\"lan:nas\", internet]\n  phone:\n",
+    );
+    std::fs::write(&inv, yaml).unwrap();
+    let lab = TestLab::up("e2e_policy_inet", &inv);
+    let first = lab.meshctl(&["apply", "--yes"]);
+    assert!(first.status.success(), "apply:\n{}", text(&first));
+    ok(
+        &lab,
+        "fritzbox",
+        "ip route replace 10.8.0.0/24 via 192.168.178.10",
+    );
+    let plan = lab.meshctl(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "converged:\n{}", text(&plan));
+    // `inet` shares the lab's internet segment with the clients: route it into the tunnel, so
+    // the test sees the hub's egress (IPv6 goes there anyway: the friend's is public).
+    ok(
+        &lab,
+        "friend",
+        &format!("ip route replace {INET4}/32 dev wg0"),
+    );
+    let accepted = |tool: &str, src: &str| {
+        rule_packets(
+            &lab,
+            "vps",
+            tool,
+            "filter",
+            "MESHCTL-FORWARD",
+            &["ACCEPT", src, "eth0"],
+        )
+    };
+    let (out4, out6) = (
+        accepted("iptables", "10.8.0.12"),
+        accepted("ip6tables", "2001:db8:10:0:100::c"),
+    );
+    for addr in [HOMEPC, INET4, INET6] {
+        assert!(
+            pings_within(&lab, "friend", addr, 30),
+            "the friend reaches {addr}"
+        );
+    }
+    assert!(
+        accepted("iptables", "10.8.0.12") > out4,
+        "IPv4 egress through the hub"
+    );
+    assert!(
+        accepted("ip6tables", "2001:db8:10:0:100::c") > out6,
+        "IPv6 egress through the hub"
+    );
+    assert!(pings_within(&lab, "laptop", NAS, 30), "the laptop is up");
+    for addr in [NAS, LAPTOP] {
+        assert!(!pings(&lab, "friend", addr), "the friend reaches {addr}");
+    }
     let down = lab.down();
     assert!(down.status.success(), "lab down:\n{}", text(&down));
 }
