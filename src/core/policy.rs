@@ -318,6 +318,28 @@ mod tests {
     }
 
     #[test]
+    fn roles_that_do_not_place_the_policy_are_refused_when_a_host_has_allow() {
+        let i = inv("[nas]");
+        assert!(crate::roles::Roles::builtin().check_policy(&i).is_ok());
+        let hub = include_str!("../../roles/hub.yaml").replace("      - \"{policy4}\"\n", "");
+        let mut o = std::collections::BTreeMap::new();
+        o.insert("hub".to_owned(), ("mine/hub.yaml".to_owned(), hub));
+        let roles = crate::roles::Roles::with_overrides(&o).expect("a valid role");
+        let e = roles.check_policy(&i).unwrap_err().to_string();
+        assert!(
+            e.contains("roles/hub.yaml") && e.contains("{policy4}"),
+            "{e}"
+        );
+        // Without any `allow:`, the same roles are fine (nothing to enforce).
+        let yaml = inv("[]");
+        let mut none = yaml.clone();
+        for h in none.hosts.values_mut() {
+            h.allow = None;
+        }
+        assert!(roles.check_policy(&none).is_ok());
+    }
+
+    #[test]
     fn without_allow_nothing_changes() {
         let yaml = inv("[]");
         let laptop = &yaml.hosts[&crate::names::HostName::parse("laptop").unwrap()];

@@ -322,6 +322,44 @@ pub struct RoleError {
 }
 
 impl Roles {
+    /// Refuses roles that would leave a reachability policy unenforced: when a host has an
+    /// `allow:` list, the hub's role (and, with gateways, the gateway's) must place
+    /// `{policy4}` in its chains — and `{policy6}` where the network has IPv6 — or the lists
+    /// would silently do nothing (a `--roles DIR` written before the policy existed).
+    pub fn check_policy(&self, inv: &crate::inventory::Inventory) -> Result<(), RoleError> {
+        if !inv.hosts.values().any(|h| h.allow.is_some()) {
+            return Ok(());
+        }
+        let mut roles = vec!["hub"];
+        if !inv.lans().is_empty() {
+            roles.push("gateway");
+        }
+        for role in roles {
+            let uses = |p: Placeholder| {
+                self.get(role).chains.iter().any(|c| {
+                    c.rules
+                        .iter()
+                        .any(|r| r.segments().contains(&Segment::Value(p)))
+                })
+            };
+            let mut needed = vec![Placeholder::Policy4];
+            if inv.network.ipv6.is_some() && role == "hub" {
+                needed.push(Placeholder::Policy6);
+            }
+            if let Some(p) = needed.into_iter().find(|p| !uses(*p)) {
+                return Err(RoleError {
+                    file: format!("roles/{role}.yaml"),
+                    message: format!(
+                        "no rule places `{{{}}}`, so the inventory's `allow:` lists would not be enforced; add a rule \"{{{}}}\" to its MESHCTL-FORWARD chain (see the built-in role)",
+                        p.name(),
+                        p.name()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The built-in roles.
     pub fn builtin() -> Self {
         Self::with_overrides(&BTreeMap::new()).expect("built-in roles are valid (tested)")
