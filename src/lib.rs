@@ -21,7 +21,7 @@ pub mod edge;
 pub mod engine;
 
 pub use crate::core::{
-    desired, diff, facts, inventory, keys, names, persist, plan, planner, qr, render,
+    desired, diff, facts, inventory, keys, names, persist, plan, planner, policy, qr, render,
     render_markdown, report, roles, saved_plan, scripts, shell, spell, ssh_path, state, status,
     verify,
 };

@@ -210,6 +210,47 @@ fn peer_added_when_the_inventory_gains_a_host() {
     assert!(!plan.manual_steps.iter().any(|m| m.subject == "tablet"));
 }
 
+/// A policy added to a converged network shows like any rule change: the hub's and the
+/// gateway's `MESHCTL-FORWARD` chains (per source), the client's narrowed peer and routes, and
+/// the files that persist them.
+#[test]
+fn policy_added_shows_as_rule_changes() {
+    let text = edit(
+        &repo_text("inventory/example.yaml"),
+        "    tunnel: split ",
+        "    allow: [nas]\n    tunnel: split ",
+    );
+    let before = Case::converged();
+    let mut case = Case::from_fixture(Fixture::new("example.yaml", &text, &ALL_HOST_KEYS, None));
+    case.live = before.live.clone();
+    let plan = case.snapshot("policy_added");
+    let text_now = render::text(&plan, Style { color: false });
+    for rule in [
+        "-s 10.8.0.10/32 -d 10.8.0.2/32 -i wg0 -j ACCEPT",
+        "-s 10.8.0.10/32 -i wg0 -j REJECT --reject-with icmp-port-unreachable",
+        "-s 10.8.0.10/32 -d 192.168.178.0/24 -i wg0 -j REJECT --reject-with icmp-port-unreachable",
+    ] {
+        assert!(text_now.contains(rule), "{rule} in:\n{text_now}");
+    }
+    assert!(
+        ops(&plan, "vps")
+            .iter()
+            .any(|o| matches!(o, Op::RestoreChains { .. }))
+    );
+    assert!(
+        ops(&plan, "nas")
+            .iter()
+            .any(|o| matches!(o, Op::RestoreChains { .. }))
+    );
+    // With the policy in place, the next plan is empty.
+    assert_eq!(
+        Case::from_fixture(Fixture::new("example.yaml", &text, &ALL_HOST_KEYS, None))
+            .plan()
+            .counts(),
+        counts(0, 0, 0)
+    );
+}
+
 #[test]
 fn peer_removed_when_live_has_an_extra_key() {
     // The tablet left the inventory; its key is still pinned. And a key nobody knows.

@@ -39,6 +39,31 @@ const CASES: &[(&str, &str)] = &[
 1 error in the inventory; nothing was changed on any host",
     ),
     (
+        "allow_lan_not_gateway",
+        "tests/fixtures/inventory/allow_lan_not_gateway.yaml:28:13: `allow` of host `laptop` names the LAN of `laptop`, a client, not a gateway
+  help: `lan:NAME` names a host of role gateway (its home LAN)
+tests/fixtures/inventory/allow_lan_not_gateway.yaml:28:27: `allow` of host `laptop` names \"nsa\", which is not a host of the inventory
+  help: did you mean `nas`?
+2 errors in the inventory; nothing was changed on any host",
+    ),
+    (
+        "allow_on_hub",
+        "tests/fixtures/inventory/allow_on_hub.yaml:16:12: `allow` does not apply to hub `vps`
+  help: `allow` restricts what a gateway or client may reach through the hub: remove it
+1 error in the inventory; nothing was changed on any host",
+    ),
+    (
+        "allow_unknown_target",
+        "tests/fixtures/inventory/allow_unknown_target.yaml:28:18: `allow` of host `laptop` names the LAN of \"nsa\", which is not a host of the inventory
+  help: did you mean `lan:nas`?
+tests/fixtures/inventory/allow_unknown_target.yaml:28:29: `allow` of host `laptop` names \"homepc\", which is not a host of the inventory
+  help: name a host of the inventory, `lan:GATEWAY`, a CIDR such as 192.168.178.0/24, or `internet`
+tests/fixtures/inventory/allow_unknown_target.yaml:28:37: `allow` of host `laptop` names \"10.8.0.0/33\", which is not a CIDR
+  help: write a network with its prefix length, e.g. 192.168.178.0/24 or 2001:db8::/64, or one address
+3 errors in the inventory; nothing was changed on any host",
+    ),
+    ("allow_valid", "OK"),
+    (
         "bool_no",
         "tests/fixtures/inventory/bool_no.yaml:16:10: `nat` of host `vps`: expected a boolean (true/false), found `no`
   help: write `true` or `false` (YAML 1.1 words such as yes, no, on, off are not booleans here)

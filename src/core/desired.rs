@@ -10,6 +10,7 @@ use crate::inventory::{Host, Inventory, Ipv6Mode, Network, Role, Tunnel};
 use crate::keys::PinnedKeys;
 use crate::names::{HostName, InterfaceName};
 use crate::persist;
+use crate::policy;
 use crate::roles::{Condition, Placeholder, Roles};
 use crate::state::{
     ChainId, Family, HostState, Jump, KeyFile, NdpProxy, Peer, RULE_PRIORITY_SUPPRESS,
@@ -138,17 +139,7 @@ fn for_host_with(
                 notes.push(unknown_key_note(&other.name));
                 continue;
             }
-            let mut allowed = BTreeSet::new();
-            allowed.insert(IpNet::V4(Ipv4Net::new(other.address, 32).expect("valid")));
-            if let Some(v6) = other.ipv6 {
-                allowed.insert(IpNet::V6(Ipv6Net::new(v6, 128).expect("valid")));
-            }
-            if let Role::Gateway(g) = &other.role {
-                allowed.insert(IpNet::V4(g.lan.subnet));
-                if let (Some(p), Some(_)) = (g.lan.ipv6_prefix, &net.ipv6) {
-                    allowed.insert(IpNet::V6(p));
-                }
-            }
+            let allowed: BTreeSet<IpNet> = policy::sources(inv, other).into_iter().collect();
             peers.insert(
                 other.name.to_string(),
                 Peer {
@@ -160,7 +151,10 @@ fn for_host_with(
             );
         }
     } else {
-        let allowed: BTreeSet<IpNet> = allowed_ips_via_hub(net, host, &lans).into_iter().collect();
+        let allowed: BTreeSet<IpNet> =
+            policy::narrow(inv, host, allowed_ips_via_hub(net, host, &lans))
+                .into_iter()
+                .collect();
         if hub_role.endpoint.parse::<IpAddr>().is_err() {
             resolve.push(hub_role.endpoint.clone());
         }
@@ -207,6 +201,26 @@ fn for_host_with(
         strings6(own_lan6),
         strings6(remote_lans6),
     );
+    // The reachability policy's rules: on the hub per restricted source, on a gateway for
+    // its own LAN; none without `allow:` lists.
+    let (policy4_v, policy6_v) = match &host.role {
+        Role::Hub(h) => (
+            policy::hub_rules(inv, Family::Ipv4, wg, &h.wan_interface),
+            policy::hub_rules(inv, Family::Ipv6, wg, &h.wan_interface),
+        ),
+        Role::Gateway(_) => {
+            let own: Vec<IpNet> = own_lan
+                .iter()
+                .map(|l| IpNet::V4(*l))
+                .chain(own_lan6.iter().map(|l| IpNet::V6(*l)))
+                .collect();
+            (
+                policy::gateway_rules(inv, host, Family::Ipv4, wg, &own),
+                policy::gateway_rules(inv, host, Family::Ipv6, wg, &own),
+            )
+        }
+        Role::Client(_) => (vec![], vec![]),
+    };
     let value = |p: Placeholder| -> &[String] {
         match p {
             Placeholder::Wg => &wg_v,
@@ -220,6 +234,8 @@ fn for_host_with(
             Placeholder::RemoteLan4 => &remote_lan4_v,
             Placeholder::OwnLan6 => &own_lan6_v,
             Placeholder::RemoteLan6 => &remote_lan6_v,
+            Placeholder::Policy4 => &policy4_v,
+            Placeholder::Policy6 => &policy6_v,
         }
     };
     let full_tunnel = matches!(&host.role, Role::Client(c) if c.tunnel == Tunnel::Full);
@@ -263,6 +279,26 @@ fn for_host_with(
                     });
                 }
             }
+        }
+    }
+    // A restricted host routes into the tunnel only what its one peer's AllowedIPs (narrowed
+    // by the policy) carry; the VPN range is on-link through the interface's own address.
+    if host.allow.is_some()
+        && !matches!(host.role, Role::Hub(_))
+        && let Some(peer) = interface.peers.get(hub.name.as_str())
+    {
+        state.routes.retain(|r| &r.device != wg);
+        for n in peer
+            .allowed_ips
+            .iter()
+            .filter(|n| !IpNet::V4(net.ipv4).contains(*n))
+        {
+            state.routes.insert(Route {
+                destination: *n,
+                device: wg.clone(),
+                via: None,
+                table: None,
+            });
         }
     }
     for c in role.chains.iter().filter(|c| holds(c.when)) {
@@ -397,7 +433,8 @@ fn allowed_ips_via_hub(net: &Network, host: &Host, lans: &HostLans) -> Vec<IpNet
 /// unmanaged host's config, the same as its desired state would hold.
 pub fn hub_allowed_ips(inv: &Inventory, host: &Host) -> Vec<IpNet> {
     let net = &inv.network;
-    allowed_ips_via_hub(net, host, &HostLans::of(net, host, &Shared::of(inv)))
+    let today = allowed_ips_via_hub(net, host, &HostLans::of(net, host, &Shared::of(inv)));
+    policy::narrow(inv, host, today)
 }
 
 /// A default route through the tunnel would also carry the tunnel's own packets to the hub.

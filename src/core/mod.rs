@@ -13,6 +13,7 @@ pub mod names;
 pub mod persist;
 pub mod plan;
 pub mod planner;
+pub mod policy;
 pub mod qr;
 pub mod render;
 pub mod render_markdown;

@@ -42,11 +42,16 @@ pub enum Placeholder {
     OwnLan6,
     /// `{remote_lan6}`: the IPv6 prefixes of the home LANs behind other gateways.
     RemoteLan6,
+    /// `{policy4}`: whole IPv4 rules of the reachability policy (`allow:`), generated per
+    /// source; none when no host has an `allow:` list.
+    Policy4,
+    /// `{policy6}`: the same for IPv6.
+    Policy6,
 }
 
 impl Placeholder {
     /// Every placeholder, in the order role files and messages list them.
-    pub const ALL: [Placeholder; 11] = [
+    pub const ALL: [Placeholder; 13] = [
         Placeholder::Wg,
         Placeholder::Port,
         Placeholder::Wan,
@@ -58,6 +63,8 @@ impl Placeholder {
         Placeholder::RemoteLan4,
         Placeholder::OwnLan6,
         Placeholder::RemoteLan6,
+        Placeholder::Policy4,
+        Placeholder::Policy6,
     ];
 
     /// The name between the braces.
@@ -74,6 +81,8 @@ impl Placeholder {
             Placeholder::RemoteLan4 => "remote_lan4",
             Placeholder::OwnLan6 => "own_lan6",
             Placeholder::RemoteLan6 => "remote_lan6",
+            Placeholder::Policy4 => "policy4",
+            Placeholder::Policy6 => "policy6",
         }
     }
 
@@ -86,9 +95,10 @@ impl Placeholder {
     fn allowed(role: &str) -> &'static [Placeholder] {
         use Placeholder::*;
         match role {
-            "hub" => &[Wg, Port, Wan, Vpn4, Clients6, Lan4, Lan6],
+            "hub" => &[Wg, Port, Wan, Vpn4, Clients6, Lan4, Lan6, Policy4, Policy6],
             "gateway" => &[
-                Wg, Port, Vpn4, OwnLan4, RemoteLan4, Clients6, OwnLan6, RemoteLan6,
+                Wg, Port, Vpn4, OwnLan4, RemoteLan4, Clients6, OwnLan6, RemoteLan6, Policy4,
+                Policy6,
             ],
             _ => &[Wg, Port, Vpn4, RemoteLan4, Clients6],
         }
@@ -312,6 +322,44 @@ pub struct RoleError {
 }
 
 impl Roles {
+    /// Refuses roles that would leave a reachability policy unenforced: when a host has an
+    /// `allow:` list, the hub's role (and, with gateways, the gateway's) must place
+    /// `{policy4}` in its chains — and `{policy6}` where the network has IPv6 — or the lists
+    /// would silently do nothing (a `--roles DIR` written before the policy existed).
+    pub fn check_policy(&self, inv: &crate::inventory::Inventory) -> Result<(), RoleError> {
+        if !inv.hosts.values().any(|h| h.allow.is_some()) {
+            return Ok(());
+        }
+        let mut roles = vec!["hub"];
+        if !inv.lans().is_empty() {
+            roles.push("gateway");
+        }
+        for role in roles {
+            let uses = |p: Placeholder| {
+                self.get(role).chains.iter().any(|c| {
+                    c.rules
+                        .iter()
+                        .any(|r| r.segments().contains(&Segment::Value(p)))
+                })
+            };
+            let mut needed = vec![Placeholder::Policy4];
+            if inv.network.ipv6.is_some() && role == "hub" {
+                needed.push(Placeholder::Policy6);
+            }
+            if let Some(p) = needed.into_iter().find(|p| !uses(*p)) {
+                return Err(RoleError {
+                    file: format!("roles/{role}.yaml"),
+                    message: format!(
+                        "no rule places `{{{}}}`, so the inventory's `allow:` lists would not be enforced; add a rule \"{{{}}}\" to its MESHCTL-FORWARD chain (see the built-in role)",
+                        p.name(),
+                        p.name()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The built-in roles.
     pub fn builtin() -> Self {
         Self::with_overrides(&BTreeMap::new()).expect("built-in roles are valid (tested)")

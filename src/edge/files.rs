@@ -34,6 +34,7 @@ pub enum InputError {
 pub fn load_inputs(inventory: &Path, roles_dir: Option<&Path>) -> Result<Inputs, InputError> {
     let (inv, text) = read_inventory(inventory)?;
     let roles = load_roles(roles_dir)?;
+    roles.check_policy(&inv)?;
     let keys = load_pins(&inv)?;
     Ok(Inputs::new(inv, &text, roles, keys))
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::names::{HostName, InterfaceName, WgKey};
@@ -117,6 +117,35 @@ pub struct Host {
     pub guard: bool,
     /// Whether `guard:` was written in the inventory (then it is never second-guessed).
     pub guard_explicit: bool,
+    /// `allow`: what the host may reach through the hub (and a gateway into its LAN);
+    /// `None`: everything (no policy for this host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<AllowTarget>>,
+}
+
+/// One entry of a host's `allow:` list, checked against the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", content = "target", rename_all = "lowercase")]
+pub enum AllowTarget {
+    /// A host name: that host's VPN addresses (IPv4 and, if it has one, IPv6).
+    Host(HostName),
+    /// `lan:NAME`: gateway NAME's home LAN (its IPv4 subnet and IPv6 prefix).
+    Lan(HostName),
+    /// A CIDR (or a single address), IPv4 or IPv6.
+    Net(IpNet),
+    /// `internet`: egress through the hub out of its WAN interface, IPv4 and IPv6.
+    Internet,
+}
+
+impl std::fmt::Display for AllowTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AllowTarget::Host(h) => write!(f, "{h}"),
+            AllowTarget::Lan(g) => write!(f, "lan:{g}"),
+            AllowTarget::Net(n) => write!(f, "{n}"),
+            AllowTarget::Internet => f.write_str("internet"),
+        }
+    }
 }
 
 impl Host {

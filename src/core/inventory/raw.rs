@@ -120,6 +120,10 @@ pub struct RawHost {
     /// The host is reached through the network meshctl manages: apply with a confirm-or-roll-back guard.
     #[serde(default)]
     pub guard: Option<Spanned<bool>>,
+    /// `allow`: what the host may reach through the VPN (host names, `lan:GATEWAY`, CIDRs,
+    /// `internet`); absent: everything, as without a policy.
+    #[serde(default)]
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
     // hub
     /// `endpoint` (hub, required): the DNS name or address the others dial.
     #[serde(default)]

@@ -89,6 +89,11 @@ pub fn validate(raw: RawInventory, file: &str, path: PathBuf) -> Result<Inventor
     check_unique_keys(&raw_hosts, &mut c);
     check_subnets(&raw_hosts, &network, &mut c);
     check_allowed_ips(&raw_hosts, &network, &mut c);
+    for (name, allow) in allow_lists(&raw_hosts, &mut c) {
+        if let Some(h) = HostName::parse(&name).ok().and_then(|n| hosts.get_mut(&n)) {
+            h.allow = Some(allow);
+        }
+    }
     let routers = routers(&raw, &raw_hosts, &mut c);
     let lab = lab_settings(raw.lab.as_ref().map(|l| &l.value), &network, &mut c);
 
@@ -476,7 +481,117 @@ fn host(
         keepalive,
         guard,
         guard_explicit,
+        allow: None,
     })
+}
+
+/// Checks every host's `allow:` list against the inventory: each entry is `internet`, a CIDR
+/// (or one address), `lan:GATEWAY` or a host name; unknown names are reported where they are
+/// written, with the closest name that exists. The hub takes no `allow:` (it forwards, it is
+/// not behind itself). Returns the checked lists by host name.
+fn allow_lists(
+    hosts: &[(&Key, &Spanned<RawHost>)],
+    c: &mut Collector,
+) -> Vec<(String, Vec<AllowTarget>)> {
+    let names = || hosts.iter().map(|(k, _)| k.value.as_str());
+    let gateways = || {
+        hosts
+            .iter()
+            .filter(|(_, h)| h.value.role.value == RawRole::Gateway)
+            .map(|(k, _)| k.value.as_str())
+    };
+    let mut lists = Vec::new();
+    for (name, h) in hosts {
+        let Some(allow) = &h.value.allow else {
+            continue;
+        };
+        let host = shown(&name.value);
+        if h.value.role.value == RawRole::Hub {
+            c.error(
+                allow.referenced,
+                format!("`allow` does not apply to hub `{host}`"),
+                "`allow` restricts what a gateway or client may reach through the hub: remove it",
+            );
+            continue;
+        }
+        let mut targets = Vec::new();
+        for entry in &allow.value {
+            let v = entry.value.trim();
+            let target = if v == "internet" {
+                Some(AllowTarget::Internet)
+            } else if let Some(gw) = v.strip_prefix("lan:") {
+                match hosts.iter().find(|(k, _)| k.value == gw) {
+                    Some((_, g)) if g.value.role.value == RawRole::Gateway => {
+                        HostName::parse(gw).ok().map(AllowTarget::Lan)
+                    }
+                    Some((_, g)) => {
+                        c.error(
+                            entry.referenced,
+                            format!(
+                                "`allow` of host `{host}` names the LAN of `{}`, a {}, not a gateway",
+                                shown(gw),
+                                role_name(g.value.role.value)
+                            ),
+                            "`lan:NAME` names a host of role gateway (its home LAN)",
+                        );
+                        None
+                    }
+                    None => {
+                        let help = match did_you_mean(gw, gateways()) {
+                            Some(s) => format!("did you mean `lan:{s}`?"),
+                            None => "`lan:NAME` names a host of role gateway (its home LAN)".into(),
+                        };
+                        c.error(
+                            entry.referenced,
+                            format!(
+                                "`allow` of host `{host}` names the LAN of {}, which is not a host of the inventory{}",
+                                quoted(gw),
+                                lookalike(gw)
+                            ),
+                            help,
+                        );
+                        None
+                    }
+                }
+            } else if let Ok(n) = v.parse::<IpNet>() {
+                Some(AllowTarget::Net(n.trunc()))
+            } else if let Ok(a) = v.parse::<IpAddr>() {
+                Some(AllowTarget::Net(IpNet::from(a)))
+            } else if v.contains('/') || v.parse::<f64>().is_ok() || v.contains(':') {
+                c.error(
+                    entry.referenced,
+                    format!(
+                        "`allow` of host `{host}` names {}, which is not a CIDR",
+                        quoted(v)
+                    ),
+                    "write a network with its prefix length, e.g. 192.168.178.0/24 or 2001:db8::/64, or one address",
+                );
+                None
+            } else if names().any(|n| n == v) {
+                HostName::parse(v).ok().map(AllowTarget::Host)
+            } else {
+                let help = match did_you_mean(v, names()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "name a host of the inventory, `lan:GATEWAY`, a CIDR such as 192.168.178.0/24, or `internet`".into(),
+                };
+                c.error(
+                    entry.referenced,
+                    format!(
+                        "`allow` of host `{host}` names {}, which is not a host of the inventory{}",
+                        quoted(v),
+                        lookalike(v)
+                    ),
+                    help,
+                );
+                None
+            };
+            targets.extend(target);
+        }
+        targets.sort();
+        targets.dedup();
+        lists.push((name.value.clone(), targets));
+    }
+    lists
 }
 
 fn check_endpoint(
