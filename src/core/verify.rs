@@ -30,6 +30,9 @@ pub struct Target {
     pub kind: &'static str,
     /// The address pinged.
     pub address: IpAddr,
+    /// Whether the reachability policy lets the source reach it (`allow:`); a path it denies
+    /// must fail, and passes the check when it does.
+    pub allowed: bool,
 }
 
 /// A host's VPN addresses on the interface, as the desired state has them.
@@ -53,8 +56,19 @@ pub fn targets(
 ) -> BTreeMap<HostName, Vec<Target>> {
     let addrs: BTreeMap<&HostName, (Option<IpAddr>, Option<IpAddr>)> =
         desired.iter().map(|(h, d)| (h, vpn_addresses(d))).collect();
+    let (hub, _) = inv.hub();
     let mut out = BTreeMap::new();
     for (src, (_, src6)) in &addrs {
+        // A restricted host reaches the hub itself and what its `allow:` names, nothing else.
+        let may_reach = inv
+            .hosts
+            .get(*src)
+            .and_then(|h| crate::policy::destinations(inv, h));
+        let allowed = |dst: &HostName, a: &IpAddr| {
+            may_reach
+                .as_ref()
+                .is_none_or(|nets| *dst == hub.name || nets.iter().any(|n| n.contains(a)))
+        };
         let mut t = Vec::new();
         for (dst, (v4, v6)) in &addrs {
             if src == dst {
@@ -66,6 +80,7 @@ pub fn targets(
                     host: (*dst).clone(),
                     kind: "vpn4",
                     address: *a,
+                    allowed: allowed(dst, a),
                 });
             }
             if let (Some(a), Some(_)) = (v6, src6) {
@@ -74,6 +89,7 @@ pub fn targets(
                     host: (*dst).clone(),
                     kind: "vpn6",
                     address: *a,
+                    allowed: allowed(dst, a),
                 });
             }
         }
@@ -84,11 +100,15 @@ pub fn targets(
         if is_client {
             for g in inv.hosts.values() {
                 if let Role::Gateway(gw) = &g.role {
+                    let address = IpAddr::V4(gw.lan.address);
                     t.push(Target {
                         label: format!("{} LAN", g.name),
                         host: g.name.clone(),
                         kind: "lan",
-                        address: IpAddr::V4(gw.lan.address),
+                        address,
+                        allowed: may_reach
+                            .as_ref()
+                            .is_none_or(|nets| nets.iter().any(|n| n.contains(&address))),
                     });
                 }
             }
@@ -154,8 +174,15 @@ impl VerifyReport {
             .iter()
             .map(|(h, e)| format!("{h}: could not run the check: {}", clean(e)))
             .collect();
-        for r in self.results.iter().filter(|r| !r.ok) {
-            out.push(format!("{} → {} ({})", r.from, r.to.label, r.to.address));
+        for r in self.results.iter().filter(|r| r.ok != r.to.allowed) {
+            out.push(if r.to.allowed {
+                format!("{} → {} ({})", r.from, r.to.label, r.to.address)
+            } else {
+                format!(
+                    "{} → {} ({}) answers, but the policy (`allow:`) denies it",
+                    r.from, r.to.label, r.to.address
+                )
+            });
         }
         for h in self.handshakes.iter().filter(|h| !h.ok) {
             out.push(match h.age_secs {
@@ -255,6 +282,9 @@ pub fn text(report: &VerifyReport, style: Style) -> String {
             .find(|r| &r.from == from && r.to.label == col)
         {
             None => ("·".into(), None),
+            // A path the policy denies: refused is right, an answer is a failure.
+            Some(r) if !r.to.allowed && !r.ok => ("– denied".into(), Some(true)),
+            Some(r) if !r.to.allowed => ("✗ open".into(), Some(false)),
             Some(r) if r.ok => (
                 r.rtt_ms
                     .map(|t| format!("✓ {t:.1} ms"))
@@ -311,7 +341,15 @@ pub fn text(report: &VerifyReport, style: Style) -> String {
     }
     let failures = report.failures();
     let paths = report.results.len();
-    if failures.is_empty() {
+    let denied = report.results.iter().filter(|r| !r.to.allowed).count();
+    if failures.is_empty() && denied > 0 {
+        writeln!(
+            s,
+            "\nVerified: all {paths} paths as the policy says ({} work, {denied} denied by `allow:` are refused), every tunnel has a recent handshake.",
+            paths - denied
+        )
+        .ok();
+    } else if failures.is_empty() {
         writeln!(
             s,
             "\nVerified: all {paths} paths work, every tunnel has a recent handshake."
@@ -322,7 +360,11 @@ pub fn text(report: &VerifyReport, style: Style) -> String {
         for f in &failures {
             writeln!(s, "  ✗ {f}").ok();
         }
-        let bad = report.results.iter().filter(|r| !r.ok).count();
+        let bad = report
+            .results
+            .iter()
+            .filter(|r| r.ok != r.to.allowed)
+            .count();
         writeln!(s, "{} of {paths} paths work.", paths - bad).ok();
     }
     s.lines().map(str::trim_end).collect::<Vec<_>>().join("\n") + "\n"
@@ -344,4 +386,36 @@ pub fn json(report: &VerifyReport) -> String {
     })
     .expect("a verify report always serialises")
         + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_the_policy_denies_passes_when_refused_and_fails_when_it_answers() {
+        let path = |ok: bool| PathResult {
+            from: HostName::parse("friend").unwrap(),
+            to: Target {
+                label: "laptop".into(),
+                host: HostName::parse("laptop").unwrap(),
+                kind: "vpn4",
+                address: "10.8.0.10".parse().unwrap(),
+                allowed: false,
+            },
+            ok,
+            rtt_ms: None,
+        };
+        let report = |ok: bool| VerifyReport {
+            network: "lab".into(),
+            results: vec![path(ok)],
+            handshakes: vec![],
+            unreachable: BTreeMap::new(),
+        };
+        assert!(report(false).ok());
+        assert!(text(&report(false), Style::new(false, true)).contains("– denied"));
+        let open = report(true);
+        assert!(!open.ok());
+        assert!(open.failures()[0].contains("the policy (`allow:`) denies it"));
+    }
 }
