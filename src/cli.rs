@@ -38,6 +38,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Print the wg-quick config (and a QR code) for an unmanaged client such as a phone.
     Client(ClientArgs),
+    /// Draw the network (SVG, DOT or mermaid); `--plan` colours what a plan would change.
+    Graph(GraphArgs),
     /// Build, inspect and remove a lab of real hosts on this machine (root, Linux).
     Lab(LabArgs),
 }
@@ -149,6 +151,40 @@ pub struct ClientArgs {
     /// the config handed out then); run `meshctl apply` afterwards so the hub learns it.
     #[arg(long)]
     pub new_key: bool,
+}
+
+/// The picture formats of `meshctl graph`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    /// An SVG picture drawn by meshctl (no Graphviz needed).
+    Svg,
+    /// Graphviz DOT text (`dot -Tpng`).
+    Dot,
+    /// A mermaid flowchart (GitHub renders it in a ```mermaid block).
+    Mermaid,
+}
+
+/// Arguments of `meshctl graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// The inventory and connection options (hosts are contacted only with `--plan`).
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Write the picture to this file instead of standard output.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+
+    /// The picture's format; default: from the `-o` file's extension (.svg, .dot/.gv, .mmd),
+    /// else svg.
+    #[arg(long, value_enum)]
+    pub format: Option<GraphFormat>,
+
+    /// Gather every managed host like `meshctl plan` does and colour each host by what the plan
+    /// would change (green in sync, orange changes, red not gathered). Without it no host is
+    /// contacted.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 /// Arguments of `meshctl lab`.

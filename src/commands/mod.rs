@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod client;
+pub mod graph;
 pub mod plan;
 
 use std::collections::BTreeMap;
