@@ -38,6 +38,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Print the wg-quick config (and a QR code) for an unmanaged client such as a phone.
     Client(ClientArgs),
+    /// Adopt a network built by hand: gather the hosts (read only) and write an inventory.
+    Import(ImportArgs),
     /// Draw the network (SVG, DOT or mermaid); `--plan` colours what a plan would change.
     Graph(GraphArgs),
     /// Build, inspect and remove a lab of real hosts on this machine (root, Linux).
@@ -151,6 +153,35 @@ pub struct ClientArgs {
     /// the config handed out then); run `meshctl apply` afterwards so the hub learns it.
     #[arg(long)]
     pub new_key: bool,
+}
+
+/// Arguments of `meshctl import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A host of the network, `user@host[:port]` (repeat: `--host root@vps --host admin@nas`);
+    /// it is named after its host part. Nothing is written on any host.
+    #[arg(long = "host", required = true, value_name = "TARGET")]
+    pub hosts: Vec<String>,
+
+    /// The WireGuard interface to read on every host.
+    #[arg(long, default_value = "wg0")]
+    pub interface: String,
+
+    /// The inventory to write (never overwritten; its keys file `<stem>.keys.yaml` beside it).
+    #[arg(short, long, default_value = DEFAULT_INVENTORY)]
+    pub out: PathBuf,
+
+    /// ssh_config file to use instead of ~/.ssh/config.
+    #[arg(long, env = "MESHCTL_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
+
+    /// Accept a host's key on first contact (a *changed* host key is always refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+
+    /// How many hosts to gather at once.
+    #[arg(long, default_value_t = 64)]
+    pub parallel: usize,
 }
 
 /// The picture formats of `meshctl graph`.

@@ -21,7 +21,7 @@ pub mod edge;
 pub mod engine;
 
 pub use crate::core::{
-    desired, diff, facts, graph, inventory, keys, names, persist, plan, planner, qr, render,
-    report, roles, saved_plan, scripts, shell, spell, ssh_path, state,
+    desired, diff, facts, graph, import, inventory, keys, names, persist, plan, planner, qr,
+    render, report, roles, saved_plan, scripts, shell, spell, ssh_path, state,
 };
 pub use crate::edge::{files, lab, progress, transport};

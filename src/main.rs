@@ -57,6 +57,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Lab(args) => meshctl::lab::run(args.command),
         Command::Client(args) => meshctl::commands::client::run(args),
+        Command::Import(args) => on_runtime(meshctl::commands::import::run(args, cli.verbose)),
         Command::Graph(args) => on_runtime(meshctl::commands::graph::run(args, cli.verbose)),
         Command::Plan(args) => on_runtime(meshctl::commands::plan::run(
             args,

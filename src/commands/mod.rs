@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod client;
 pub mod graph;
+pub mod import;
 pub mod plan;
 
 use std::collections::BTreeMap;

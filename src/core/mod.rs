@@ -7,6 +7,7 @@ pub mod desired;
 pub mod diff;
 pub mod facts;
 pub mod graph;
+pub mod import;
 pub mod inventory;
 pub mod keys;
 pub mod names;
