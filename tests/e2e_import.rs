@@ -39,13 +39,13 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
         let Ok(ft) = e.file_type() else { continue };
         if ft.is_dir() {
             files_under(&p, out);
-        } else if ft.is_file() {
-            if let Ok(b) = std::fs::read(&p) {
-                out.push((
-                    p.display().to_string(),
-                    String::from_utf8_lossy(&b).into_owned(),
-                ));
-            }
+        } else if ft.is_file()
+            && let Ok(b) = std::fs::read(&p)
+        {
+            out.push((
+                p.display().to_string(),
+                String::from_utf8_lossy(&b).into_owned(),
+            ));
         }
     }
 }
