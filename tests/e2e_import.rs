@@ -50,6 +50,37 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// `meshctl graph --plan -o FILE` (gathers like `plan`): the SVG, also rendered to
+/// `<target>/tmp/import-<name>.png` with resvg so a broken picture fails.
+fn graph_plan(lab: &TestLab, inventory: &str, svg: &std::path::Path) -> String {
+    let out = lab.meshctl(&[
+        "graph",
+        "--plan",
+        "-i",
+        inventory,
+        "-o",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let body = std::fs::read_to_string(svg).unwrap();
+    let mut opt = resvg::usvg::Options::default();
+    opt.fontdb_mut().load_system_fonts();
+    let tree = resvg::usvg::Tree::from_str(&body, &opt).expect("the SVG parses");
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pixmap.as_mut(),
+    );
+    let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "import-{}.png",
+        svg.file_stem().unwrap().to_string_lossy()
+    ));
+    pixmap.save_png(&png).unwrap();
+    body
+}
+
 #[test]
 fn a_hand_made_network_is_imported_and_converges_without_a_new_key() {
     let (dir, inv) = own_inventory("import-seed");
@@ -171,6 +202,12 @@ fn a_hand_made_network_is_imported_and_converges_without_a_new_key() {
         }
     }
 
+    // The picture of the plan: every managed host orange (changes pending), drawn by a real
+    // SVG renderer; after apply, green.
+    let before_svg = graph_plan(&lab, inv_arg, &dir.path().join("before.svg"));
+    assert!(before_svg.contains("plan: +"), "{before_svg}");
+    assert!(!before_svg.contains("plan: in sync"), "{before_svg}");
+
     // Apply, with a continuous ping between the laptop and the NAS.
     let ping = Command::new(MESHCTL)
         .args(["lab", "exec", "--dir"])
@@ -221,6 +258,8 @@ fn a_hand_made_network_is_imported_and_converges_without_a_new_key() {
         pings_within(&lab, "laptop", "192.168.178.20", 20),
         "laptop → homepc"
     );
+    let after_svg = graph_plan(&lab, inv_arg, &dir.path().join("after.svg"));
+    assert_eq!(after_svg.matches("plan: in sync").count(), 3, "{after_svg}");
 
     // The canary: no private key in any output or any file on the controller.
     let mut files = Vec::new();
