@@ -87,7 +87,7 @@ PostUp = ip6tables -A FORWARD -o wg0 -m conntrack --ctstate RELATED,ESTABLISHED 
 # nas
 [Peer]
 PublicKey = MWImW/jCzmR9p+vyUiWG4o93uSLVC6/Q/Vz2d0oDcXY=
-AllowedIPs = 10.8.0.2/32, 192.168.178.0/24
+AllowedIPs = 10.8.0.2/32, 192.168.178.0/24, 2001:db8:77::/64
 
 # laptop
 [Peer]
@@ -113,7 +113,7 @@ fn network() -> Vec<Observed> {
         vec![
             peer(
                 NAS,
-                &["10.8.0.2/32", "192.168.178.0/24"],
+                &["10.8.0.2/32", "192.168.178.0/24", "2001:db8:77::/64"],
                 Some("203.0.113.7:40000"),
                 None,
             ),
@@ -211,6 +211,10 @@ fn the_inferred_inventory_validates_and_maps_every_peer() {
     assert_eq!(lans[0].1.subnet.to_string(), "192.168.178.0/24");
     assert_eq!(lans[0].1.interface.as_str(), "eth1");
     assert_eq!(lans[0].1.address.to_string(), "192.168.178.10");
+    assert_eq!(
+        lans[0].1.ipv6_prefix.unwrap().to_string(),
+        "2001:db8:77::/64"
+    );
     assert_eq!(inv.network.mtu, Some(1420));
     assert_eq!(inv.network.dns.len(), 1);
     assert_eq!(inv.network.ipv4.to_string(), "10.8.0.0/24");
@@ -264,8 +268,20 @@ fn a_plan_from_the_import_removes_no_peer_and_changes_no_key() {
                 assert_eq!(c.action, Action::Add, "changes a key: {what}");
                 assert!(c.resource.contains("/etc/wireguard/wg0.key"), "{what}");
             }
-            if c.kind == "peer" {
-                assert_eq!(c.action, Action::Add, "changes a peer: {what}");
+            // A peer may be added, or normalised: the same key, AllowedIPs only widened (the
+            // NAS's peer gains the IPv6 ranges its LAN's prefix needs); never removed.
+            if c.kind == "peer" && c.action == Action::Change {
+                let field = |s: &Option<String>, name: &str| -> Vec<String> {
+                    let s = s.as_deref().unwrap_or("");
+                    let words: Vec<&str> = s.split_whitespace().collect();
+                    let i = words.iter().position(|w| *w == name).expect(name);
+                    words[i + 1].split(',').map(str::to_owned).collect()
+                };
+                assert_eq!(field(&c.before, "key"), field(&c.after, "key"), "{what}");
+                let after = field(&c.after, "allowed-ips");
+                for a in field(&c.before, "allowed-ips") {
+                    assert!(after.contains(&a), "{what}: {a} dropped");
+                }
             }
         }
     }

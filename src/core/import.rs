@@ -423,6 +423,27 @@ pub fn infer(hosts: &[Observed], interface: &str) -> Result<Imported, ImportErro
                     .map(str::to_owned);
                 l.push("    lan:".to_owned());
                 l.push(format!("      subnet: {subnet}"));
+                // An IPv6 prefix the hub routes to it, outside the clients' range: its LAN's.
+                let lan6 = on_hub.and_then(|p| {
+                    p.allowed_ips.iter().find_map(|n| match n {
+                        IpNet::V6(n)
+                            if n.prefix_len() > 0
+                                && n.prefix_len() < 128
+                                && !clients6.is_some_and(|c| c.contains(&n.addr())) =>
+                        {
+                            Some(n.trunc())
+                        }
+                        _ => None,
+                    })
+                });
+                match (lan6, clients6) {
+                    (Some(p6), Some(_)) => l.push(format!("      ipv6_prefix: {p6}")),
+                    (Some(p6), None) => unmapped.push(format!(
+                        "{}: the hub routes {p6} to it, but the network has no IPv6 range; left out",
+                        h.name
+                    )),
+                    _ => {}
+                }
                 match &lan_if {
                     Some(li) => l.push(format!("      interface: {}", q(li))),
                     None => {
