@@ -41,6 +41,10 @@ fn dot_and_mermaid_of_the_reference_and_two_sites() {
 fn render_png(svg: &str) -> (Vec<u8>, usize, (u32, u32)) {
     let mut opt = resvg::usvg::Options::default();
     opt.fontdb_mut().load_system_fonts();
+    assert!(
+        !opt.fontdb.is_empty(),
+        "no system fonts for the SVG's text: install fonts-dejavu-core (ci/install does)"
+    );
     let tree = resvg::usvg::Tree::from_str(svg, &opt).expect("the SVG parses");
     let size = tree.size().to_int_size();
     let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).expect("a canvas");
