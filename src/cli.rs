@@ -46,6 +46,10 @@ pub enum Command {
     /// Prove the network passes traffic: every managed host pings the others' VPN addresses
     /// (and clients the home LANs' gateways), one remote execution per host.
     Verify(VerifyArgs),
+    /// Adopt a network built by hand: gather the hosts (read only) and write an inventory.
+    Import(ImportArgs),
+    /// Draw the network (SVG, DOT or mermaid); `--plan` colours what a plan would change.
+    Graph(GraphArgs),
     /// Build, inspect and remove a lab of real hosts on this machine (root, Linux).
     Lab(LabArgs),
 }
@@ -268,6 +272,69 @@ pub struct ClientArgs {
     /// the config handed out then); run `meshctl apply` afterwards so the hub learns it.
     #[arg(long)]
     pub new_key: bool,
+}
+
+/// Arguments of `meshctl import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A host of the network, `user@host[:port]` (repeat: `--host root@vps --host admin@nas`);
+    /// it is named after its host part. Nothing is written on any host.
+    #[arg(long = "host", required = true, value_name = "TARGET")]
+    pub hosts: Vec<String>,
+
+    /// The WireGuard interface to read on every host.
+    #[arg(long, default_value = "wg0")]
+    pub interface: String,
+
+    /// The inventory to write (never overwritten; its keys file `<stem>.keys.yaml` beside it).
+    #[arg(short, long, default_value = DEFAULT_INVENTORY)]
+    pub out: PathBuf,
+
+    /// ssh_config file to use instead of ~/.ssh/config.
+    #[arg(long, env = "MESHCTL_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
+
+    /// Accept a host's key on first contact (a *changed* host key is always refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+
+    /// How many hosts to gather at once.
+    #[arg(long, default_value_t = 64)]
+    pub parallel: usize,
+}
+
+/// The picture formats of `meshctl graph`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    /// An SVG picture drawn by meshctl (no Graphviz needed).
+    Svg,
+    /// Graphviz DOT text (`dot -Tpng`).
+    Dot,
+    /// A mermaid flowchart (GitHub renders it in a ```mermaid block).
+    Mermaid,
+}
+
+/// Arguments of `meshctl graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// The inventory and connection options (hosts are contacted only with `--plan`).
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Write the picture to this file instead of standard output.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+
+    /// The picture's format; default: from the `-o` file's extension (.svg, .dot/.gv, .mmd),
+    /// else svg.
+    #[arg(long, value_enum)]
+    pub format: Option<GraphFormat>,
+
+    /// Gather every managed host like `meshctl plan` does and colour each host by what the plan
+    /// would change (green in sync, orange changes, red not gathered). Without it no host is
+    /// contacted.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 /// Arguments of `meshctl lab`.

@@ -58,6 +58,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Lab(args) => meshctl::lab::run(args.command),
         Command::Client(args) => meshctl::commands::client::run(args),
         Command::Init(args) => meshctl::commands::init::run(args),
+        Command::Import(args) => on_runtime(meshctl::commands::import::run(args, cli.verbose)),
+        Command::Graph(args) => on_runtime(meshctl::commands::graph::run(args, cli.verbose)),
         Command::Plan(args) => on_runtime(meshctl::commands::plan::run(
             args,
             cli.no_color,

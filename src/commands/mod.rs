@@ -3,6 +3,8 @@
 
 pub mod apply;
 pub mod client;
+pub mod graph;
+pub mod import;
 pub mod init;
 pub mod plan;
 pub mod status;

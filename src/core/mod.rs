@@ -6,6 +6,8 @@
 pub mod desired;
 pub mod diff;
 pub mod facts;
+pub mod graph;
+pub mod import;
 pub mod init;
 pub mod inventory;
 pub mod keys;
