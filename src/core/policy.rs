@@ -87,7 +87,8 @@ pub fn destinations(inv: &Inventory, host: &Host) -> Option<Vec<IpNet>> {
     Some(nets)
 }
 
-fn allows_internet(host: &Host) -> bool {
+/// Whether `host` may reach the internet (then its tunnel carries everything).
+pub fn allows_internet(host: &Host) -> bool {
     host.allow
         .as_ref()
         .is_some_and(|a| a.contains(&AllowTarget::Internet))

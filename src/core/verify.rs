@@ -58,16 +58,44 @@ pub fn targets(
         desired.iter().map(|(h, d)| (h, vpn_addresses(d))).collect();
     let (hub, _) = inv.hub();
     let mut out = BTreeMap::new();
-    for (src, (_, src6)) in &addrs {
-        // A restricted host reaches the hub itself and what its `allow:` names, nothing else.
-        let may_reach = inv
-            .hosts
-            .get(*src)
-            .and_then(|h| crate::policy::destinations(inv, h));
+    // What each host may reach (`allow:`; `None`: everything). A restricted host reaches the
+    // hub itself and what its list names; and since its tunnel carries nothing else, its
+    // answers reach only those too.
+    let reach: BTreeMap<&HostName, Option<Vec<ipnet::IpNet>>> = addrs
+        .keys()
+        .map(|h| {
+            let nets = inv
+                .hosts
+                .get(*h)
+                .and_then(|x| crate::policy::destinations(inv, x));
+            (*h, nets)
+        })
+        .collect();
+    // `answer`: the way back. A host allowed `internet` keeps its default routes, so its answers
+    // to anyone go into the tunnel, and the hub lets answers through statefully.
+    let may = |from: &HostName, to: &HostName, a: Option<&IpAddr>, answer: bool| {
+        *to == hub.name
+            || *from == hub.name
+            || (answer
+                && inv
+                    .hosts
+                    .get(from)
+                    .is_some_and(crate::policy::allows_internet))
+            || reach
+                .get(from)
+                .cloned()
+                .flatten()
+                .is_none_or(|nets| a.is_some_and(|a| nets.iter().any(|n| n.contains(a))))
+    };
+    for (src, (src4, src6)) in &addrs {
+        let may_reach = reach.get(*src).cloned().flatten();
         let allowed = |dst: &HostName, a: &IpAddr| {
-            may_reach
-                .as_ref()
-                .is_none_or(|nets| *dst == hub.name || nets.iter().any(|n| n.contains(a)))
+            let back = if a.is_ipv4() {
+                src4.as_ref()
+            } else {
+                src6.as_ref()
+            };
+            may(src, dst, Some(a), false) && may(dst, src, back, true)
         };
         let mut t = Vec::new();
         for (dst, (v4, v6)) in &addrs {
