@@ -13,7 +13,7 @@ use crate::desired::{self, Desired};
 use crate::inventory::Role;
 use crate::keys::KeyVerdict;
 use crate::names::{HostName, WgKey};
-use crate::plan::{HostStatus, Plan, ResolveError};
+use crate::plan::{Plan, ResolveError};
 use crate::planner::{self, Gathered, Inputs};
 use crate::saved_plan::SavedPlanError;
 
@@ -244,14 +244,8 @@ pub async fn run<C: Connector, O: Operator>(
     let ran = engine
         .execute(&plan, sessions, checks, &keys, &opts.execute)
         .await;
+    // Every host of the plan has its outcome now: step 1 ran on exactly the plan's hosts, and
+    // those it prepared were executed.
     outcomes.extend(ran);
-    // A host the plan could not cover keeps the plan's reason.
-    for hp in plan.hosts.iter().filter(|h| h.status == HostStatus::Failed) {
-        outcomes.entry(hp.host.clone()).or_insert_with(|| {
-            HostOutcome::Failed(HostError::Unplanned(
-                hp.error.clone().unwrap_or_else(|| "not reached".into()),
-            ))
-        });
-    }
     Ok(ApplyResult::Applied { plan, outcomes })
 }

@@ -85,9 +85,6 @@ pub enum HostError {
         /// What the host said afterwards.
         after: RollbackSeen,
     },
-    /// The plan has no changes for the host because it could not be planned (the reason).
-    #[error("{0}")]
-    Unplanned(String),
     /// The gather after applying failed.
     #[error("confirming: {0}")]
     Confirming(Box<HostError>),

@@ -71,7 +71,7 @@ impl<C: Connector> Engine<C> {
         &self,
         plan: &Plan,
         prepared: BTreeMap<HostName, Prepared<C::Remote>>,
-        checks: BTreeMap<HostName, Check>,
+        mut checks: BTreeMap<HostName, Check>,
         keys: &PinnedKeys,
         settings: &ExecuteSettings,
     ) -> BTreeMap<HostName, HostOutcome> {
@@ -81,17 +81,14 @@ impl<C: Connector> Engine<C> {
             .map(|h| (h.host.clone(), h.clone()))
             .collect();
         let mut jobs: BTreeMap<HostName, (Prepared<C::Remote>, HostPlan, Check)> = BTreeMap::new();
-        let mut checks = checks;
         for (h, p) in prepared {
             if let (Some(hp), Some(check)) = (by_host.get(&h), checks.remove(&h)) {
                 jobs.insert(h, (p, hp.clone(), check));
             }
         }
-        let jobs = std::sync::Arc::new(std::sync::Mutex::new(jobs));
         let connector = self.connector.clone();
         let progress = self.progress.clone();
-        self.for_each_host(by_host.keys().cloned().collect(), |h| {
-            let job = jobs.lock().expect("not poisoned").remove(&h);
+        self.for_each_host(jobs, |h, (p, hp, check)| {
             let (connector, progress, keys, settings) = (
                 connector.clone(),
                 progress.clone(),
@@ -99,7 +96,6 @@ impl<C: Connector> Engine<C> {
                 settings.clone(),
             );
             async move {
-                let (p, hp, check) = job?;
                 progress.update(h.as_str(), "applying");
                 let r = apply_host(&*connector, &h, p, &hp, &check, &keys, &settings).await;
                 let outcome = match r {
@@ -110,13 +106,10 @@ impl<C: Connector> Engine<C> {
                     Err(e) => HostOutcome::Failed(e),
                 };
                 progress.finish(h.as_str(), "done");
-                Some(outcome)
+                outcome
             }
         })
         .await
-        .into_iter()
-        .filter_map(|(h, o)| o.map(|o| (h, o)))
-        .collect()
     }
 }
 

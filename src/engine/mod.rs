@@ -56,41 +56,37 @@ impl<C: Connector> Engine<C> {
         &self,
         specs: &BTreeMap<HostName, GatherSpec>,
     ) -> BTreeMap<HostName, Result<LiveHost, HostError>> {
-        let connector = self.connector.clone();
-        let progress = self.progress.clone();
-        self.for_each_host(specs.keys().cloned().collect(), |h| {
-            let (connector, progress, spec) =
-                (connector.clone(), progress.clone(), specs[&h].clone());
-            async move {
-                progress.update(h.as_str(), "connecting");
-                let remote = connector.connect(&h, Patience::Normal).await?;
-                progress.update(h.as_str(), "gathering");
-                let out = remote.run(&facts::gather_script(&spec)).await;
-                remote.close().await;
-                let out = out?;
-                let live = parse_gathered(&h, &out.stdout, &out.stderr, &spec)?;
-                progress.finish(h.as_str(), "gathered");
-                Ok(live)
-            }
-        })
-        .await
+        let scripts = specs
+            .iter()
+            .map(|(h, spec)| (h.clone(), facts::gather_script(spec)))
+            .collect();
+        self.run_each(&scripts, "gathering")
+            .await
+            .into_iter()
+            .map(|(h, out)| {
+                let live =
+                    out.and_then(|out| parse_gathered(&h, &out.stdout, &out.stderr, &specs[&h]));
+                (h, live)
+            })
+            .collect()
     }
 
-    /// Runs `work` for every host, at most `parallel` at once, and collects the results by host.
-    pub(crate) async fn for_each_host<T, F, Fut>(
+    /// Runs `work` on every host's item, at most `parallel` at once, and collects the results
+    /// by host. Each item moves into its host's task (a prepared connection, a script).
+    pub(crate) async fn for_each_host<I, T, F, Fut>(
         &self,
-        hosts: Vec<HostName>,
+        items: BTreeMap<HostName, I>,
         work: F,
     ) -> BTreeMap<HostName, T>
     where
         T: Send + 'static,
-        F: Fn(HostName) -> Fut,
+        F: Fn(HostName, I) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
         let limit = Arc::new(Semaphore::new(self.parallel));
         let mut tasks = Vec::new();
-        for h in hosts {
-            let fut = work(h.clone());
+        for (h, item) in items {
+            let fut = work(h.clone(), item);
             let limit = limit.clone();
             tasks.push((
                 h,

@@ -37,13 +37,8 @@ impl<C: Connector> Engine<C> {
     ) -> BTreeMap<HostName, Result<Prepared<C::Remote>, HostError>> {
         let connector = self.connector.clone();
         let progress = self.progress.clone();
-        self.for_each_host(specs.keys().cloned().collect(), |h| {
-            let (connector, progress, spec, lock) = (
-                connector.clone(),
-                progress.clone(),
-                specs[&h].clone(),
-                lock.clone(),
-            );
+        self.for_each_host(specs.clone(), |h, spec| {
+            let (connector, progress, lock) = (connector.clone(), progress.clone(), lock.clone());
             async move {
                 progress.update(h.as_str(), "connecting");
                 let remote = connector.connect(&h, Patience::Normal).await?;

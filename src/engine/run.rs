@@ -20,9 +20,8 @@ impl<C: Connector> Engine<C> {
     ) -> BTreeMap<HostName, Result<RemoteOutput, HostError>> {
         let connector = self.connector.clone();
         let progress = self.progress.clone();
-        self.for_each_host(scripts.keys().cloned().collect(), |h| {
-            let (connector, progress, script) =
-                (connector.clone(), progress.clone(), scripts[&h].clone());
+        self.for_each_host(scripts.clone(), |h, script| {
+            let (connector, progress) = (connector.clone(), progress.clone());
             async move {
                 progress.update(h.as_str(), "connecting");
                 let remote = connector.connect(&h, Patience::Normal).await?;
