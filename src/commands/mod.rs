@@ -56,8 +56,8 @@ pub fn engine(
         .values()
         .filter_map(|h| h.ssh.clone().map(|t| (h.name.clone(), t)))
         .collect();
-    let names: Vec<String> = targets.keys().map(ToString::to_string).collect();
-    let progress = Arc::new(Progress::new(&names, verbose));
+    // Spinners appear for the hosts the command works on, not every host of the inventory.
+    let progress = Arc::new(Progress::new(&[], verbose));
     let engine = Engine::new(
         SshConnector::new(targets, ssh),
         common.parallel,

@@ -26,29 +26,39 @@ impl Progress {
     /// Spinners when stderr is a terminal, plain lines when `verbose`, otherwise nothing.
     pub fn new(hosts: &[String], verbose: bool) -> Self {
         if std::io::stderr().is_terminal() {
-            let multi = MultiProgress::new();
-            let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
-                .expect("valid template");
-            let bars = hosts
-                .iter()
-                .map(|h| {
-                    let b = multi.add(ProgressBar::new_spinner());
-                    b.set_style(style.clone());
-                    b.set_prefix(h.clone());
-                    b.enable_steady_tick(Duration::from_millis(100));
-                    (h.clone(), b)
-                })
-                .collect();
-            Self {
+            let p = Self {
                 mode: Mode::Bars {
-                    bars: Mutex::new(bars),
-                    multi,
+                    bars: Mutex::new(BTreeMap::new()),
+                    multi: MultiProgress::new(),
                 },
+            };
+            for h in hosts {
+                p.with_bar(h, |_| {});
             }
+            p
         } else if verbose {
             Self { mode: Mode::Lines }
         } else {
             Self { mode: Mode::Quiet }
+        }
+    }
+
+    /// Runs `f` on `host`'s spinner, made on first use: a spinner is only drawn for a host
+    /// that is worked on.
+    fn with_bar(&self, host: &str, f: impl FnOnce(&ProgressBar)) {
+        if let Mode::Bars { bars, multi } = &self.mode {
+            let mut bars = bars.lock().expect("not poisoned");
+            let b = bars.entry(host.to_owned()).or_insert_with(|| {
+                let b = multi.add(ProgressBar::new_spinner());
+                b.set_style(
+                    ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
+                        .expect("valid template"),
+                );
+                b.set_prefix(host.to_owned());
+                b.enable_steady_tick(Duration::from_millis(100));
+                b
+            });
+            f(b);
         }
     }
 
@@ -62,11 +72,7 @@ impl Progress {
         match &self.mode {
             Mode::Quiet => {}
             Mode::Lines => eprintln!("{host}: {what}"),
-            Mode::Bars { bars, .. } => {
-                if let Some(b) = bars.lock().expect("not poisoned").get(host) {
-                    b.set_message(what.to_owned());
-                }
-            }
+            Mode::Bars { .. } => self.with_bar(host, |b| b.set_message(what.to_owned())),
         }
     }
 
@@ -75,11 +81,7 @@ impl Progress {
         match &self.mode {
             Mode::Quiet => {}
             Mode::Lines => eprintln!("{host}: {what}"),
-            Mode::Bars { bars, .. } => {
-                if let Some(b) = bars.lock().expect("not poisoned").get(host) {
-                    b.finish_with_message(what.to_owned());
-                }
-            }
+            Mode::Bars { .. } => self.with_bar(host, |b| b.finish_with_message(what.to_owned())),
         }
     }
 
