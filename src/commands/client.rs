@@ -6,8 +6,6 @@
 //! the private key goes only into this output (`-o` writes 0600), and only the public key is
 //! pinned.
 
-use std::io::Write as _;
-
 use anyhow::{Context, bail};
 use base64::Engine;
 
@@ -107,14 +105,6 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
 
 /// Writes a new file readable by its owner only: what it holds carries the client's private key.
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+    crate::files::create_new(path, bytes, 0o600)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))
 }

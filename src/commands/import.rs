@@ -3,8 +3,6 @@
 //! and its pinned keys — never over an existing file.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -66,24 +64,10 @@ fn name_for(target: &str, n: usize, taken: &BTreeMap<HostName, String>) -> HostN
     }
 }
 
-fn create_new(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
-}
-
 /// Runs `meshctl import`.
 pub async fn run(args: ImportArgs, verbose: bool) -> anyhow::Result<u8> {
     let interface = InterfaceName::parse(&args.interface).map_err(anyhow::Error::msg)?;
-    let stem = args
-        .out
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "inventory".into());
-    let keys_path = args.out.with_file_name(format!("{stem}.keys.yaml"));
+    let keys_path = crate::inventory::keys_path_beside(&args.out);
     for p in [&args.out, &keys_path] {
         if p.exists() {
             bail!(
@@ -138,16 +122,19 @@ pub async fn run(args: ImportArgs, verbose: bool) -> anyhow::Result<u8> {
     }
     let imported = crate::import::infer(&observed, interface.as_str())?;
     // It must load before it is written: the same loader every command uses.
-    crate::inventory::parse(&imported.yaml, &args.out.display().to_string(), &args.out)
-        .map_err(|d| anyhow::anyhow!("the inferred inventory does not validate (a bug):\n{d}"))?;
-    create_new(&args.out, &imported.yaml)
+    let inventory =
+        crate::inventory::parse(&imported.yaml, &args.out.display().to_string(), &args.out)
+            .map_err(|d| {
+                anyhow::anyhow!("the inferred inventory does not validate (a bug):\n{d}")
+            })?;
+    crate::files::create_new(&args.out, imported.yaml.as_bytes(), 0o644)
         .with_context(|| format!("writing {}", args.out.display()))?;
     crate::files::save_pins(&imported.pins, &keys_path)?;
     crate::files::load_inputs(&args.out, None)?;
     println!(
         "Wrote {} ({} hosts) and {} (their public keys, pinned).",
         args.out.display(),
-        imported.yaml.matches("\n    role: ").count(),
+        inventory.hosts.len(),
         keys_path.display()
     );
     if imported.unmapped.is_empty() {

@@ -281,11 +281,15 @@ impl Inventory {
 
     /// The file of pinned public keys beside the inventory (`lab.yaml` → `lab.keys.yaml`).
     pub fn keys_path(&self) -> PathBuf {
-        let stem = self
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "inventory".into());
-        self.path.with_file_name(format!("{stem}.keys.yaml"))
+        keys_path_beside(&self.path)
     }
+}
+
+/// The pinned keys file beside the inventory file `path` (`lab.yaml` → `lab.keys.yaml`).
+pub fn keys_path_beside(path: &std::path::Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "inventory".into());
+    path.with_file_name(format!("{stem}.keys.yaml"))
 }
