@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::core::ssh_path::SshPath;
-use crate::inventory::{Inventory, Role};
+use crate::inventory::Inventory;
 use crate::transport::SshOptions;
 
 /// How long a name lookup may take before the host counts as not crossing (a slow resolver
@@ -38,24 +38,38 @@ pub fn guard_crossing_hosts(inv: &mut Inventory, opts: &SshOptions) {
         .filter(|h| h.name != hub_name && !h.guard && !h.guard_explicit)
         .filter_map(|h| h.ssh.clone().map(|t| (h.name.clone(), t)))
         .collect();
-    for (name, target) in undecided {
-        let Some(path) = ssh_g(&target, opts) else {
-            continue;
-        };
-        let resolved = if path.hostname.parse::<IpAddr>().is_ok() || path.proxyjump.is_some() {
-            // Behind a jump the name is resolved there, not here.
-            vec![]
-        } else {
-            lookup(&path.hostname)
-        };
-        if path.crosses(&resolved, &ranges, &hub_names)
-            && let Some(h) = inv.hosts.get_mut(&name)
-        {
+    // One `ssh -G` (and lookup) per host, all at once: a plan of many hosts must not wait for
+    // them one after another.
+    let crossing: Vec<_> = std::thread::scope(|scope| {
+        let checks: Vec<_> = undecided
+            .into_iter()
+            .map(|(name, target)| {
+                let (ranges, hub_names) = (&ranges, &hub_names);
+                scope.spawn(move || {
+                    let path = ssh_g(&target, opts)?;
+                    // Behind a jump or a proxy command the name is resolved there, not here.
+                    let resolved = if path.hostname.parse::<IpAddr>().is_ok()
+                        || path.proxyjump.is_some()
+                        || path.proxycommand.is_some()
+                    {
+                        vec![]
+                    } else {
+                        lookup(&path.hostname)
+                    };
+                    path.crosses(&resolved, ranges, hub_names).then_some(name)
+                })
+            })
+            .collect();
+        checks
+            .into_iter()
+            .filter_map(|c| c.join().ok().flatten())
+            .collect()
+    });
+    for name in crossing {
+        if let Some(h) = inv.hosts.get_mut(&name) {
             h.guard = true;
         }
     }
-    // The hub is never behind itself; its role is not a guard decision.
-    debug_assert!(matches!(inv.hosts[&hub_name].role, Role::Hub(_)));
 }
 
 /// What `ssh -G` says about `target`, or `None` when ssh cannot say (then nothing changes).
