@@ -384,8 +384,17 @@ fn remote_command() -> String {
     // Runs the script read from stdin, with stdin then closed (see `run_script`).
     let runner = "meshctl_script=$(cat)\nexec </dev/null\neval \"$meshctl_script\"";
     let sudo_runner = format!("printf '%s\\n' '{SUDO_OK_MARKER}' >&2\n{runner}");
+    // The effective uid from /proc (the shell's `read`: no process), `id -u` where there is
+    // no /proc: every process is host CPU on every host, and ci/bench counts them.
+    let uid = "meshctl_uid=\n\
+               if [ -r /proc/self/status ]; then\n\
+               while read -r meshctl_k meshctl_r meshctl_e meshctl_x; do\n\
+               if [ \"$meshctl_k\" = Uid: ]; then meshctl_uid=$meshctl_e; break; fi\n\
+               done </proc/self/status\n\
+               fi\n\
+               [ -n \"$meshctl_uid\" ] || meshctl_uid=$(id -u)\n";
     let wrapper = format!(
-        "if [ \"$(id -u)\" != 0 ]; then\n\
+        "{uid}if [ \"$meshctl_uid\" != 0 ]; then\n\
          printf '{LOGIN_USER_MARKER}%s\\n' \"$(id -un)\" >&2\n\
          exec sudo -n -- sh -c {}\n\
          fi\n\
