@@ -75,7 +75,7 @@ r() {
 }
 m_rec() {
   printf '@@meshctl begin %s@@\n' "$1"
-  [ -n "$3" ] && printf '%s' "$3"
+  [ -n "${3-}" ] && printf '%s' "$3"
   printf '@@meshctl end %s rc=%s@@\n' "$1" "$2"
 }
 m_invalid() { return 97; }

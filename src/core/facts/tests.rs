@@ -251,7 +251,8 @@ fn run_with(prelude: &str, spec: &GatherSpec) -> LiveHost {
 fn merged_lookups_split_into_per_item_records_through_a_real_sh() {
     // Stand-ins with the real commands' output forms (glibc `getent`: the canonical name on a
     // key's first line only; exit 2 when a key is not found). They log each call.
-    let prelude = r#"
+    // `set -u`: apply's prepare step runs the gather under it.
+    let prelude = r#"set -u
 getent() {
   echo "getent $*" >> calls; shift; m_x=0
   for k do
@@ -360,7 +361,7 @@ fn hub_fixture() {
     assert_eq!(wg.listen_port, Some(51820));
     assert_eq!(
         wg.public_key,
-        Some(key("Tcnr+/YyFjuGWWoK+PfrcySOLrmWSXfxGT4eprTDyBM="))
+        Some(key("idxpH18FKZX2b8Sx+OrBXWPN1WLwGlS+lQ5QoqMp3lw="))
     );
     assert_eq!(wg.private_key_file.path, "/tmp/fxkeys/hub.key");
     assert_eq!(live.key_file_mode, Some(0o600));
@@ -828,7 +829,7 @@ fn truncated_output_is_always_an_error() {
     ));
     // A section left out entirely.
     let start = hub.find("@@meshctl begin ndp@@").unwrap();
-    let end = hub.find("@@meshctl begin file.0@@").unwrap();
+    let end = hub.find("@@meshctl begin link@@").unwrap();
     let out = format!("{}{}", &hub[..start], &hub[end..]);
     assert_eq!(
         parse(&out, &hub_spec()).unwrap_err(),
