@@ -32,6 +32,8 @@ pub const MARK_PREFIX: &str = "@@meshctl";
 // Marker lines the scripts print for the controller.
 /// `prepare`: the lock is held by another apply; the next line names the holder.
 pub const MARK_LOCKED: &str = "@@meshctl locked@@";
+/// `prepare`: the lock is taken (what follows makes the key, then gathers).
+pub const MARK_LOCK_TAKEN: &str = "@@meshctl lock taken@@";
 /// `prepare`: the next line is the host's public key.
 pub const MARK_PUBKEY: &str = "@@meshctl pubkey@@";
 /// `changes`: a step starts (`MARK N`, N the change's index in the plan).
@@ -63,6 +65,7 @@ pub fn prepare(
     )
     .ok();
     writeln!(s, "printf '%s\\n' {} > {LOCK_DIR}/holder", quote(holder)).ok();
+    writeln!(s, "echo {MARK_LOCK_TAKEN}").ok();
     // Until the host is prepared, a failure gives the lock back.
     writeln!(s, "trap 'rm -rf {LOCK_DIR}' EXIT").ok();
     let key = quote(key_path);
