@@ -43,6 +43,10 @@ pub const MARK_FAILED: &str = "@@meshctl failed@@";
 /// `changes`: every step succeeded.
 pub const MARK_DONE: &str = "@@meshctl done@@";
 
+/// Set for the `wg-quick up` of a change script: meshctl's boot script (the interface's
+/// `PostUp`) then leaves its work to the script's own steps, which do each piece of it.
+pub const APPLYING_ENV: &str = "MESHCTL_APPLYING";
+
 /// Exit status of `prepare` when another apply holds the lock.
 pub const EXIT_LOCKED: i32 = 75;
 
@@ -144,15 +148,27 @@ pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
     let mut ordered: Vec<(usize, &Change)> = changes.iter().enumerate().collect();
     ordered.sort_by_key(|(_, c)| rank(&c.op));
     // A run that died mid-write (a crash, a killed session) leaves its half-written temp file;
-    // under the lock no other run writes there, so write_file removes such leftovers first.
+    // under the lock no other run writes there, so write_file removes such leftovers first
+    // (`.meshctl.??????`: mktemp's names of earlier versions). Few processes: the directory
+    // and the leftovers are looked at by the shell, and one `dd` creates the temp file
+    // exclusively (`excl`: no symlink or old file is followed) with its final mode (the umask,
+    // `$3`; `chmod` only for a mode a umask cannot give, `$2`), copies the content and
+    // fsyncs it; `mv` renames it over the old file.
     let mut s = String::from(
         "set -u\n\
-         write_file() { d=$(dirname \"$1\"); mkdir -p \"$d\" || return 1; rm -f \"$d\"/.meshctl.??????; t=$(mktemp \"$d/.meshctl.XXXXXX\") || return 1; \
-         if cat > \"$t\" && sync \"$t\" && chmod \"$2\" \"$t\" && mv -f \"$t\" \"$1\"; then return 0; fi; rm -f \"$t\"; return 1; }\n",
+         write_file() { d=${1%/*}; d=${d:-/}; [ -d \"$d\" ] || mkdir -p \"$d\" || return 1; \
+         for o in \"$d\"/.meshctl.?????? \"$d\"/.meshctl.w*; do if [ -e \"$o\" ]; then rm -f \"$o\"; fi; done; \
+         t=$d/.meshctl.w$$; \
+         if (umask \"$3\"; exec dd of=\"$t\" conv=excl,fsync status=none) && { [ -z \"$2\" ] || chmod \"$2\" \"$t\"; } && mv -f \"$t\" \"$1\"; then return 0; fi; \
+         rm -f \"$t\"; return 1; }\n",
     );
+    // `wg-quick up` runs the boot script (its PostUp) too: every piece of it is a step of this
+    // script already, so it is told to leave them to the steps ([`APPLYING_ENV`]); and what
+    // wg-quick sets up from the config (addresses, port, fwmark, peers) is not set again.
+    let mut created: BTreeSet<String> = BTreeSet::new();
     let mut restored: BTreeSet<Family> = BTreeSet::new();
     for (i, c) in ordered {
-        let Some(cmd) = command(&c.op, &mut restored) else {
+        let Some(cmd) = command(&c.op, &mut restored, &mut created) else {
             continue;
         };
         writeln!(s, "echo {MARK_STEP} {i}").ok();
@@ -194,11 +210,28 @@ fn delimiter(content: &str) -> String {
 
 /// The shell command for one op; `None` when another op already covers it. Every command
 /// of the kernel's state is spelled by [`spell`], the same as in the boot script.
-fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
+fn command(
+    op: &Op,
+    restored: &mut BTreeSet<Family>,
+    created: &mut BTreeSet<String>,
+) -> Option<String> {
+    // Set by the `wg-quick up` of this script from the config just written (or in sync).
+    let by_wg_quick = |interface: &str| created.contains(interface);
     Some(match op {
         Op::GenerateKey { .. } => return None, // done by `prepare`
         Op::FixKeyMode { path } => spell::key_chmod(path),
-        Op::CreateInterface { interface } => spell::wg_quick_up(interface),
+        Op::CreateInterface { interface } => {
+            created.insert(interface.clone());
+            format!("{APPLYING_ENV}=1 {}", spell::wg_quick_up(interface))
+        }
+        Op::SetListenPort { interface, .. }
+        | Op::AddAddress { interface, .. }
+        | Op::SetFwmark { interface, .. }
+        | Op::SetPeer { interface, .. }
+            if by_wg_quick(interface) =>
+        {
+            return None;
+        }
         Op::SetListenPort { interface, port } => spell::wg_listen_port(interface, *port),
         Op::AddAddress { interface, address } => spell::address_replace(interface, address),
         Op::DelAddress { interface, address } => spell::address_del(interface, address),
@@ -244,7 +277,17 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
         } => {
             let d = delimiter(content);
             let body = with_newline(content);
-            format!("write_file {} {:o} <<'{d}'\n{body}{d}", quote(path), mode)
+            // A umask gives any mode without execute or special bits (files are created
+            // 0666 & ~umask); others get a chmod after.
+            let (chmod, umask) = if mode & !0o666 == 0 {
+                (String::new(), 0o777 & !mode)
+            } else {
+                (format!("{mode:o}"), 0o077)
+            };
+            format!(
+                "write_file {} '{chmod}' {umask:03o} <<'{d}'\n{body}{d}",
+                quote(path)
+            )
         }
         Op::RemoveFile { path } => spell::file_remove(path),
         Op::EnableService { unit } => spell::service_enable(unit),
