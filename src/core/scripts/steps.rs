@@ -61,7 +61,8 @@ pub fn prepare(
     gather: &str,
 ) -> String {
     let mut s = String::from("set -u\numask 077\n");
-    writeln!(s, "mkdir -p {RUN_DIR}").ok();
+    // The shell's tests first: a process less on every host where the directory exists.
+    writeln!(s, "[ -d {RUN_DIR} ] || mkdir -p {RUN_DIR}").ok();
     writeln!(
         s,
         "if ! mkdir {LOCK_DIR} 2>/dev/null; then\n  if [ {} = 1 ]; then\n    for f in {RUN_DIR}/guard-*/rollback.sh; do [ -e \"$f\" ] && mv \"$f\" \"$f.discarded\"; done\n    rm -rf {LOCK_DIR}; mkdir {LOCK_DIR} || exit 1\n  else echo {MARK_LOCKED}; cat {LOCK_DIR}/holder 2>/dev/null; exit {EXIT_LOCKED}; fi\nfi",
@@ -82,7 +83,7 @@ pub fn prepare(
     let conf = quote(&crate::persist::conf_path(interface));
     writeln!(
         s,
-        "if [ ! -s {key} ]; then\n  mkdir -p \"$(dirname {key})\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi"
+        "if [ ! -s {key} ]; then\n  k={key}; [ -d \"${{k%/*}}\" ] || mkdir -p \"${{k%/*}}\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi"
     )
     .ok();
     writeln!(s, "echo {MARK_PUBKEY}\nwg pubkey < {key} || exit 1").ok();
