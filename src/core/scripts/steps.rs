@@ -231,7 +231,8 @@ fn command(
         | Op::SetPeer { interface, .. }
             if by_wg_quick(interface) =>
         {
-            return None;
+            // Still announced (a failure report lists it as applied), but nothing to run.
+            format!(": done by wg-quick up {}", quote(interface))
         }
         Op::SetListenPort { interface, port } => spell::wg_listen_port(interface, *port),
         Op::AddAddress { interface, address } => spell::address_replace(interface, address),
