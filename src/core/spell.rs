@@ -95,6 +95,16 @@ pub fn ndp_proxy_replace(n: &NdpProxy) -> String {
     ndp_proxy("replace", n)
 }
 
+/// [`ndp_proxy_replace`] as a line of `ip -6 -batch` (no quotes: an address and a validated
+/// interface name hold no character the batch reader would split or interpret).
+pub fn ndp_proxy_replace_batch(n: &NdpProxy) -> String {
+    format!(
+        "neigh replace proxy {} dev {}",
+        n.address,
+        n.device.as_str()
+    )
+}
+
 /// The address of an NDP proxy entry that a line written by [`ndp_proxy_replace`] (in meshctl's
 /// boot script) adds; `None` for any other line. The reading lives beside the spelling, so the
 /// two cannot drift apart.

@@ -168,25 +168,72 @@ pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
     // wg-quick sets up from the config (addresses, port, fwmark, peers) is not set again.
     let mut created: BTreeSet<String> = BTreeSet::new();
     let mut restored: BTreeSet<Family> = BTreeSet::new();
+    let stop = match on_failure {
+        OnFailure::Stop => " exit 1;",
+        OnFailure::Continue => "",
+    };
+    let mut steps: Vec<(usize, &Op, String)> = Vec::new();
     for (i, c) in ordered {
-        let Some(cmd) = command(&c.op, &mut restored, &mut created) else {
+        if let Some(cmd) = command(&c.op, &mut restored, &mut created) {
+            steps.push((i, &c.op, cmd));
+        }
+    }
+    let mut k = 0;
+    while k < steps.len() {
+        // NDP answers (one per client with a public IPv6 address, all on the hub): a run of
+        // them goes to one `ip -batch`; should it fail, each runs again as a step of its own
+        // (`replace` is idempotent), so the step that fails is still the one reported.
+        // (A process per entry would be one per client on the hub.)
+        let run = steps[k..]
+            .iter()
+            .take_while(|(_, op, _)| matches!(op, Op::AddNdpProxy { .. }))
+            .count();
+        if run >= 2 {
+            let group = &steps[k..k + run];
+            // The first is announced before the batch (its section holds the batch's time),
+            // the others once it succeeded; so a failure never lists a step that did not run.
+            writeln!(s, "echo {MARK_STEP} {}", group[0].0).ok();
+            let lines: String = group
+                .iter()
+                .filter_map(|(_, op, _)| match op {
+                    Op::AddNdpProxy { entry } => Some(spell::ndp_proxy_replace_batch(entry) + "\n"),
+                    _ => None,
+                })
+                .collect();
+            writeln!(
+                s,
+                "if {{ ip -6 -batch - <<'MESHCTL_EOF_NDP'\n{lines}MESHCTL_EOF_NDP\n}} 9>&- 2>/dev/null; then"
+            )
+            .ok();
+            for (i, _, _) in &group[1..] {
+                writeln!(s, "echo {MARK_STEP} {i}").ok();
+            }
+            s.push_str("else\n");
+            for (i, _, cmd) in group {
+                step(&mut s, *i, cmd, stop);
+            }
+            s.push_str("fi\n");
+            k += run;
             continue;
-        };
-        writeln!(s, "echo {MARK_STEP} {i}").ok();
-        let stop = match on_failure {
-            OnFailure::Stop => " exit 1;",
-            OnFailure::Continue => "",
-        };
-        // `9>&-`: no step inherits the guard's serialising descriptor (a daemon a step starts
-        // must not hold it).
-        writeln!(
-            s,
-            "{{ {cmd}\n}} 9>&- || {{ echo {MARK_FAILED} {i};{stop} }}"
-        )
-        .ok();
+        }
+        let (i, _, cmd) = &steps[k];
+        step(&mut s, *i, cmd, stop);
+        k += 1;
     }
     writeln!(s, "echo {MARK_DONE}").ok();
     s
+}
+
+/// One step of a change script: announced, run, and reported when it fails.
+fn step(s: &mut String, i: usize, cmd: &str, stop: &str) {
+    writeln!(s, "echo {MARK_STEP} {i}").ok();
+    // `9>&-`: no step inherits the guard's serialising descriptor (a daemon a step starts
+    // must not hold it).
+    writeln!(
+        s,
+        "{{ {cmd}\n}} 9>&- || {{ echo {MARK_FAILED} {i};{stop} }}"
+    )
+    .ok();
 }
 
 /// `text` ending in a newline (a here-document's last line needs one), unless empty.
@@ -304,10 +351,83 @@ pub fn progress(stdout: &str) -> (Vec<usize>, Option<usize>) {
     let mut failed = None;
     for line in stdout.lines() {
         if let Some(i) = line.strip_prefix(MARK_STEP).and_then(index) {
-            started.push(i);
+            // The first step of a batch that failed as a whole is announced again when it
+            // runs alone.
+            if !started.contains(&i) {
+                started.push(i);
+            }
         } else if let Some(i) = line.strip_prefix(MARK_FAILED).and_then(index) {
             failed = Some(i);
         }
     }
     (started, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Action;
+    use crate::state::NdpProxy;
+
+    fn ndp(addr: &str) -> Change {
+        Change {
+            action: Action::Add,
+            kind: "ndp_proxy".into(),
+            resource: format!("ndp proxy {addr} dev eth0"),
+            before: None,
+            after: None,
+            diff: None,
+            op: Op::AddNdpProxy {
+                entry: NdpProxy {
+                    address: addr.parse().unwrap(),
+                    device: crate::names::InterfaceName::parse("eth0").unwrap(),
+                },
+            },
+        }
+    }
+
+    /// Runs `changes` through the real `sh` with `ip` replaced by a shell function that logs
+    /// its arguments (and reads a batch), failing for `fail` (the whole batch, and that entry).
+    fn run(changes: &[Change], fail: Option<&str>) -> (String, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let fail = fail.unwrap_or("none");
+        let prelude = format!(
+            "ip() {{ if [ \"$*\" = '-6 -batch -' ]; then b=$(cat); echo \"batch $(printf '%s' \"$b\" | grep -c .)\" >> log; case $b in *'{fail} '*) return 1 ;; esac; return 0; fi; echo \"$*\" >> log; case \"$*\" in *'{fail} '*) echo 'RTNETLINK answers: test fault' >&2; return 2 ;; esac; }}\n"
+        );
+        let script = format!("{prelude}{}", super::changes(changes, OnFailure::Stop));
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            log.lines().map(str::to_owned).collect(),
+        )
+    }
+
+    #[test]
+    fn ndp_answers_go_in_one_batch_and_a_failure_still_names_its_step() {
+        let changes = [ndp("2001:db8::1"), ndp("2001:db8::2"), ndp("2001:db8::3")];
+        // All in one `ip` process, every step announced.
+        let (out, log) = run(&changes, None);
+        assert_eq!(log, vec!["batch 3"]);
+        assert_eq!(progress(&out), (vec![0, 1, 2], None));
+        assert!(out.contains(MARK_DONE));
+
+        // The batch fails: each runs alone, the failing one is reported, what ran before it is
+        // applied, what comes after it neither ran nor is listed.
+        let (out, log) = run(&changes, Some("2001:db8::2"));
+        assert_eq!(
+            log,
+            vec![
+                "batch 3",
+                "-6 neigh replace proxy 2001:db8::1 dev eth0",
+                "-6 neigh replace proxy 2001:db8::2 dev eth0",
+            ]
+        );
+        assert_eq!(progress(&out), (vec![0, 1], Some(1)));
+        assert!(!out.contains(MARK_DONE));
+    }
 }
