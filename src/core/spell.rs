@@ -76,6 +76,15 @@ pub fn jump_ensure(j: &Jump) -> String {
     )
 }
 
+/// The tagged jump as a line of a `*-restore --noflush` input, inserted at the top of its
+/// built-in chain (for a jump the live state lacks: a restore has no `-C`).
+pub fn jump_insert_restore_line(j: &Jump) -> String {
+    format!(
+        "-I {} 1 -m comment --comment {JUMP_COMMENT} -j {}",
+        j.from, j.to
+    )
+}
+
 /// Deletes the tagged jump.
 pub fn jump_del(j: &Jump) -> String {
     jump(j, "-D", "")

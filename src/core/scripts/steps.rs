@@ -180,31 +180,23 @@ pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
     }
     let mut k = 0;
     while k < steps.len() {
-        // NDP answers (one per client with a public IPv6 address, all on the hub): a run of
-        // them goes to one `ip -batch`; should it fail, each runs again as a step of its own
-        // (`replace` is idempotent), so the step that fails is still the one reported.
-        // (A process per entry would be one per client on the hub.)
+        // A run of steps of one kind that a single process can do: NDP answers (one per
+        // client with a public IPv6 address, all on the hub) in one `ip -batch`, jumps in one
+        // `*-restore` per family. Should the batch fail, each runs again as a step of its own
+        // (`ip neigh replace` and the jumps' `-C || -I` are idempotent), so the step that fails
+        // is still the one reported.
+        let kind = batch_kind(steps[k].1);
         let run = steps[k..]
             .iter()
-            .take_while(|(_, op, _)| matches!(op, Op::AddNdpProxy { .. }))
+            .take_while(|(_, op, _)| kind.is_some() && batch_kind(op) == kind)
             .count();
         if run >= 2 {
             let group = &steps[k..k + run];
+            let ops: Vec<&Op> = group.iter().map(|(_, op, _)| *op).collect();
             // The first is announced before the batch (its section holds the batch's time),
             // the others once it succeeded; so a failure never lists a step that did not run.
             writeln!(s, "echo {MARK_STEP} {}", group[0].0).ok();
-            let lines: String = group
-                .iter()
-                .filter_map(|(_, op, _)| match op {
-                    Op::AddNdpProxy { entry } => Some(spell::ndp_proxy_replace_batch(entry) + "\n"),
-                    _ => None,
-                })
-                .collect();
-            writeln!(
-                s,
-                "if {{ ip -6 -batch - <<'MESHCTL_EOF_NDP'\n{lines}MESHCTL_EOF_NDP\n}} 9>&- 2>/dev/null; then"
-            )
-            .ok();
+            writeln!(s, "if {{ {}\n}} 9>&- 2>/dev/null; then", batch(&ops)).ok();
             for (i, _, _) in &group[1..] {
                 writeln!(s, "echo {MARK_STEP} {i}").ok();
             }
@@ -222,6 +214,66 @@ pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
     }
     writeln!(s, "echo {MARK_DONE}").ok();
     s
+}
+
+/// Which steps can share one process (see [`changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchKind {
+    Ndp,
+    Jump,
+}
+
+fn batch_kind(op: &Op) -> Option<BatchKind> {
+    match op {
+        Op::AddNdpProxy { .. } => Some(BatchKind::Ndp),
+        Op::AddJump { .. } => Some(BatchKind::Jump),
+        _ => None,
+    }
+}
+
+/// The one command that does every op of `ops` (all of one [`BatchKind`]).
+fn batch(ops: &[&Op]) -> String {
+    let mut lines = String::new();
+    let mut jumps: Vec<&crate::state::Jump> = Vec::new();
+    for op in ops {
+        match op {
+            Op::AddNdpProxy { entry } => {
+                lines.push_str(&spell::ndp_proxy_replace_batch(entry));
+                lines.push('\n');
+            }
+            Op::AddJump { jump } => jumps.push(jump),
+            _ => {}
+        }
+    }
+    if jumps.is_empty() {
+        return format!("ip -6 -batch - <<'MESHCTL_EOF_BATCH'\n{lines}MESHCTL_EOF_BATCH");
+    }
+    let mut parts = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let mine: Vec<&&crate::state::Jump> = jumps.iter().filter(|j| j.family == family).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mut tables: Vec<&str> = Vec::new();
+        for j in &mine {
+            if !tables.contains(&j.table.as_str()) {
+                tables.push(&j.table);
+            }
+        }
+        let mut input = String::new();
+        for t in tables {
+            writeln!(input, "*{t}").ok();
+            for j in mine.iter().filter(|j| j.table == t) {
+                writeln!(input, "{}", spell::jump_insert_restore_line(j)).ok();
+            }
+            input.push_str("COMMIT\n");
+        }
+        parts.push(format!(
+            "{{ {} <<'MESHCTL_EOF_BATCH'\n{input}MESHCTL_EOF_BATCH\n}}",
+            spell::chains_restore_stdin(family)
+        ));
+    }
+    parts.join(" && ")
 }
 
 /// One step of a change script: announced, run, and reported when it fails.
@@ -429,5 +481,48 @@ mod tests {
         );
         assert_eq!(progress(&out), (vec![0, 1], Some(1)));
         assert!(!out.contains(MARK_DONE));
+    }
+
+    #[test]
+    fn jumps_go_in_one_restore_per_family_with_the_checked_form_as_fallback() {
+        let jump = |family, from: &str| Change {
+            action: Action::Add,
+            kind: "jump".into(),
+            resource: format!("jump {from}"),
+            before: None,
+            after: None,
+            diff: None,
+            op: Op::AddJump {
+                jump: crate::state::Jump {
+                    family,
+                    table: "filter".into(),
+                    from: from.into(),
+                    to: format!("MESHCTL-{from}"),
+                },
+            },
+        };
+        let script = changes(
+            &[
+                jump(Family::Ipv4, "FORWARD"),
+                jump(Family::Ipv4, "INPUT"),
+                jump(Family::Ipv6, "FORWARD"),
+            ],
+            OnFailure::Stop,
+        );
+        let batch = script.split("\nelse\n").next().unwrap();
+        assert_eq!(batch.matches("tables-restore -w --noflush <<").count(), 2);
+        assert!(batch.contains(
+            "*filter\n-I FORWARD 1 -m comment --comment meshctl -j MESHCTL-FORWARD\n\
+             -I INPUT 1 -m comment --comment meshctl -j MESHCTL-INPUT\nCOMMIT\n"
+        ));
+        assert!(!batch.contains(" -C "));
+        // Each alone, checked first, should the batch fail.
+        let fallback = script.split("\nelse\n").nth(1).unwrap();
+        assert_eq!(fallback.matches(" -C ").count(), 3);
+        let sh = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .status()
+            .unwrap();
+        assert!(sh.success());
     }
 }
