@@ -399,6 +399,16 @@ pub(crate) fn file_path_ok(path: &str) -> bool {
         && !path.chars().any(char::is_control)
 }
 
+/// `0 'A' 1 'B' ...`: each item after its index, shell-quoted (the per-item helpers' arguments).
+fn indexed(items: &[String]) -> String {
+    let args: Vec<String> = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{i} {}", quote(v)))
+        .collect();
+    args.join(" ")
+}
+
 fn rec(s: &mut String, id: &str, cmd: &str) {
     let _ = writeln!(s, "r {id} {cmd}");
 }
@@ -505,26 +515,14 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
 
     // services, only under systemd: one `systemctl is-enabled`
     if !spec.services.is_empty() {
-        let args: Vec<String> = spec
-            .services
-            .iter()
-            .enumerate()
-            .map(|(i, u)| format!("{i} {}", quote(u)))
-            .collect();
         s.push_str("if [ \"$m_systemd\" = 0 ]; then\n");
-        let _ = writeln!(s, "m_units {}", args.join(" "));
+        let _ = writeln!(s, "m_units {}", indexed(&spec.services));
         s.push_str("fi\n");
     }
 
     // endpoint names: one `getent ahosts`
     if !spec.resolve.is_empty() {
-        let args: Vec<String> = spec
-            .resolve
-            .iter()
-            .enumerate()
-            .map(|(i, n)| format!("{i} {}", quote(n)))
-            .collect();
-        let _ = writeln!(s, "m_getent {}", args.join(" "));
+        let _ = writeln!(s, "m_getent {}", indexed(&spec.resolve));
     }
 
     s.push_str("printf '%s\\n' '@@meshctl done@@'\n");
