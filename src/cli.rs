@@ -205,6 +205,12 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub break_lock: bool,
 
+    /// Write when each phase of each host took place (connect, lock, key, gather, every step
+    /// of the change script, the final gather) to FILE as JSON, in milliseconds; also
+    /// `MESHCTL_TIMINGS=FILE`. It holds phase names and the plan's change texts, never a key.
+    #[arg(long, value_name = "FILE", env = "MESHCTL_TIMINGS")]
+    pub timings: Option<PathBuf>,
+
     /// For hosts reached through the network meshctl manages (`guard`): seconds the host waits
     /// for a confirmation over a new connection before it restores its previous state by itself.
     #[arg(long, default_value_t = 30)]

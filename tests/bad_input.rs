@@ -434,6 +434,18 @@ fn lab_spec(host: &str) -> GatherSpec {
     meshctl::planner::gather_spec(d, &roles)
 }
 
+/// Writes the gather script of `vps` and `nas` to `$FX_SCRIPT_DIR/gather-HOST.sh`, to
+/// re-capture `tests/fixtures/gather/` (see its README).
+#[test]
+#[ignore = "helper for capturing fixtures"]
+fn capture_lab_gather_scripts() {
+    let dir = std::env::var("FX_SCRIPT_DIR").expect("FX_SCRIPT_DIR");
+    for host in ["vps", "nas"] {
+        let path = Path::new(&dir).join(format!("gather-{host}.sh"));
+        std::fs::write(path, facts::gather_script(&lab_spec(host))).unwrap();
+    }
+}
+
 /// (name, real output, the spec it was gathered with), built once.
 static CORPUS: LazyLock<Vec<(&'static str, &'static str, GatherSpec)>> = LazyLock::new(|| {
     vec![

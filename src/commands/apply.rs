@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use super::{EXIT_ERROR, EXIT_OK};
 use crate::cli::ApplyArgs;
@@ -51,6 +51,14 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         ssh.master_idle_timeout = std::time::Duration::from_secs(900);
     }
     let (engine, progress) = super::engine(&inputs, &args.common, ssh, verbose);
+    let timings = args
+        .timings
+        .as_ref()
+        .map(|_| std::sync::Arc::new(crate::engine::Timings::new()));
+    let engine = match &timings {
+        Some(t) => engine.with_timings(t.clone()),
+        None => engine,
+    };
     let opts = ApplyOptions {
         lock: Lock {
             holder: holder(),
@@ -68,7 +76,12 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
         progress,
         keys_path: inputs.inventory.keys_path(),
     };
-    match crate::engine::apply::run(&engine, &inputs, source, &opts, &operator).await? {
+    let result = crate::engine::apply::run(&engine, &inputs, source, &opts, &operator).await;
+    if let (Some(path), Some(t)) = (&args.timings, &timings) {
+        std::fs::write(path, t.to_json())
+            .with_context(|| format!("cannot write the timings to {}", path.display()))?;
+    }
+    match result? {
         ApplyResult::Cancelled => {
             println!(
                 "Apply cancelled: nothing was changed, except that hosts without a private key got one in step 1 (it stays on the host; its public key is pinned)."

@@ -264,6 +264,13 @@ fn up_script(state: &HostState) -> String {
     let mut s = String::from(
         "#!/bin/sh\n# Written by meshctl: restores what the WireGuard interface needs (run by wg-quick's PostUp).\nset -e\n",
     );
+    // Under `meshctl apply` every line below is a step of the change script of its own.
+    writeln!(
+        s,
+        "# meshctl apply does each of these as a step of its own\n[ -z \"${{{}:-}}\" ] || exit 0",
+        crate::scripts::steps::APPLYING_ENV
+    )
+    .ok();
     // The firewall first, as in the change script: when a restore fails, `set -e` stops here,
     // before forwarding, routes or NDP answers open a path (and wg-quick takes the interface
     // down again).

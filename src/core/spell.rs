@@ -76,6 +76,15 @@ pub fn jump_ensure(j: &Jump) -> String {
     )
 }
 
+/// The tagged jump as a line of a `*-restore --noflush` input, inserted at the top of its
+/// built-in chain (for a jump the live state lacks: a restore has no `-C`).
+pub fn jump_insert_restore_line(j: &Jump) -> String {
+    format!(
+        "-I {} 1 -m comment --comment {JUMP_COMMENT} -j {}",
+        j.from, j.to
+    )
+}
+
 /// Deletes the tagged jump.
 pub fn jump_del(j: &Jump) -> String {
     jump(j, "-D", "")
@@ -93,6 +102,16 @@ fn ndp_proxy(verb: &str, n: &NdpProxy) -> String {
 /// Adds (or keeps) an NDP proxy entry.
 pub fn ndp_proxy_replace(n: &NdpProxy) -> String {
     ndp_proxy("replace", n)
+}
+
+/// [`ndp_proxy_replace`] as a line of `ip -6 -batch` (no quotes: an address and a validated
+/// interface name hold no character the batch reader would split or interpret).
+pub fn ndp_proxy_replace_batch(n: &NdpProxy) -> String {
+    format!(
+        "neigh replace proxy {} dev {}",
+        n.address,
+        n.device.as_str()
+    )
 }
 
 /// The address of an NDP proxy entry that a line written by [`ndp_proxy_replace`] (in meshctl's

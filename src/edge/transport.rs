@@ -25,6 +25,7 @@ use openssh::{ControlPersist, KnownHosts, SessionBuilder, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::inventory::model::SshTarget;
+use crate::scripts::steps::MARK_PREFIX;
 use crate::shell::quote;
 
 /// How long ssh waits between keep-alive probes on a quiet connection; after three unanswered
@@ -91,6 +92,15 @@ impl RemoteOutput {
     pub fn success(&self) -> bool {
         self.status == Some(0)
     }
+}
+
+/// A marker line of a script's stdout (`@@meshctl …`) and when the controller received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// The line, without its newline.
+    pub line: String,
 }
 
 /// Why talking to a host failed. Every message names the host (the ssh destination as written
@@ -248,6 +258,26 @@ impl Session {
     /// The script's exit status, stdout and stderr are returned as they are; a non-zero status
     /// is not an error here (fact scripts and apply steps decide what a status means).
     pub async fn run_script(&self, script: &str) -> Result<RemoteOutput, TransportError> {
+        self.run_inner(script, None).await
+    }
+
+    /// [`Session::run_script`], and the moment each stdout line starting with `@@meshctl`
+    /// arrived (for `--timings`: the scripts announce their steps with such lines, so the
+    /// controller times them as they pass, without a clock process on the host).
+    pub async fn run_script_marked(
+        &self,
+        script: &str,
+    ) -> Result<(RemoteOutput, Vec<Mark>), TransportError> {
+        let mut marks = Vec::new();
+        let out = self.run_inner(script, Some(&mut marks)).await?;
+        Ok((out, marks))
+    }
+
+    async fn run_inner(
+        &self,
+        script: &str,
+        marks: Option<&mut Vec<Mark>>,
+    ) -> Result<RemoteOutput, TransportError> {
         let mut cmd = self.inner.raw_command(remote_command());
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -274,9 +304,32 @@ impl Session {
         };
         let read_out = async move {
             let mut buf = Vec::new();
-            match stdout {
-                Some(mut r) => r.read_to_end(&mut buf).await.map(|_| buf),
-                None => Ok(buf),
+            match (stdout, marks) {
+                (Some(mut r), None) => r.read_to_end(&mut buf).await.map(|_| buf),
+                (Some(mut r), Some(marks)) => {
+                    // Line by line as it arrives; only marker lines are kept apart.
+                    let mut chunk = [0u8; 8192];
+                    let mut line_start = 0;
+                    loop {
+                        let n = r.read(&mut chunk).await?;
+                        if n == 0 {
+                            break Ok(buf);
+                        }
+                        let at = std::time::Instant::now();
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(i) = buf[line_start..].iter().position(|b| *b == b'\n') {
+                            let line = &buf[line_start..line_start + i];
+                            if line.starts_with(MARK_PREFIX.as_bytes()) {
+                                marks.push(Mark {
+                                    at,
+                                    line: String::from_utf8_lossy(line).into_owned(),
+                                });
+                            }
+                            line_start += i + 1;
+                        }
+                    }
+                }
+                (None, _) => Ok(buf),
             }
         };
         let read_err = async move {
@@ -384,8 +437,17 @@ fn remote_command() -> String {
     // Runs the script read from stdin, with stdin then closed (see `run_script`).
     let runner = "meshctl_script=$(cat)\nexec </dev/null\neval \"$meshctl_script\"";
     let sudo_runner = format!("printf '%s\\n' '{SUDO_OK_MARKER}' >&2\n{runner}");
+    // The effective uid from /proc (the shell's `read`: no process), `id -u` where there is
+    // no /proc: every process is host CPU on every host, and ci/bench counts them.
+    let uid = "meshctl_uid=\n\
+               if [ -r /proc/self/status ]; then\n\
+               while read -r meshctl_k meshctl_r meshctl_e meshctl_x; do\n\
+               if [ \"$meshctl_k\" = Uid: ]; then meshctl_uid=$meshctl_e; break; fi\n\
+               done </proc/self/status\n\
+               fi\n\
+               [ -n \"$meshctl_uid\" ] || meshctl_uid=$(id -u)\n";
     let wrapper = format!(
-        "if [ \"$(id -u)\" != 0 ]; then\n\
+        "{uid}if [ \"$meshctl_uid\" != 0 ]; then\n\
          printf '{LOGIN_USER_MARKER}%s\\n' \"$(id -un)\" >&2\n\
          exec sudo -n -- sh -c {}\n\
          fi\n\

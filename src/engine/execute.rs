@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::timings::{self, Timings};
 use super::{
     Connector, Engine, HostError, Patience, Prepared, Remote, RollbackSeen, parse_gathered,
 };
@@ -88,16 +89,23 @@ impl<C: Connector> Engine<C> {
         }
         let connector = self.connector.clone();
         let progress = self.progress.clone();
+        let timings = self.timings.clone();
         self.for_each_host(jobs, |h, (p, hp, check)| {
-            let (connector, progress, keys, settings) = (
+            let (connector, progress, keys, settings, timings) = (
                 connector.clone(),
                 progress.clone(),
                 keys.clone(),
                 settings.clone(),
+                timings.clone(),
             );
             async move {
                 progress.update(h.as_str(), "applying");
-                let r = apply_host(&*connector, &h, p, &hp, &check, &keys, &settings).await;
+                let ctx = HostRun {
+                    host: &h,
+                    settings: &settings,
+                    timings: timings.as_deref(),
+                };
+                let r = apply_host(&*connector, &ctx, p, &hp, &check, &keys).await;
                 let outcome = match r {
                     Ok(0) => HostOutcome::Converged {
                         applied: hp.changes.len(),
@@ -145,16 +153,38 @@ fn step_failure(out: &RemoteOutput, hp: &HostPlan) -> HostError {
     }
 }
 
+/// Who steps 2 and 3 run on, with which settings, timed where.
+struct HostRun<'a> {
+    host: &'a HostName,
+    settings: &'a ExecuteSettings,
+    timings: Option<&'a Timings>,
+}
+
+/// The `--timings` name of the change script's section that a marker line starts: a step (by
+/// the plan's own text for it) or the script's end.
+fn step_label(hp: &HostPlan, line: &str) -> Option<String> {
+    if line == steps::MARK_DONE {
+        return Some("changes: end".to_owned());
+    }
+    let i: usize = line.strip_prefix(steps::MARK_STEP)?.trim().parse().ok()?;
+    let what = hp
+        .changes
+        .get(i)
+        .map(|c| format!("{} {}", c.action.symbol(), c.resource))
+        .unwrap_or_default();
+    Some(format!("step {i}: {what}"))
+}
+
 /// Steps 2 and 3 on one host; `Ok(n)`: n changes remain after apply (0 = converged).
 async fn apply_host<C: Connector>(
     connector: &C,
-    host: &HostName,
+    ctx: &HostRun<'_>,
     prepared: Prepared<C::Remote>,
     hp: &HostPlan,
     check: &Check,
     keys: &PinnedKeys,
-    settings: &ExecuteSettings,
 ) -> Result<usize, HostError> {
+    let (host, settings, timings) = (ctx.host, ctx.settings, ctx.timings);
     let remote = prepared.remote;
     let gather = facts::gather_script(&check.spec);
     let guard = hp.guard.as_ref().filter(|_| !hp.changes.is_empty());
@@ -177,7 +207,10 @@ async fn apply_host<C: Connector>(
             Some(_) => Duration::from_secs(timeout / 2),
             None => Duration::from_secs(24 * 3600),
         };
-        match tokio::time::timeout(wait, remote.run(&s)).await {
+        let run = timings::run(&remote, &s, timings, host, "changes: start", |l| {
+            step_label(hp, l)
+        });
+        match tokio::time::timeout(wait, run).await {
             Ok(Ok(out)) if out.success() => {}
             Ok(Ok(out)) => error = Some(step_failure(&out, hp)),
             Ok(Err(source)) => {
@@ -201,7 +234,9 @@ async fn apply_host<C: Connector>(
             let patience = Patience::AtMost(Duration::from_secs((timeout / 3).clamp(2, 10)));
             let confirmed = match connector.connect(host, patience).await {
                 Ok(fresh) => {
-                    let r = fresh.run(&guard::confirm(&settings.run_id, &gather)).await;
+                    let confirm = guard::confirm(&settings.run_id, &gather);
+                    let r =
+                        timings::run(&fresh, &confirm, timings, host, "confirm", |_| None).await;
                     fresh.close().await;
                     r.map_err(|e| e.to_string())
                 }
@@ -250,7 +285,8 @@ async fn apply_host<C: Connector>(
             return Err(error.expect("a lost connection is an error"));
         }
         None => {
-            let r = remote.run(&steps::finish(&gather)).await;
+            let finish = steps::finish(&gather);
+            let r = timings::run(&remote, &finish, timings, host, "final gather", |_| None).await;
             remote.close().await;
             r.map_err(|e| HostError::Confirming(Box::new(e.into())))?
         }

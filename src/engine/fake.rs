@@ -211,7 +211,7 @@ pub fn lost(host: &str) -> Answer {
 
 /// What a fresh Debian host (no WireGuard yet, key file made by step 1) prints for the gather
 /// part of `script`: one record per record the script asks for (`r ID ...`, and the records
-/// its batch helpers `m_ipb`, `m_proc` and `m_files` print).
+/// its batch helpers `m_ipb`, `m_legacy`, `m_getent` and `m_files` print).
 pub fn fresh_gather(s: &str) -> String {
     let mut out = String::from("@@meshctl facts 1@@\n");
     let mut record = |id: &str, body: &str, rc: i32| {
@@ -251,17 +251,23 @@ pub fn fresh_gather(s: &str) -> String {
             };
             record(id, body, rc);
         } else if let Some(rest) = line.strip_prefix("m_ipb ") {
-            let n = if rest.starts_with("-6") { "6" } else { "4" };
-            record(&format!("route{n}"), "[]\n", 0);
-            record(&format!("rule{n}"), "[]\n", 0);
-        } else if let Some(rest) = line.strip_prefix("m_proc ") {
+            // m_ipb FAMILY 'ID ID ...' 'COMMANDS...': the interface (`link`) is absent.
+            let ids = rest
+                .split('\'')
+                .nth(if rest.starts_with("''") { 3 } else { 1 });
+            for id in words(ids.unwrap_or_default()) {
+                match id.as_str() {
+                    "link" => record("link", "", 1),
+                    _ => record(&id, "[]\n", 0),
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("m_legacy ") {
             for pair in words(rest).chunks(2) {
-                let body = if pair[0].starts_with("sysctl.") {
-                    "0\n"
-                } else {
-                    ""
-                };
-                record(&pair[0], body, 0);
+                record(&pair[0], "", 0);
+            }
+        } else if let Some(rest) = line.strip_prefix("m_getent ") {
+            for pair in words(rest).chunks(2) {
+                record(&format!("resolve.{}", pair[0]), "", 2);
             }
         } else if let Some(rest) = line.strip_prefix("m_files ") {
             let w = words(rest);
@@ -269,7 +275,11 @@ pub fn fresh_gather(s: &str) -> String {
                 record("keyfile", "600\n", 0);
             }
             for pair in w[1..].chunks(2) {
-                record(&format!("file.{}", pair[0]), "", 3);
+                if pair[0].starts_with("sysctl.") {
+                    record(&pair[0], "0\n", 0);
+                } else {
+                    record(&format!("file.{}", pair[0]), "", 3);
+                }
             }
             record("content", "files\n", 0);
         }

@@ -12,6 +12,7 @@ mod execute;
 mod prepare;
 pub mod remote;
 mod run;
+pub mod timings;
 
 #[cfg(test)]
 mod fake;
@@ -28,6 +29,7 @@ pub use error::{HostError, RollbackSeen};
 pub use execute::{ExecuteSettings, HostOutcome};
 pub use prepare::{Lock, Prepared};
 pub use remote::{Connector, Patience, Remote, SshConnector};
+pub use timings::Timings;
 
 use crate::facts::{self, GatherSpec};
 use crate::names::HostName;
@@ -39,6 +41,7 @@ pub struct Engine<C: Connector> {
     connector: Arc<C>,
     parallel: usize,
     progress: Arc<Progress>,
+    timings: Option<Arc<Timings>>,
 }
 
 impl<C: Connector> Engine<C> {
@@ -48,7 +51,14 @@ impl<C: Connector> Engine<C> {
             connector: Arc::new(connector),
             parallel: parallel.max(1),
             progress,
+            timings: None,
         }
+    }
+
+    /// Records when each phase of each host took place into `timings` (`--timings`).
+    pub fn with_timings(mut self, timings: Arc<Timings>) -> Self {
+        self.timings = Some(timings);
+        self
     }
 
     /// Gathers every host of `specs`: one connection and one remote execution each.

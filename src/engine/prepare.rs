@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::timings::{self, Timings};
 use super::{Connector, Engine, HostError, Patience, Remote, parse_gathered};
 use crate::facts::{self, GatherSpec};
 use crate::names::{HostName, WgKey};
@@ -37,13 +38,24 @@ impl<C: Connector> Engine<C> {
     ) -> BTreeMap<HostName, Result<Prepared<C::Remote>, HostError>> {
         let connector = self.connector.clone();
         let progress = self.progress.clone();
+        let timings = self.timings.clone();
         self.for_each_host(specs.clone(), |h, spec| {
-            let (connector, progress, lock) = (connector.clone(), progress.clone(), lock.clone());
+            let (connector, progress, lock, timings) = (
+                connector.clone(),
+                progress.clone(),
+                lock.clone(),
+                timings.clone(),
+            );
             async move {
                 progress.update(h.as_str(), "connecting");
-                let remote = connector.connect(&h, Patience::Normal).await?;
+                let started = std::time::Instant::now();
+                let remote = connector.connect(&h, Patience::Normal).await;
+                if let Some(t) = &timings {
+                    t.span(&h, "connect", started, std::time::Instant::now());
+                }
+                let remote = remote?;
                 progress.update(h.as_str(), "locking and gathering");
-                let result = prepare_one(&h, &remote, &spec, &lock).await;
+                let result = prepare_one(&h, &remote, &spec, &lock, timings.as_deref()).await;
                 match result {
                     Ok((public_key, live)) => {
                         progress.finish(h.as_str(), "locked and gathered");
@@ -97,6 +109,7 @@ async fn prepare_one<R: Remote>(
     remote: &R,
     spec: &GatherSpec,
     lock: &Lock,
+    timings: Option<&Timings>,
 ) -> Result<(WgKey, LiveHost), HostError> {
     let key_path = crate::desired::key_path(&spec.interface);
     let s = steps::prepare(
@@ -106,7 +119,12 @@ async fn prepare_one<R: Remote>(
         spec.interface.as_str(),
         &facts::gather_script(spec),
     );
-    let out = remote.run(&s).await?;
+    let label = |line: &str| match line {
+        steps::MARK_LOCK_TAKEN => Some("prepare: key".to_owned()),
+        steps::MARK_PUBKEY => Some("prepare: gather".to_owned()),
+        _ => None,
+    };
+    let out = timings::run(remote, &s, timings, host, "prepare: lock", label).await?;
     if out.status == Some(steps::EXIT_LOCKED) {
         let holder = out
             .stdout

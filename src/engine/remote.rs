@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::inventory::SshTarget;
 use crate::names::HostName;
-use crate::transport::{RemoteOutput, Session, SshOptions, TransportError};
+use crate::transport::{Mark, RemoteOutput, Session, SshOptions, TransportError};
 
 /// One open connection to one host.
 pub trait Remote: Send + Sync + 'static {
@@ -18,6 +18,27 @@ pub trait Remote: Send + Sync + 'static {
         &self,
         script: &str,
     ) -> impl Future<Output = Result<RemoteOutput, TransportError>> + Send;
+    /// [`Remote::run`], and when each marker line (`@@meshctl …`) of its stdout arrived, for
+    /// `--timings`. By default every marker is stamped with the moment the output was complete.
+    fn run_marked(
+        &self,
+        script: &str,
+    ) -> impl Future<Output = Result<(RemoteOutput, Vec<Mark>), TransportError>> + Send {
+        async move {
+            let out = self.run(script).await?;
+            let at = std::time::Instant::now();
+            let marks = out
+                .stdout
+                .lines()
+                .filter(|l| l.starts_with(crate::scripts::steps::MARK_PREFIX))
+                .map(|l| Mark {
+                    at,
+                    line: l.to_owned(),
+                })
+                .collect();
+            Ok((out, marks))
+        }
+    }
     /// Closes the connection; errors are of no interest (the work is done or given up).
     fn close(self) -> impl Future<Output = ()> + Send;
 }
@@ -82,6 +103,10 @@ impl Connector for SshConnector {
 impl Remote for Session {
     async fn run(&self, script: &str) -> Result<RemoteOutput, TransportError> {
         self.run_script(script).await
+    }
+
+    async fn run_marked(&self, script: &str) -> Result<(RemoteOutput, Vec<Mark>), TransportError> {
+        self.run_script_marked(script).await
     }
 
     async fn close(self) {

@@ -1,5 +1,6 @@
 //! Sysctls, managed files, services and resolved endpoint names: the per-item records
-//! (`sysctl.N`, `file.N`, `service.N`, `resolve.N`, N indexing the spec's lists).
+//! (`sysctl.N`, `file.N`, `service.N`, `resolve.N`, N indexing the spec's lists), and the
+//! `content` record that carries the managed files' contents and the sysctl values.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,19 +13,40 @@ use super::wireguard::parse_mode;
 use super::{FactError, GatherSpec, failed, require};
 use crate::state::{ManagedFile, ServiceState};
 
+/// The parts of the `content` record by their id (a managed file's index, or `sysctl.N`);
+/// empty when the output has no such record (nothing to read).
+pub(crate) type Contents = BTreeMap<String, Vec<u8>>;
+
+/// Reads the `content` record (see [`parse_contents`]), if there is one.
+pub(crate) fn contents(recs: &Records<'_>) -> Result<Contents, FactError> {
+    match recs.get("content") {
+        Some(rec) => parse_contents(rec),
+        None => Ok(BTreeMap::new()),
+    }
+}
+
 /// Sysctl values by dotted key; a key whose `/proc/sys` entry does not exist (an absent
-/// interface) is left out, not an error.
+/// interface) is left out, not an error. The value is the record's body, or (the current
+/// gather: one `sed` reads every value whole) its part of the `content` record.
 pub(crate) fn parse_sysctls(
     recs: &Records<'_>,
     spec: &GatherSpec,
+    contents: &Contents,
 ) -> Result<BTreeMap<String, String>, FactError> {
     let mut out = BTreeMap::new();
     for (i, key) in spec.sysctls.iter().enumerate() {
         let id = format!("sysctl.{i}");
         let rec = require(recs, &id)?;
         match rec.rc {
+            0 if !rec.body.is_empty() => {
+                out.insert(key.clone(), rec.text().trim().to_owned());
+            }
             0 => {
-                let value = rec.text();
+                let bytes = contents.get(&id).ok_or_else(|| {
+                    malformed(&id, rec.line, "the value is missing from `content`")
+                })?;
+                let value = std::str::from_utf8(bytes)
+                    .map_err(|_| malformed(&id, rec.line, "the value is not UTF-8 text"))?;
                 out.insert(key.clone(), value.trim().to_owned());
             }
             RC_ABSENT => {}
@@ -45,12 +67,9 @@ pub(crate) fn parse_sysctls(
 pub(crate) fn parse_files(
     recs: &Records<'_>,
     spec: &GatherSpec,
+    contents: &mut Contents,
 ) -> Result<BTreeMap<String, ManagedFile>, FactError> {
     let mut out = BTreeMap::new();
-    let mut contents = match recs.get("content") {
-        Some(rec) => parse_contents(rec)?,
-        None => BTreeMap::new(),
-    };
     for (i, path) in spec.files.iter().enumerate() {
         let id = format!("file.{i}");
         let section = format!("file {path}");
@@ -89,7 +108,7 @@ pub(crate) fn parse_files(
                 .decode(encoded.as_bytes())
                 .map_err(|_| malformed(&section, rec.line, "content is not valid base64"))?
         } else {
-            contents.remove(&i).unwrap_or_default()
+            contents.remove(&i.to_string()).unwrap_or_default()
         };
         let content = String::from_utf8(bytes)
             .map_err(|_| malformed(&section, rec.line, "content is not UTF-8 text"))?;
@@ -98,12 +117,13 @@ pub(crate) fn parse_files(
     Ok(out)
 }
 
-/// The `content` record: `files I J ...` (the indexes of the non-empty managed files, in
-/// order), then one base64 stream of: the last byte of each of those files, then their
-/// redacted contents as `sed -s` printed them, each file starting with a line `-` and every
-/// content line prefixed with a space. sed cannot tell whether a file's last line ended in a
-/// newline (it adds one before the next file's output), hence the last bytes.
-fn parse_contents(rec: &Record<'_>) -> Result<BTreeMap<usize, Vec<u8>>, FactError> {
+/// The `content` record: `files I J ...` (the ids of its parts, in order: the indexes of the
+/// non-empty managed files, then `sysctl.N` for each sysctl that exists), then one base64
+/// stream of: the last byte of each part, then their redacted contents as `sed -s` printed
+/// them, each part starting with a line `-` and every content line prefixed with a space. sed
+/// cannot tell whether a file's last line ended in a newline (it adds one before the next
+/// file's output), hence the last bytes.
+fn parse_contents(rec: &Record<'_>) -> Result<Contents, FactError> {
     let bad = |reason: &str| malformed("content", rec.line, reason.to_owned());
     if rec.rc != 0 {
         return Err(failed(rec, "content", "tail/sed/base64"));
@@ -115,9 +135,15 @@ fn parse_contents(rec: &Record<'_>) -> Result<BTreeMap<usize, Vec<u8>>, FactErro
     let Some(list) = head.trim().strip_prefix("files") else {
         return Err(bad("no list of files"));
     };
-    let indexes: Vec<usize> = list
+    let indexes: Vec<String> = list
         .split_whitespace()
-        .map(|w| w.parse().map_err(|_| bad("bad file index")))
+        .map(|w| {
+            let id = w.strip_prefix("sysctl.").unwrap_or(w);
+            match id.parse::<usize>() {
+                Ok(_) => Ok(w.to_owned()),
+                Err(_) => Err(bad("bad part id")),
+            }
+        })
         .collect::<Result<_, _>>()?;
     let mut encoded = String::new();
     for (_, line) in lines {

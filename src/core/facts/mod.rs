@@ -183,14 +183,15 @@ pub fn parse(output: &str, spec: &GatherSpec) -> Result<LiveHost, FactError> {
     live.key_file_mode = wireguard::parse_key_file_mode(&recs, spec)?;
     live.state.routes = routes::parse_routes(&recs, &mut live.warnings)?;
     live.state.rules = routes::parse_rules(&recs, &mut live.warnings)?;
-    live.state.sysctls = files::parse_sysctls(&recs, spec)?;
+    let mut contents = files::contents(&recs)?;
+    live.state.sysctls = files::parse_sysctls(&recs, spec, &contents)?;
     live.state.firewall = firewall::parse(
         &recs,
         spec,
         live.system.iptables_backend.as_deref(),
         &mut live.warnings,
     )?;
-    live.state.files = files::parse_files(&recs, spec)?;
+    live.state.files = files::parse_files(&recs, spec, &mut contents)?;
     let listed_in = spec
         .ndp_listed_in
         .as_ref()

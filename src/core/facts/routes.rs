@@ -1,5 +1,6 @@
-//! meshctl's routes (`ip -j -4/-6 route show table all proto 157`) and NDP proxy entries
-//! (`ip -6 neigh show proxy`).
+//! meshctl's routes (`ip -j route show table all proto 157 root 0.0.0.0/0` and `root ::/0`:
+//! the same as with `-4` / `-6`) and NDP proxy entries (`ip -j neigh show proxy`, both families,
+//! of which the IPv6 ones are read; older gathers: the text of `ip -6 neigh show proxy`).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
@@ -11,6 +12,12 @@ use super::records::{Records, excerpt, malformed};
 use super::{FactError, GatherSpec, failed, require};
 use crate::names::InterfaceName;
 use crate::state::{Family, NdpProxy, Route, RoutingRule, RuleKind};
+
+#[derive(Deserialize)]
+struct JsonNeigh {
+    dst: String,
+    dev: String,
+}
 
 #[derive(Deserialize)]
 struct JsonRoute {
@@ -117,7 +124,35 @@ pub(crate) fn parse_ndp(
     };
     let rec = require(recs, "ndp")?;
     if rec.rc != 0 {
-        return Err(failed(rec, "ndp", "ip -6 neigh show proxy"));
+        return Err(failed(rec, "ndp", "ip neigh show proxy"));
+    }
+    let mut keep = |address: Ipv6Addr, dev: &str, n: usize| -> Result<(), FactError> {
+        if !(spec.ndp_range.is_some_and(|r| r.contains(&address)) || listed(&address)) {
+            return Ok(());
+        }
+        let device = InterfaceName::parse(dev)
+            .map_err(|_| malformed("ndp", n, format!("bad device {}", excerpt(dev))))?;
+        out.insert(NdpProxy { address, device });
+        Ok(())
+    };
+    if rec.first_line().is_some_and(|l| l.starts_with('[')) {
+        let entries: Vec<JsonNeigh> = serde_json::from_str(&rec.text())
+            .map_err(|e| malformed("ndp", rec.line + e.line(), format!("bad JSON: {e}")))?;
+        for e in entries {
+            // IPv4 proxy ARP entries come with the same dump; they are not meshctl's.
+            let Ok(IpAddr::V6(address)) = e.dst.parse::<IpAddr>() else {
+                if e.dst.parse::<IpAddr>().is_err() {
+                    return Err(malformed(
+                        "ndp",
+                        rec.line,
+                        format!("not an address: {}", excerpt(&e.dst)),
+                    ));
+                }
+                continue;
+            };
+            keep(address, &e.dev, rec.line)?;
+        }
+        return Ok(out);
     }
     for (n, line) in rec.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -135,11 +170,7 @@ pub(crate) fn parse_ndp(
             return Err(bad());
         }
         let address: Ipv6Addr = addr.parse().map_err(|_| bad())?;
-        if !(spec.ndp_range.is_some_and(|r| r.contains(&address)) || listed(&address)) {
-            continue;
-        }
-        let device = InterfaceName::parse(dev).map_err(|_| bad())?;
-        out.insert(NdpProxy { address, device });
+        keep(address, dev, n)?;
     }
     Ok(out)
 }

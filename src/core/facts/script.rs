@@ -47,13 +47,21 @@ pub(crate) const TOOLS: &[&str] = &[
 /// Commands get stdin from /dev/null one by one (not `exec </dev/null`, which would cut off a
 /// script that is itself read from stdin by `sh -s`).
 ///
-/// Few processes (the gather's host-side cost is mostly `fork`+`exec`): one `grep` reads every
-/// `/proc` file (`m_proc`), not the shell's `read`: dash reads a byte at a time, and most
-/// `/proc/sys` entries answer a read at a non-zero offset with end-of-file, so dash would see
-/// `3` for `32768 60999` (found by experiment). One `ip -j -b` per family (`m_ipb`), one
-/// `wg show IF` for the seven `wg.*` records (`m_wg`: the pretty form with keys hidden, of which
-/// only the public fields are printed), one `stat` for every mode and one `tail`, `sed` and
-/// `base64` for every managed file's content (`m_files`); the records keep their ids and forms.
+/// Few processes (the gather's host-side cost is mostly `fork`+`exec`; ci/bench counts them):
+/// - two `ip -j -b` (`m_ipb`): one without a family for the interface's addresses, both
+///   families' routes (told apart by `root 0.0.0.0/0` / `root ::/0`), the IPv4 rules and the
+///   NDP proxies, one with `-6` for the IPv6 rules (`ip rule` has no per-line family);
+/// - one `wg show IF` for the seven `wg.*` records (`m_wg`: the pretty form with keys hidden,
+///   of which only the public fields are printed);
+/// - one `stat` for every mode, one `tail`, `sed` and `base64` for every managed file's content
+///   *and* every sysctl value (`m_files`): /proc/sys answers a read at a non-zero offset with
+///   end-of-file, so the shell's `read` (dash reads a byte at a time) would see `3` for
+///   `32768 60999`; `sed` reads them whole;
+/// - the legacy iptables table names with the shell's `read` (a seq_file reads fine byte by
+///   byte), and `iptables -V` only when such a table exists (the backend matters only then);
+/// - one `getent ahosts` for all names and one `systemctl is-enabled` for all units, split
+///   into the per-item records here; when the split is ambiguous (a name did not resolve, a unit
+///   printed nothing) they fall back to one command per item, so the records keep their forms.
 const PROLOGUE: &str = r#"# meshctl gather: reads only, writes nothing
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 LC_ALL=C
@@ -64,6 +72,11 @@ r() {
   "$@" </dev/null
   m_rc=$?
   printf '@@meshctl end %s rc=%s@@\n' "$m_id" "$m_rc"
+}
+m_rec() {
+  printf '@@meshctl begin %s@@\n' "$1"
+  [ -n "${3-}" ] && printf '%s' "$3"
+  printf '@@meshctl end %s rc=%s@@\n' "$1" "$2"
 }
 m_invalid() { return 97; }
 m_os() {
@@ -92,36 +105,22 @@ m_uid() {
   done </proc/self/status
   return 1
 }
-m_proc() {
-  m_ex=
-  m_n=0
-  for m_a do
-    m_n=$((m_n + 1))
-    if [ $((m_n % 2)) = 0 ] && [ -e "$m_a" ]; then m_ex="$m_ex $m_a"; fi
-  done
-  m_out= m_grc=0
-  set -f
-  if [ -n "$m_ex" ]; then m_out=$(grep -H '' $m_ex </dev/null); m_grc=$?; fi
+m_legacy() {
   while [ $# -ge 2 ]; do
-    printf '@@meshctl begin %s@@\n' "$1"
-    if [ ! -e "$2" ]; then m_rc=3
-    elif [ "$m_grc" -gt 1 ]; then m_rc=$m_grc
+    if [ -e "$2" ]; then
+      m_out=
+      while IFS= read -r m_l; do m_out=$m_out$m_l$m_nl; done <"$2"
+      [ -n "$m_out" ] && m_leg=1
+      m_rec "$1" 0 "$m_out"
     else
-      m_rc=0
-      IFS=$m_nl
-      for m_l in $m_out; do
-        case $m_l in "$2":*) printf '%s\n' "${m_l#"$2":}" ;; esac
-      done
-      unset IFS
+      m_rec "$1" 3
     fi
-    printf '@@meshctl end %s rc=%s@@\n' "$1" "$m_rc"
     shift 2
   done
-  set +f
 }
 m_ipb() {
   m_ids=$2
-  m_out=$(ip -j "$1" -force -batch - <<EOF
+  m_out=$(ip -j $1 -force -batch - <<EOF
 $3
 EOF
 )
@@ -132,8 +131,16 @@ EOF
   unset IFS
   m_n=0
   for m_id in $m_ids; do m_n=$((m_n + 1)); done
-  [ "$m_irc" = 0 ] && [ "$#" != "$m_n" ] && m_irc=98
+  m_last=
+  if [ "$m_irc" = 0 ]; then
+    [ "$#" != "$m_n" ] && m_irc=98
+  elif [ "$#" = $((m_n - 1)) ]; then
+    # only the last command failed (the interface is absent): the others answered
+    m_last=$m_irc m_irc=0
+  fi
   for m_id in $m_ids; do
+    m_n=$((m_n - 1))
+    if [ "$m_n" = 0 ] && [ -n "$m_last" ]; then m_irc=$m_last; fi
     printf '@@meshctl begin %s@@\n' "$m_id"
     [ "$m_irc" = 0 ] && printf '%s\n' "$1" && shift
     printf '@@meshctl end %s rc=%s@@\n' "$m_id" "$m_irc"
@@ -210,7 +217,6 @@ m_stat() {
   set +f
 }
 m_files() {
-  m_st=$(stat -L -c '%a %f %n' -- "$@" 2>/dev/null </dev/null)
   if [ -n "$1" ]; then
     m_stat "$1"
     printf '@@meshctl begin keyfile@@\n'
@@ -223,6 +229,12 @@ m_files() {
     m_i=$1 m_f=$2
     shift 2
     m_n=$((m_n - 2))
+    case $m_i in
+      sysctl.*)
+        if [ -e "$m_f" ]; then m_rec "$m_i" 0; set -- "$@" "$m_f"; m_ci="$m_ci $m_i"
+        else m_rec "$m_i" 3; fi
+        continue ;;
+    esac
     m_stat "$m_f"
     printf '@@meshctl begin file.%s@@\n' "$m_i"
     if [ -z "$m_mode" ]; then m_rc=3
@@ -243,6 +255,67 @@ m_files() {
     m_rc=$?
   fi
   printf '@@meshctl end content rc=%s@@\n' "$m_rc"
+}
+m_split() {
+  # m_split N OUT: splits OUT into the N groups m_g1..m_gN, a group starting at each line with
+  # at least three fields (`getent ahosts` names the key's canonical name on its first line
+  # only); m_k is the number of groups found
+  m_k=0
+  set -f
+  IFS=$m_nl
+  for m_l in $2; do
+    unset IFS
+    set -- $m_l
+    if [ "$#" -ge 3 ]; then m_k=$((m_k + 1)); eval "m_g$m_k="; fi
+    [ "$m_k" -gt 0 ] && eval "m_g$m_k=\$m_g$m_k\$m_l\$m_nl"
+    IFS=$m_nl
+  done
+  unset IFS
+  set +f
+}
+m_getent() {
+  # m_getent I NAME ...: one `getent ahosts` for every name, split into the resolve.I records
+  m_n=$(($# / 2)) m_names=
+  m_a=$#
+  while [ "$m_a" -gt 0 ]; do set -- "$@" "$2"; m_names="$m_names $1"; shift 2; m_a=$((m_a - 2)); done
+  m_out=$(getent ahosts "$@" </dev/null)
+  m_grc=$?
+  m_split "$m_n" "$m_out"
+  if [ "$m_grc" = 0 ] && [ "$m_k" = "$m_n" ] || [ "$m_n" = 1 ]; then
+    m_k=0
+    for m_i in $m_names; do
+      m_k=$((m_k + 1))
+      if [ "$m_n" = 1 ]; then m_rec "resolve.$m_i" "$m_grc" "${m_out:+$m_out$m_nl}"
+      else eval "m_rec resolve.\$m_i 0 \"\$m_g$m_k\""; fi
+    done
+  else
+    for m_i in $m_names; do r "resolve.$m_i" getent ahosts "$1"; shift; done
+  fi
+}
+m_units() {
+  # m_units I UNIT ...: one `systemctl is-enabled` for every unit (one line each, in order),
+  # each record's status the one `systemctl is-enabled UNIT` alone would give
+  m_n=$(($# / 2)) m_names=
+  m_a=$#
+  while [ "$m_a" -gt 0 ]; do set -- "$@" "$2"; m_names="$m_names $1"; shift 2; m_a=$((m_a - 2)); done
+  m_out=$(systemctl is-enabled "$@" </dev/null 2>/dev/null)
+  m_src=$?
+  m_c=0
+  set -f
+  IFS=$m_nl
+  for m_l in $m_out; do m_c=$((m_c + 1)); done
+  unset IFS
+  set +f
+  if [ "$m_c" = "$m_n" ] && [ "$m_src" != 127 ]; then
+    m_rest=$m_out$m_nl
+    for m_i in $m_names; do
+      m_l=${m_rest%%"$m_nl"*} m_rest=${m_rest#*"$m_nl"}
+      case $m_l in enabled|enabled-runtime|static|indirect|generated|transient|alias) m_rc=0 ;; *) m_rc=1 ;; esac
+      m_rec "service.$m_i" "$m_rc" "$m_l$m_nl"
+    done
+  else
+    for m_i in $m_names; do r "service.$m_i" systemctl is-enabled "$1"; shift; done
+  fi
 }
 "#;
 
@@ -326,6 +399,16 @@ pub(crate) fn file_path_ok(path: &str) -> bool {
         && !path.chars().any(char::is_control)
 }
 
+/// `0 'A' 1 'B' ...`: each item after its index, shell-quoted (the per-item helpers' arguments).
+fn indexed(items: &[String]) -> String {
+    let args: Vec<String> = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{i} {}", quote(v)))
+        .collect();
+    args.join(" ")
+}
+
 fn rec(s: &mut String, id: &str, cmd: &str) {
     let _ = writeln!(s, "r {id} {cmd}");
 }
@@ -342,40 +425,35 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     rec(&mut s, "systemd", "test -d /run/systemd/system");
     s.push_str("m_systemd=$m_rc\n");
     rec(&mut s, "tools", &format!("m_tools {}", TOOLS.join(" ")));
-    s.push_str("if command -v iptables >/dev/null 2>&1; then\n");
-    rec(&mut s, "iptables-version", "iptables -V");
-    s.push_str("fi\n");
     rec(&mut s, "uid", "m_uid");
+
+    // addresses, routes, rules, NDP proxies: two `ip -j -b`. The interface's addresses come
+    // last: when it is absent only that command fails, and `m_ipb` tells it from the others.
+    let iface = quote(spec.interface.as_str());
+    let ndp = spec.ndp_range.is_some() || spec.ndp_listed_in.is_some();
+    let mut ids = String::from("route4 rule4 route6");
+    let mut cmds = String::from(
+        "route show table all proto 157 root 0.0.0.0/0\nrule show\n\
+         route show table all proto 157 root ::/0",
+    );
+    if ndp {
+        ids.push_str(" ndp");
+        cmds.push_str("\nneigh show proxy");
+    }
+    ids.push_str(" link");
+    let _ = write!(cmds, "\naddr show dev {}", spec.interface.as_str());
+    let _ = writeln!(s, "m_ipb '' {} {}", quote(&ids), quote(&cmds));
+    s.push_str("m_link=$m_irc\n");
+    let _ = writeln!(s, "m_ipb -6 rule6 'rule show'");
 
     // wireguard: the seven `wg.*` records from one `wg show IF` (its pretty form, with keys
     // hidden; `m_wg` prints only the fields below, never the `private key:` line)
-    let iface = quote(spec.interface.as_str());
-    rec(&mut s, "link", &format!("ip -j addr show dev {iface}"));
-    s.push_str("if [ \"$m_rc\" = 0 ]; then\n");
+    s.push_str("if [ \"$m_link\" = 0 ]; then\n");
     let _ = writeln!(s, "m_wg {iface}");
     s.push_str("fi\n");
 
-    // routes and rules: one `ip -j -b` per family
-    for (fam, n) in [("-4", "4"), ("-6", "6")] {
-        let _ = writeln!(
-            s,
-            "m_ipb {fam} 'route{n} rule{n}' 'route show table all proto 157\nrule show'"
-        );
-    }
-
-    // sysctls and the legacy table names: one `grep` over /proc
-    let mut proc_args: Vec<String> = Vec::new();
-    for (i, key) in spec.sysctls.iter().enumerate() {
-        match sysctl_path(key) {
-            Some(path) => {
-                proc_args.push(format!("sysctl.{i}"));
-                proc_args.push(path);
-            }
-            None => rec(&mut s, &format!("sysctl.{i}"), "m_invalid"),
-        }
-    }
-
-    // firewall: one *-save per family that has chains in the spec
+    // firewall: one *-save per family that has chains in the spec, and the legacy tables
+    let mut legacy: Vec<String> = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
         if spec.chains.iter().any(|c| c.family == family) {
             rec(
@@ -383,62 +461,68 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
                 super::firewall::record_id(family),
                 &format!("{}-save", family.iptables()),
             );
-            proc_args.push(super::firewall::legacy_record_id(family).to_owned());
-            proc_args.push(super::firewall::legacy_names_path(family).to_owned());
+            legacy.push(super::firewall::legacy_record_id(family).to_owned());
+            legacy.push(super::firewall::legacy_names_path(family).to_owned());
         }
     }
-    if !proc_args.is_empty() {
-        let quoted: Vec<String> = proc_args.iter().map(|a| quote(a)).collect();
-        let _ = writeln!(s, "m_proc {}", quoted.join(" "));
+    if !legacy.is_empty() {
+        let _ = writeln!(s, "m_leg=\nm_legacy {}", legacy.join(" "));
+        // Which backend the *-save above read matters only beside legacy tables.
+        s.push_str("if [ -n \"$m_leg\" ] && command -v iptables >/dev/null 2>&1; then\n");
+        rec(&mut s, "iptables-version", "iptables -V");
+        s.push_str("fi\n");
     }
 
-    // ndp
-    if spec.ndp_range.is_some() || spec.ndp_listed_in.is_some() {
-        rec(&mut s, "ndp", "ip -6 neigh show proxy");
-    }
-
-    // the key file's mode and the managed files: one `stat`, one `sed`, one `base64`
+    // the key file's mode, the managed files and the sysctl values: one `stat`, one `tail`,
+    // `sed` and `base64`
+    let mut stat_paths: Vec<String> = Vec::new();
     let mut files_args: Vec<String> = Vec::new();
     for (i, path) in spec.files.iter().enumerate() {
         if file_path_ok(path) {
             files_args.push(i.to_string());
             files_args.push(quote(path));
+            stat_paths.push(quote(path));
         } else {
             rec(&mut s, &format!("file.{i}"), "m_invalid");
         }
     }
-    if file_path_ok(&spec.key_file) {
-        let _ = writeln!(
-            s,
-            "m_files {} {}",
-            quote(&spec.key_file),
-            files_args.join(" ")
-        );
+    for (i, key) in spec.sysctls.iter().enumerate() {
+        match sysctl_path(key) {
+            Some(path) => {
+                files_args.push(format!("sysctl.{i}"));
+                files_args.push(quote(&path));
+            }
+            None => rec(&mut s, &format!("sysctl.{i}"), "m_invalid"),
+        }
+    }
+    let key_file = if file_path_ok(&spec.key_file) {
+        stat_paths.insert(0, quote(&spec.key_file));
+        quote(&spec.key_file)
     } else {
         rec(&mut s, "keyfile", "m_invalid");
-        let _ = writeln!(s, "m_files '' {}", files_args.join(" "));
+        "''".to_owned()
+    };
+    if stat_paths.is_empty() {
+        s.push_str("m_st=\n");
+    } else {
+        let _ = writeln!(
+            s,
+            "m_st=$(stat -L -c '%a %f %n' -- {} 2>/dev/null </dev/null)",
+            stat_paths.join(" ")
+        );
     }
+    let _ = writeln!(s, "m_files {key_file} {}", files_args.join(" "));
 
-    // services, only under systemd
+    // services, only under systemd: one `systemctl is-enabled`
     if !spec.services.is_empty() {
         s.push_str("if [ \"$m_systemd\" = 0 ]; then\n");
-        for (i, unit) in spec.services.iter().enumerate() {
-            rec(
-                &mut s,
-                &format!("service.{i}"),
-                &format!("systemctl is-enabled {}", quote(unit)),
-            );
-        }
+        let _ = writeln!(s, "m_units {}", indexed(&spec.services));
         s.push_str("fi\n");
     }
 
-    // endpoint names
-    for (i, name) in spec.resolve.iter().enumerate() {
-        rec(
-            &mut s,
-            &format!("resolve.{i}"),
-            &format!("getent ahosts {}", quote(name)),
-        );
+    // endpoint names: one `getent ahosts`
+    if !spec.resolve.is_empty() {
+        let _ = writeln!(s, "m_getent {}", indexed(&spec.resolve));
     }
 
     s.push_str("printf '%s\\n' '@@meshctl done@@'\n");

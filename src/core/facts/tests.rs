@@ -92,19 +92,21 @@ fn script_never_asks_for_a_private_key() {
     for banned in ["dump", "showconf", "private-key", "show all"] {
         assert!(!script.contains(banned), "script contains {banned:?}");
     }
-    // Nothing reads a file's content but `grep` (only ever given /proc paths, by `m_proc`) and
-    // `sed` (only the managed files: the key file is `shift`ed off first).
-    assert!(!script.contains("cat "));
-    for line in script.lines().filter(|l| l.starts_with("m_proc ")) {
+    // Nothing reads a file's content but `sed` (the managed files and /proc/sys values: the key
+    // file is `shift`ed off first) and the shell's `read` (only /proc/net names).
+    assert!(!script.contains("cat ") && !script.contains("grep "));
+    for line in script.lines().filter(|l| l.starts_with("m_legacy ")) {
         for arg in line.split(' ').skip(2).step_by(2) {
-            assert!(arg.starts_with("/proc/"), "{line}");
+            assert!(arg.starts_with("/proc/net/"), "{line}");
         }
     }
-    // The key file appears exactly once, as the first argument of the files helper.
+    // The key file appears exactly twice: to `stat` (its mode) and as the first argument of
+    // the files helper, which takes it off before `tail` and `sed` see the list.
     let uses: Vec<&str> = script.lines().filter(|l| l.contains("hub.key")).collect();
-    assert_eq!(uses.len(), 1);
+    assert_eq!(uses.len(), 2, "{uses:?}");
+    assert!(uses[0].starts_with("m_st=$(stat -L -c "), "{uses:?}");
     assert!(
-        uses[0].starts_with("m_files /tmp/fxkeys/hub.key "),
+        uses[1].starts_with("m_files /tmp/fxkeys/hub.key "),
         "{uses:?}"
     );
     // `wg` runs once, as `wg show IF` with keys hidden whatever the environment says.
@@ -127,7 +129,8 @@ fn script_is_valid_sh_and_quotes_every_value() {
     };
     let script = gather_script(&spec);
     assert!(script.contains(r"0 '/tmp/a'\''b; touch pwned'"));
-    assert!(script.contains("getent ahosts '$(touch pwned)'"));
+    assert!(script.contains("m_getent 0 '$(touch pwned)' 1 '`touch pwned`'"));
+    assert!(script.contains("m_units 0 'x; touch pwned'"));
     let status = std::process::Command::new("sh")
         .args(["-n", "-c", &script])
         .status()
@@ -233,6 +236,110 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
     assert!(!err.to_string().contains(secret));
 }
 
+/// The script with `prelude` (shell functions standing in for commands) run through the real
+/// `sh`, parsed with `spec`.
+fn run_with(prelude: &str, spec: &GatherSpec) -> LiveHost {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_sh(&format!("{prelude}\n{}", gather_script(spec)), dir.path());
+    parse(&out, spec).unwrap_or_else(|e| panic!("{e}\n{out}"))
+}
+
+/// One `getent ahosts` and one `systemctl is-enabled` answer for every name and unit, split
+/// into per-item records by the script; where the split would be ambiguous (a name that does
+/// not resolve, a unit that prints nothing) it asks item by item. Needs `sh` and `ip` only.
+#[test]
+fn merged_lookups_split_into_per_item_records_through_a_real_sh() {
+    // Stand-ins with the real commands' output forms (glibc `getent`: the canonical name on a
+    // key's first line only; exit 2 when a key is not found). They log each call.
+    // `set -u`: apply's prepare step runs the gather under it.
+    let prelude = r#"set -u
+getent() {
+  echo "getent $*" >> calls; shift; m_x=0
+  for k do
+    case $k in
+      a.example) printf '%-15s %-6s %s\n' 192.0.2.1 STREAM a.example 192.0.2.1 DGRAM '' 192.0.2.1 RAW '' 2001:db8::1 STREAM '' ;;
+      b.example) printf '%-15s %-6s %s\n' 198.51.100.7 STREAM b.example 198.51.100.7 DGRAM '' ;;
+      *) m_x=2 ;;
+    esac
+  done
+  return $m_x
+}
+test() { [ "$*" = "-d /run/systemd/system" ] && return 0; command test "$@"; }
+systemctl() {
+  echo "systemctl $*" >> calls; shift; m_x=1
+  for u do
+    case $u in
+      on.service) echo enabled; m_x=0 ;;
+      off.service) echo disabled ;;
+      gone.service) echo 'Failed to get unit file state for gone.service' >&2; return 1 ;;
+    esac
+  done
+  return $m_x
+}
+"#;
+    let spec = |resolve: &[&str], services: &[&str]| GatherSpec {
+        interface: InterfaceName::parse("fxnone0").unwrap(),
+        key_file: "/nonexistent/fx.key".into(),
+        sysctls: vec![],
+        chains: vec![],
+        files: vec![],
+        services: services.iter().map(|s| s.to_string()).collect(),
+        resolve: resolve.iter().map(|s| s.to_string()).collect(),
+        ndp_range: None,
+        ndp_listed_in: None,
+    };
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let calls = |prelude: &str, spec: &GatherSpec| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run_sh(&format!("{prelude}\n{}", gather_script(spec)), dir.path());
+        let live = parse(&out, spec).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap_or_default();
+        (live, calls)
+    };
+
+    // Everything answers: one call each.
+    let s = spec(&["a.example", "b.example"], &["on.service", "off.service"]);
+    let (live, log) = calls(prelude, &s);
+    assert_eq!(
+        log,
+        "systemctl is-enabled on.service off.service\ngetent ahosts a.example b.example\n"
+    );
+    assert_eq!(
+        live.resolved["a.example"],
+        vec![ip("192.0.2.1"), ip("2001:db8::1")]
+    );
+    assert_eq!(live.resolved["b.example"], vec![ip("198.51.100.7")]);
+    assert!(live.state.services["on.service"].enabled);
+    assert!(!live.state.services["off.service"].enabled);
+
+    // A name that does not resolve and a unit that prints nothing: item by item, the same
+    // answers as before.
+    let s = spec(
+        &["a.example", "nx.invalid", "b.example"],
+        &["gone.service", "on.service"],
+    );
+    let (live, log) = calls(prelude, &s);
+    assert_eq!(
+        log.lines().filter(|l| l.starts_with("getent")).count(),
+        4,
+        "{log}"
+    );
+    assert_eq!(
+        log.lines().filter(|l| l.starts_with("systemctl")).count(),
+        3,
+        "{log}"
+    );
+    assert_eq!(live.resolved["a.example"].len(), 2);
+    assert!(live.resolved["nx.invalid"].is_empty());
+    assert_eq!(live.resolved["b.example"], vec![ip("198.51.100.7")]);
+    assert!(!live.state.services["gone.service"].enabled);
+    assert!(live.state.services["on.service"].enabled);
+
+    // One name that does not resolve: one call, its status kept.
+    let live = run_with(prelude, &spec(&["nx.invalid"], &[]));
+    assert!(live.resolved["nx.invalid"].is_empty());
+}
+
 // ---------------------------------------------------------------- captured fixtures
 
 #[test]
@@ -254,7 +361,7 @@ fn hub_fixture() {
     assert_eq!(wg.listen_port, Some(51820));
     assert_eq!(
         wg.public_key,
-        Some(key("Tcnr+/YyFjuGWWoK+PfrcySOLrmWSXfxGT4eprTDyBM="))
+        Some(key("idxpH18FKZX2b8Sx+OrBXWPN1WLwGlS+lQ5QoqMp3lw="))
     );
     assert_eq!(wg.private_key_file.path, "/tmp/fxkeys/hub.key");
     assert_eq!(live.key_file_mode, Some(0o600));
@@ -722,7 +829,7 @@ fn truncated_output_is_always_an_error() {
     ));
     // A section left out entirely.
     let start = hub.find("@@meshctl begin ndp@@").unwrap();
-    let end = hub.find("@@meshctl begin file.0@@").unwrap();
+    let end = hub.find("@@meshctl begin link@@").unwrap();
     let out = format!("{}{}", &hub[..start], &hub[end..]);
     assert_eq!(
         parse(&out, &hub_spec()).unwrap_err(),

@@ -32,6 +32,8 @@ pub const MARK_PREFIX: &str = "@@meshctl";
 // Marker lines the scripts print for the controller.
 /// `prepare`: the lock is held by another apply; the next line names the holder.
 pub const MARK_LOCKED: &str = "@@meshctl locked@@";
+/// `prepare`: the lock is taken (what follows makes the key, then gathers).
+pub const MARK_LOCK_TAKEN: &str = "@@meshctl lock taken@@";
 /// `prepare`: the next line is the host's public key.
 pub const MARK_PUBKEY: &str = "@@meshctl pubkey@@";
 /// `changes`: a step starts (`MARK N`, N the change's index in the plan).
@@ -40,6 +42,10 @@ pub const MARK_STEP: &str = "@@meshctl step@@";
 pub const MARK_FAILED: &str = "@@meshctl failed@@";
 /// `changes`: every step succeeded.
 pub const MARK_DONE: &str = "@@meshctl done@@";
+
+/// Set for the `wg-quick up` of a change script: meshctl's boot script (the interface's
+/// `PostUp`) then leaves its work to the script's own steps, which do each piece of it.
+pub const APPLYING_ENV: &str = "MESHCTL_APPLYING";
 
 /// Exit status of `prepare` when another apply holds the lock.
 pub const EXIT_LOCKED: i32 = 75;
@@ -55,7 +61,8 @@ pub fn prepare(
     gather: &str,
 ) -> String {
     let mut s = String::from("set -u\numask 077\n");
-    writeln!(s, "mkdir -p {RUN_DIR}").ok();
+    // The shell's tests first: a process less on every host where the directory exists.
+    writeln!(s, "[ -d {RUN_DIR} ] || mkdir -p {RUN_DIR}").ok();
     writeln!(
         s,
         "if ! mkdir {LOCK_DIR} 2>/dev/null; then\n  if [ {} = 1 ]; then\n    for f in {RUN_DIR}/guard-*/rollback.sh; do [ -e \"$f\" ] && mv \"$f\" \"$f.discarded\"; done\n    rm -rf {LOCK_DIR}; mkdir {LOCK_DIR} || exit 1\n  else echo {MARK_LOCKED}; cat {LOCK_DIR}/holder 2>/dev/null; exit {EXIT_LOCKED}; fi\nfi",
@@ -63,6 +70,7 @@ pub fn prepare(
     )
     .ok();
     writeln!(s, "printf '%s\\n' {} > {LOCK_DIR}/holder", quote(holder)).ok();
+    writeln!(s, "echo {MARK_LOCK_TAKEN}").ok();
     // Until the host is prepared, a failure gives the lock back.
     writeln!(s, "trap 'rm -rf {LOCK_DIR}' EXIT").ok();
     let key = quote(key_path);
@@ -75,7 +83,7 @@ pub fn prepare(
     let conf = quote(&crate::persist::conf_path(interface));
     writeln!(
         s,
-        "if [ ! -s {key} ]; then\n  mkdir -p \"$(dirname {key})\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi"
+        "if [ ! -s {key} ]; then\n  k={key}; [ -d \"${{k%/*}}\" ] || mkdir -p \"${{k%/*}}\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi"
     )
     .ok();
     writeln!(s, "echo {MARK_PUBKEY}\nwg pubkey < {key} || exit 1").ok();
@@ -141,32 +149,143 @@ pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
     let mut ordered: Vec<(usize, &Change)> = changes.iter().enumerate().collect();
     ordered.sort_by_key(|(_, c)| rank(&c.op));
     // A run that died mid-write (a crash, a killed session) leaves its half-written temp file;
-    // under the lock no other run writes there, so write_file removes such leftovers first.
+    // under the lock no other run writes there, so write_file removes such leftovers first
+    // (`.meshctl.??????`: mktemp's names of earlier versions). Few processes: the directory
+    // and the leftovers are looked at by the shell, and one `dd` creates the temp file
+    // exclusively (`excl`: no symlink or old file is followed) with its final mode (the umask,
+    // `$3`; `chmod` only for a mode a umask cannot give, `$2`), copies the content and
+    // fsyncs it; `mv` renames it over the old file.
     let mut s = String::from(
         "set -u\n\
-         write_file() { d=$(dirname \"$1\"); mkdir -p \"$d\" || return 1; rm -f \"$d\"/.meshctl.??????; t=$(mktemp \"$d/.meshctl.XXXXXX\") || return 1; \
-         if cat > \"$t\" && sync \"$t\" && chmod \"$2\" \"$t\" && mv -f \"$t\" \"$1\"; then return 0; fi; rm -f \"$t\"; return 1; }\n",
+         write_file() { d=${1%/*}; d=${d:-/}; [ -d \"$d\" ] || mkdir -p \"$d\" || return 1; \
+         for o in \"$d\"/.meshctl.?????? \"$d\"/.meshctl.w*; do if [ -e \"$o\" ]; then rm -f \"$o\"; fi; done; \
+         t=$d/.meshctl.w$$; \
+         if (umask \"$3\"; exec dd of=\"$t\" conv=excl,fsync status=none) && { [ -z \"$2\" ] || chmod \"$2\" \"$t\"; } && mv -f \"$t\" \"$1\"; then return 0; fi; \
+         rm -f \"$t\"; return 1; }\n",
     );
+    // `wg-quick up` runs the boot script (its PostUp) too: every piece of it is a step of this
+    // script already, so it is told to leave them to the steps ([`APPLYING_ENV`]); and what
+    // wg-quick sets up from the config (addresses, port, fwmark, peers) is not set again.
+    let mut created: BTreeSet<String> = BTreeSet::new();
     let mut restored: BTreeSet<Family> = BTreeSet::new();
+    let stop = match on_failure {
+        OnFailure::Stop => " exit 1;",
+        OnFailure::Continue => "",
+    };
+    let mut steps: Vec<(usize, &Op, String)> = Vec::new();
     for (i, c) in ordered {
-        let Some(cmd) = command(&c.op, &mut restored) else {
+        if let Some(cmd) = command(&c.op, &mut restored, &mut created) {
+            steps.push((i, &c.op, cmd));
+        }
+    }
+    let mut k = 0;
+    while k < steps.len() {
+        // A run of steps of one kind that a single process can do: NDP answers (one per
+        // client with a public IPv6 address, all on the hub) in one `ip -batch`, jumps in one
+        // `*-restore` per family. Should the batch fail, each runs again as a step of its own
+        // (`ip neigh replace` and the jumps' `-C || -I` are idempotent), so the step that fails
+        // is still the one reported.
+        let kind = batch_kind(steps[k].1);
+        let run = steps[k..]
+            .iter()
+            .take_while(|(_, op, _)| kind.is_some() && batch_kind(op) == kind)
+            .count();
+        if run >= 2 {
+            let group = &steps[k..k + run];
+            let ops: Vec<&Op> = group.iter().map(|(_, op, _)| *op).collect();
+            // The first is announced before the batch (its section holds the batch's time),
+            // the others once it succeeded; so a failure never lists a step that did not run.
+            writeln!(s, "echo {MARK_STEP} {}", group[0].0).ok();
+            writeln!(s, "if {{ {}\n}} 9>&- 2>/dev/null; then", batch(&ops)).ok();
+            for (i, _, _) in &group[1..] {
+                writeln!(s, "echo {MARK_STEP} {i}").ok();
+            }
+            s.push_str("else\n");
+            for (i, _, cmd) in group {
+                step(&mut s, *i, cmd, stop);
+            }
+            s.push_str("fi\n");
+            k += run;
             continue;
-        };
-        writeln!(s, "echo {MARK_STEP} {i}").ok();
-        let stop = match on_failure {
-            OnFailure::Stop => " exit 1;",
-            OnFailure::Continue => "",
-        };
-        // `9>&-`: no step inherits the guard's serialising descriptor (a daemon a step starts
-        // must not hold it).
-        writeln!(
-            s,
-            "{{ {cmd}\n}} 9>&- || {{ echo {MARK_FAILED} {i};{stop} }}"
-        )
-        .ok();
+        }
+        let (i, _, cmd) = &steps[k];
+        step(&mut s, *i, cmd, stop);
+        k += 1;
     }
     writeln!(s, "echo {MARK_DONE}").ok();
     s
+}
+
+/// Which steps can share one process (see [`changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchKind {
+    Ndp,
+    Jump,
+}
+
+fn batch_kind(op: &Op) -> Option<BatchKind> {
+    match op {
+        Op::AddNdpProxy { .. } => Some(BatchKind::Ndp),
+        Op::AddJump { .. } => Some(BatchKind::Jump),
+        _ => None,
+    }
+}
+
+/// The one command that does every op of `ops` (all of one [`BatchKind`]).
+fn batch(ops: &[&Op]) -> String {
+    let mut lines = String::new();
+    let mut jumps: Vec<&crate::state::Jump> = Vec::new();
+    for op in ops {
+        match op {
+            Op::AddNdpProxy { entry } => {
+                lines.push_str(&spell::ndp_proxy_replace_batch(entry));
+                lines.push('\n');
+            }
+            Op::AddJump { jump } => jumps.push(jump),
+            _ => {}
+        }
+    }
+    if jumps.is_empty() {
+        return format!("ip -6 -batch - <<'MESHCTL_EOF_BATCH'\n{lines}MESHCTL_EOF_BATCH");
+    }
+    let mut parts = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let mine: Vec<&&crate::state::Jump> = jumps.iter().filter(|j| j.family == family).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mut tables: Vec<&str> = Vec::new();
+        for j in &mine {
+            if !tables.contains(&j.table.as_str()) {
+                tables.push(&j.table);
+            }
+        }
+        let mut input = String::new();
+        for t in tables {
+            writeln!(input, "*{t}").ok();
+            for j in mine.iter().filter(|j| j.table == t) {
+                writeln!(input, "{}", spell::jump_insert_restore_line(j)).ok();
+            }
+            input.push_str("COMMIT\n");
+        }
+        parts.push(format!(
+            "{{ {} <<'MESHCTL_EOF_BATCH'\n{input}MESHCTL_EOF_BATCH\n}}",
+            spell::chains_restore_stdin(family)
+        ));
+    }
+    parts.join(" && ")
+}
+
+/// One step of a change script: announced, run, and reported when it fails.
+fn step(s: &mut String, i: usize, cmd: &str, stop: &str) {
+    writeln!(s, "echo {MARK_STEP} {i}").ok();
+    // `9>&-`: no step inherits the guard's serialising descriptor (a daemon a step starts
+    // must not hold it).
+    writeln!(
+        s,
+        "{{ {cmd}\n}} 9>&- || {{ echo {MARK_FAILED} {i};{stop} }}"
+    )
+    .ok();
 }
 
 /// `text` ending in a newline (a here-document's last line needs one), unless empty.
@@ -191,11 +310,29 @@ fn delimiter(content: &str) -> String {
 
 /// The shell command for one op; `None` when another op already covers it. Every command
 /// of the kernel's state is spelled by [`spell`], the same as in the boot script.
-fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
+fn command(
+    op: &Op,
+    restored: &mut BTreeSet<Family>,
+    created: &mut BTreeSet<String>,
+) -> Option<String> {
+    // Set by the `wg-quick up` of this script from the config just written (or in sync).
+    let by_wg_quick = |interface: &str| created.contains(interface);
     Some(match op {
         Op::GenerateKey { .. } => return None, // done by `prepare`
         Op::FixKeyMode { path } => spell::key_chmod(path),
-        Op::CreateInterface { interface } => spell::wg_quick_up(interface),
+        Op::CreateInterface { interface } => {
+            created.insert(interface.clone());
+            format!("{APPLYING_ENV}=1 {}", spell::wg_quick_up(interface))
+        }
+        Op::SetListenPort { interface, .. }
+        | Op::AddAddress { interface, .. }
+        | Op::SetFwmark { interface, .. }
+        | Op::SetPeer { interface, .. }
+            if by_wg_quick(interface) =>
+        {
+            // Still announced (a failure report lists it as applied), but nothing to run.
+            format!(": done by wg-quick up {}", quote(interface))
+        }
         Op::SetListenPort { interface, port } => spell::wg_listen_port(interface, *port),
         Op::AddAddress { interface, address } => spell::address_replace(interface, address),
         Op::DelAddress { interface, address } => spell::address_del(interface, address),
@@ -241,7 +378,17 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
         } => {
             let d = delimiter(content);
             let body = with_newline(content);
-            format!("write_file {} {:o} <<'{d}'\n{body}{d}", quote(path), mode)
+            // A umask gives any mode without execute or special bits (files are created
+            // 0666 & ~umask); others get a chmod after.
+            let (chmod, umask) = if mode & !0o666 == 0 {
+                (String::new(), 0o777 & !mode)
+            } else {
+                (format!("{mode:o}"), 0o077)
+            };
+            format!(
+                "write_file {} '{chmod}' {umask:03o} <<'{d}'\n{body}{d}",
+                quote(path)
+            )
         }
         Op::RemoveFile { path } => spell::file_remove(path),
         Op::EnableService { unit } => spell::service_enable(unit),
@@ -256,10 +403,126 @@ pub fn progress(stdout: &str) -> (Vec<usize>, Option<usize>) {
     let mut failed = None;
     for line in stdout.lines() {
         if let Some(i) = line.strip_prefix(MARK_STEP).and_then(index) {
-            started.push(i);
+            // The first step of a batch that failed as a whole is announced again when it
+            // runs alone.
+            if !started.contains(&i) {
+                started.push(i);
+            }
         } else if let Some(i) = line.strip_prefix(MARK_FAILED).and_then(index) {
             failed = Some(i);
         }
     }
     (started, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Action;
+    use crate::state::NdpProxy;
+
+    fn ndp(addr: &str) -> Change {
+        Change {
+            action: Action::Add,
+            kind: "ndp_proxy".into(),
+            resource: format!("ndp proxy {addr} dev eth0"),
+            before: None,
+            after: None,
+            diff: None,
+            op: Op::AddNdpProxy {
+                entry: NdpProxy {
+                    address: addr.parse().unwrap(),
+                    device: crate::names::InterfaceName::parse("eth0").unwrap(),
+                },
+            },
+        }
+    }
+
+    /// Runs `changes` through the real `sh` with `ip` replaced by a shell function that logs
+    /// its arguments (and reads a batch), failing for `fail` (the whole batch, and that entry).
+    fn run(changes: &[Change], fail: Option<&str>) -> (String, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let fail = fail.unwrap_or("none");
+        let prelude = format!(
+            "ip() {{ if [ \"$*\" = '-6 -batch -' ]; then b=$(cat); echo \"batch $(printf '%s' \"$b\" | grep -c .)\" >> log; case $b in *'{fail} '*) return 1 ;; esac; return 0; fi; echo \"$*\" >> log; case \"$*\" in *'{fail} '*) echo 'RTNETLINK answers: test fault' >&2; return 2 ;; esac; }}\n"
+        );
+        let script = format!("{prelude}{}", super::changes(changes, OnFailure::Stop));
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            log.lines().map(str::to_owned).collect(),
+        )
+    }
+
+    #[test]
+    fn ndp_answers_go_in_one_batch_and_a_failure_still_names_its_step() {
+        let changes = [ndp("2001:db8::1"), ndp("2001:db8::2"), ndp("2001:db8::3")];
+        // All in one `ip` process, every step announced.
+        let (out, log) = run(&changes, None);
+        assert_eq!(log, vec!["batch 3"]);
+        assert_eq!(progress(&out), (vec![0, 1, 2], None));
+        assert!(out.contains(MARK_DONE));
+
+        // The batch fails: each runs alone, the failing one is reported, what ran before it is
+        // applied, what comes after it neither ran nor is listed.
+        let (out, log) = run(&changes, Some("2001:db8::2"));
+        assert_eq!(
+            log,
+            vec![
+                "batch 3",
+                "-6 neigh replace proxy 2001:db8::1 dev eth0",
+                "-6 neigh replace proxy 2001:db8::2 dev eth0",
+            ]
+        );
+        assert_eq!(progress(&out), (vec![0, 1], Some(1)));
+        assert!(!out.contains(MARK_DONE));
+    }
+
+    #[test]
+    fn jumps_go_in_one_restore_per_family_with_the_checked_form_as_fallback() {
+        let jump = |family, from: &str| Change {
+            action: Action::Add,
+            kind: "jump".into(),
+            resource: format!("jump {from}"),
+            before: None,
+            after: None,
+            diff: None,
+            op: Op::AddJump {
+                jump: crate::state::Jump {
+                    family,
+                    table: "filter".into(),
+                    from: from.into(),
+                    to: format!("MESHCTL-{from}"),
+                },
+            },
+        };
+        let script = changes(
+            &[
+                jump(Family::Ipv4, "FORWARD"),
+                jump(Family::Ipv4, "INPUT"),
+                jump(Family::Ipv6, "FORWARD"),
+            ],
+            OnFailure::Stop,
+        );
+        let batch = script.split("\nelse\n").next().unwrap();
+        assert_eq!(batch.matches("tables-restore -w --noflush <<").count(), 2);
+        assert!(batch.contains(
+            "*filter\n-I FORWARD 1 -m comment --comment meshctl -j MESHCTL-FORWARD\n\
+             -I INPUT 1 -m comment --comment meshctl -j MESHCTL-INPUT\nCOMMIT\n"
+        ));
+        assert!(!batch.contains(" -C "));
+        // Each alone, checked first, should the batch fail.
+        let fallback = script.split("\nelse\n").nth(1).unwrap();
+        assert_eq!(fallback.matches(" -C ").count(), 3);
+        let sh = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .status()
+            .unwrap();
+        assert!(sh.success());
+    }
 }
