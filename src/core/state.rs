@@ -255,6 +255,10 @@ pub struct SystemInfo {
     pub iptables_backend: Option<String>,
     /// Whether the login is root (otherwise commands run through `sudo -n`).
     pub root: bool,
+    /// Whether the running kernel has WireGuard (the module loaded or built in, or its module
+    /// file there for the running release); without it, wireguard-go is needed.
+    #[serde(default)]
+    pub kernel_wireguard: bool,
 }
 
 /// Everything one gather returns: the live state plus what is only reported.

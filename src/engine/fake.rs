@@ -233,7 +233,7 @@ pub fn fresh_gather(s: &str) -> String {
                 "os" => ("\"Debian GNU/Linux 12 (bookworm)\"\n", 0),
                 "systemd" => ("", 1),
                 "tools" => (
-                    "wg\nwg-quick\nip\niptables\nip6tables\niptables-save\nip6tables-save\niptables-restore\nip6tables-restore\nsysctl\nsystemctl\n",
+                    "wg\nwg-quick\nip\niptables\nip6tables\niptables-save\nip6tables-save\niptables-restore\nip6tables-restore\nsysctl\nsystemctl\nwireguard-go\napt-get\n",
                     0,
                 ),
                 "iptables-version" => ("iptables v1.8.9 (nf_tables)\n", 0),

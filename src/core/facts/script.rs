@@ -25,6 +25,9 @@ pub(crate) const RC_INVALID: i32 = 97;
 /// Exit status of the shell when a command is not found.
 pub(crate) const RC_NOT_FOUND: i32 = 127;
 
+/// Where the running kernel's release is read (for its WireGuard module file).
+pub(crate) const KERNEL_RELEASE_PATH: &str = "/proc/sys/kernel/osrelease";
+
 /// The tools whose presence is reported in `SystemInfo::tools`.
 pub(crate) const TOOLS: &[&str] = &[
     "wg",
@@ -39,6 +42,10 @@ pub(crate) const TOOLS: &[&str] = &[
     "sysctl",
     "sudo",
     "systemctl",
+    "wireguard-go",
+    "apt-get",
+    "dnf",
+    "apk",
 ];
 
 /// Fixed prologue: helper functions. `r ID CMD...` runs CMD between the record markers and
@@ -80,6 +87,15 @@ m_os() {
 m_tools() {
   for m_t in "$@"; do
     command -v "$m_t" >/dev/null 2>&1 && printf '%s\n' "$m_t"
+  done
+  return 0
+}
+m_wgmod() {
+  [ -d /sys/module/wireguard ] && printf 'loaded\n'
+  for m_f in /lib/modules/*/kernel/drivers/net/wireguard/wireguard.ko*; do
+    [ -e "$m_f" ] || continue
+    m_f=${m_f#/lib/modules/}
+    printf 'module %s\n' "${m_f%%/*}"
   done
   return 0
 }
@@ -346,6 +362,9 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     rec(&mut s, "iptables-version", "iptables -V");
     s.push_str("fi\n");
     rec(&mut s, "uid", "m_uid");
+    // kernel WireGuard: loaded (or built in), or a module file for some kernel release (the
+    // running one is the `kernel` record below): shell builtins only
+    rec(&mut s, "wg-kernel", "m_wgmod");
 
     // wireguard: the seven `wg.*` records from one `wg show IF` (its pretty form, with keys
     // hidden; `m_wg` prints only the fields below, never the `private key:` line)
@@ -363,8 +382,8 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
         );
     }
 
-    // sysctls and the legacy table names: one `grep` over /proc
-    let mut proc_args: Vec<String> = Vec::new();
+    // the kernel release, sysctls and the legacy table names: one `grep` over /proc
+    let mut proc_args: Vec<String> = vec!["kernel".into(), KERNEL_RELEASE_PATH.into()];
     for (i, key) in spec.sysctls.iter().enumerate() {
         match sysctl_path(key) {
             Some(path) => {

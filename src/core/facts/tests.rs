@@ -244,6 +244,9 @@ fn hub_fixture() {
     assert!(live.system.root);
     assert_eq!(live.system.iptables_backend.as_deref(), Some("nf_tables"));
     assert!(live.system.tools.contains("wg") && !live.system.tools.contains("sudo"));
+    assert!(live.system.tools.contains("wireguard-go") && live.system.tools.contains("apt-get"));
+    // The lab machine's kernel has no WireGuard module (wireguard-go does it).
+    assert!(!live.system.kernel_wireguard);
 
     let wg = live.state.interface.as_ref().unwrap();
     assert_eq!(wg.name.as_str(), "wg0");
@@ -445,6 +448,8 @@ fn hub_fixture() {
 fn fresh_host_fixture_absent_interface_and_empty_chain() {
     let live = parse(&fixture("fresh.out"), &hub_spec()).unwrap();
     assert_eq!(live.state.interface, None);
+    // Its kernel has the module file for the running release.
+    assert!(live.system.kernel_wireguard);
     assert!(live.state.routes.is_empty());
     assert!(live.state.ndp_proxies.is_empty());
     assert!(
@@ -541,14 +546,11 @@ fn legacy_warning_comment_in_save_output_is_a_warning() {
 #[test]
 fn missing_tools_and_failing_commands() {
     let hub = fixture("hub.out");
-    // No ip6tables-save: chains unreadable, a warning, not an error.
+    // No ip6tables-save: no chains of that family (the empty state a fresh host has), not
+    // an error (the plan installs it where the host needs it).
     let out = with_record(&hub, "fw6", "", 127);
     let live = parse(&out, &hub_spec()).unwrap();
-    assert!(
-        live.warnings
-            .iter()
-            .any(|w| w.contains("ip6tables-save is not installed"))
-    );
+    assert!(!live.warnings.iter().any(|w| w.contains("ip6tables")));
     assert!(
         !live
             .state
@@ -585,6 +587,31 @@ fn missing_tools_and_failing_commands() {
             reason: "not readable".into()
         }
     );
+}
+
+#[test]
+fn kernel_wireguard_from_the_module_or_its_file_for_the_running_release() {
+    let hub = fixture("hub.out");
+    let kernel = |body: &str| {
+        let out = with_record(&hub, "wg-kernel", body, 0);
+        parse(&out, &hub_spec()).map(|l| l.system.kernel_wireguard)
+    };
+    assert_eq!(kernel(""), Ok(false));
+    assert_eq!(kernel("loaded\n"), Ok(true));
+    // The hub fixture's kernel is 6.1.0-28-amd64: a module for another release does not count.
+    assert_eq!(kernel("module 6.1.0-27-amd64\n"), Ok(false));
+    assert_eq!(kernel("module 6.1.0-27-amd64\nmodule 6.1.0-28-amd64\n"), Ok(true));
+    assert!(matches!(
+        kernel("what\n"),
+        Err(FactError::Malformed { section, .. }) if section == "wg-kernel"
+    ));
+    // Without the release (an old fixture, an unreadable /proc), only `loaded` counts.
+    let out = with_record(&with_record(&hub, "kernel", "", 3), "wg-kernel", "module 6.1.0-28-amd64\n", 0);
+    assert!(!parse(&out, &hub_spec()).unwrap().system.kernel_wireguard);
+    // The tools a fresh host lacks are reported by their absence.
+    let out = with_record(&hub, "tools", "ip\nsysctl\ndnf\n", 0);
+    let tools = parse(&out, &hub_spec()).unwrap().system.tools;
+    assert_eq!(tools.into_iter().collect::<Vec<_>>(), ["dnf", "ip", "sysctl"]);
 }
 
 #[test]
