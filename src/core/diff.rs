@@ -27,6 +27,9 @@ pub struct HostDiff {
     /// The host's live public key is not the pinned one (also in `warnings`, for people): a
     /// fact the planner acts on, so it is not left to the text.
     pub key_changed: bool,
+    /// The host lacks something it needs and has no package manager to install it with: the
+    /// host cannot be planned.
+    pub unavailable: Option<crate::packages::Unavailable>,
 }
 
 /// Diffs `desired` against `live` for one host. `pinned` names live peers by their host.
@@ -36,6 +39,24 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
         ..Default::default()
     };
     let l = &live.state;
+    // Packages first: everything after them needs them.
+    match crate::packages::needed(desired, live) {
+        Ok(Some((manager, packages))) => {
+            for p in packages {
+                d.changes.push(simple(
+                    Action::Add,
+                    "package",
+                    format!("package {p} ({})", manager.name()),
+                    Op::InstallPackages {
+                        manager,
+                        packages: vec![p],
+                    },
+                ));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => d.unavailable = Some(e),
+    }
     interface(
         l.interface.as_ref(),
         desired.interface.as_ref(),

@@ -5,12 +5,12 @@
 //! No type in here can hold a private or preshared key: peers carry public keys, files carry
 //! configs that point at the key file.
 //!
-//! JSON schema (version 2): `{ version, network, inventory, inventory_digest, hosts: [{ host,
+//! JSON schema (version 3): `{ version, network, inventory, inventory_digest, hosts: [{ host,
 //! role, target, status: "planned" | "failed", error?, changes: [{ action: "add" | "change" |
 //! "remove", kind, resource, before?, after?, diff?, op }], warnings, skipped, notes, guard?: {
 //! rollback: [change], created_interface? }, fingerprint? }], manual_steps: [{ subject, text }],
-//! checksum? }` (`checksum` in saved plans). Version 1 plans are refused: apply executes a
-//! plan's ops, and theirs carry no guard rollback.
+//! checksum? }` (`checksum` in saved plans). Plans of other versions are refused: apply executes a
+//! plan's ops, and version 1 carries no guard rollback, version 2 no packages to install.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,7 @@ use crate::names::HostName;
 use crate::state::{ChainId, Jump, NdpProxy, Peer, Route};
 
 /// The plan format's version; a saved plan of another version is refused.
-pub const PLAN_VERSION: u32 = 2;
+pub const PLAN_VERSION: u32 = 3;
 
 /// What `meshctl plan` computes and `meshctl apply` executes: every managed host's changes plus the steps left to the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,6 +277,14 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
+    /// Install packages the host lacks (done after the prompt, before the key is made and
+    /// before any other change; one install per host covers all of its `InstallPackages`).
+    InstallPackages {
+        /// The host's package manager.
+        manager: crate::packages::Manager,
+        /// The packages, e.g. `wireguard-tools`.
+        packages: Vec<String>,
+    },
     /// Generate the private key on the host (done in apply's first step, before anything else).
     GenerateKey {
         /// Path of the key file, e.g. `/etc/wireguard/wg0.key`.

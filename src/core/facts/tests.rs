@@ -600,18 +600,29 @@ fn kernel_wireguard_from_the_module_or_its_file_for_the_running_release() {
     assert_eq!(kernel("loaded\n"), Ok(true));
     // The hub fixture's kernel is 6.1.0-28-amd64: a module for another release does not count.
     assert_eq!(kernel("module 6.1.0-27-amd64\n"), Ok(false));
-    assert_eq!(kernel("module 6.1.0-27-amd64\nmodule 6.1.0-28-amd64\n"), Ok(true));
+    assert_eq!(
+        kernel("module 6.1.0-27-amd64\nmodule 6.1.0-28-amd64\n"),
+        Ok(true)
+    );
     assert!(matches!(
         kernel("what\n"),
         Err(FactError::Malformed { section, .. }) if section == "wg-kernel"
     ));
     // Without the release (an old fixture, an unreadable /proc), only `loaded` counts.
-    let out = with_record(&with_record(&hub, "kernel", "", 3), "wg-kernel", "module 6.1.0-28-amd64\n", 0);
+    let out = with_record(
+        &with_record(&hub, "kernel", "", 3),
+        "wg-kernel",
+        "module 6.1.0-28-amd64\n",
+        0,
+    );
     assert!(!parse(&out, &hub_spec()).unwrap().system.kernel_wireguard);
     // The tools a fresh host lacks are reported by their absence.
     let out = with_record(&hub, "tools", "ip\nsysctl\ndnf\n", 0);
     let tools = parse(&out, &hub_spec()).unwrap().system.tools;
-    assert_eq!(tools.into_iter().collect::<Vec<_>>(), ["dnf", "ip", "sysctl"]);
+    assert_eq!(
+        tools.into_iter().collect::<Vec<_>>(),
+        ["dnf", "ip", "sysctl"]
+    );
 }
 
 #[test]

@@ -102,6 +102,7 @@ pub fn finish(gather: &str) -> String {
 /// pieces come last, after whatever they protected is gone or changed.
 fn rank(op: &Op) -> u8 {
     match op {
+        Op::InstallPackages { .. } => 0,
         Op::WriteFile { .. } => 0,
         Op::GenerateKey { .. } | Op::FixKeyMode { .. } => 1,
         Op::RestoreChains { .. } | Op::RestoreRules { .. } => 2,
@@ -193,7 +194,8 @@ fn delimiter(content: &str) -> String {
 /// of the kernel's state is spelled by [`spell`], the same as in the boot script.
 fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
     Some(match op {
-        Op::GenerateKey { .. } => return None, // done by `prepare`
+        Op::GenerateKey { .. } => return None, // done by `prepare` or `provision`
+        Op::InstallPackages { .. } => return None, // done by `provision`
         Op::FixKeyMode { path } => spell::key_chmod(path),
         Op::CreateInterface { interface } => spell::wg_quick_up(interface),
         Op::SetListenPort { interface, port } => spell::wg_listen_port(interface, *port),
