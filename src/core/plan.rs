@@ -195,13 +195,89 @@ impl Plan {
         keys: &crate::keys::PinnedKeys,
         line: impl Fn(&crate::names::WgKey) -> String,
     ) -> Result<(), ResolveError> {
+        self.resolve_keys(keys, &line, true)
+    }
+
+    /// [`Plan::resolve_pending_keys`] for the keys `keys` knows; the others stay pending (see
+    /// [`Plan::pending_hosts`]).
+    pub fn resolve_known_keys(
+        &mut self,
+        keys: &crate::keys::PinnedKeys,
+        line: impl Fn(&crate::names::WgKey) -> String,
+    ) -> Result<(), ResolveError> {
+        self.resolve_keys(keys, &line, false)
+    }
+
+    fn resolve_keys(
+        &mut self,
+        keys: &crate::keys::PinnedKeys,
+        line: &impl Fn(&crate::names::WgKey) -> String,
+        strict: bool,
+    ) -> Result<(), ResolveError> {
         for hp in &mut self.hosts {
             let guard_ops = hp.guard.iter_mut().flat_map(|g| g.rollback.iter_mut());
             for c in hp.changes.iter_mut().chain(guard_ops) {
-                resolve_op(&mut c.op, keys, &line)?;
+                resolve_op(&mut c.op, keys, line, strict)?;
             }
         }
         Ok(())
+    }
+
+    /// The hosts whose keys the plan still waits for (peers set by host name, file lines).
+    pub fn pending_hosts(&self) -> std::collections::BTreeSet<HostName> {
+        let mut out = std::collections::BTreeSet::new();
+        for hp in &self.hosts {
+            let guard_ops = hp.guard.iter().flat_map(|g| g.rollback.iter());
+            for c in hp.changes.iter().chain(guard_ops) {
+                match &c.op {
+                    Op::SetPeer { name, peer, .. } if peer.public_key.is_none() => {
+                        out.extend(HostName::parse(name).ok());
+                    }
+                    Op::WriteFile { pending_keys, .. } => {
+                        out.extend(pending_keys.iter().map(|p| p.host.clone()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Leaves `host` out of the other hosts' changes where its key was still to come (it had no
+    /// `wg` when the plan was made, and its install failed): its peer is not set, and its block
+    /// is cut out of the configs that were to hold its key. Everything else stays as planned.
+    pub fn leave_out_pending(&mut self, host: &HostName) {
+        let pending_peer = |op: &Op| matches!(op, Op::SetPeer { name, peer, .. } if peer.public_key.is_none() && name == host.as_str());
+        for hp in &mut self.hosts {
+            hp.changes.retain(|c| !pending_peer(&c.op));
+            if let Some(g) = hp.guard.as_mut() {
+                g.rollback.retain(|c| !pending_peer(&c.op));
+            }
+            let guard_ops = hp.guard.iter_mut().flat_map(|g| g.rollback.iter_mut());
+            for c in hp.changes.iter_mut().chain(guard_ops) {
+                if let Op::WriteFile {
+                    content,
+                    pending_keys,
+                    ..
+                } = &mut c.op
+                {
+                    // A line that is not of meshctl's layout keeps its pending key, so that
+                    // filling in the keys refuses the plan instead of writing a broken config.
+                    while let Some(i) = pending_keys.iter().position(|p| &p.host == host) {
+                        let line = pending_keys[i].line;
+                        let Some((cut, n)) = crate::persist::without_pending_peer(content, line)
+                        else {
+                            break;
+                        };
+                        pending_keys.remove(i);
+                        *content = cut;
+                        for p in pending_keys.iter_mut().filter(|p| p.line > line) {
+                            p.line -= n;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The change counts over all hosts, for the summary line.
@@ -442,22 +518,25 @@ pub struct ManualStep {
     pub text: String,
 }
 
+/// Fills in the keys of `op` that `keys` knows; an unknown one is an error when `strict`,
+/// otherwise it stays pending.
 fn resolve_op(
     op: &mut Op,
     keys: &crate::keys::PinnedKeys,
     line: &impl Fn(&crate::names::WgKey) -> String,
+    strict: bool,
 ) -> Result<(), ResolveError> {
-    let known = |host: &HostName| {
-        keys.get(host)
-            .cloned()
-            .ok_or_else(|| ResolveError::KeyUnknown { host: host.clone() })
+    let known = |host: &HostName| match keys.get(host) {
+        Some(k) => Ok(Some(k.clone())),
+        None if strict => Err(ResolveError::KeyUnknown { host: host.clone() }),
+        None => Ok(None),
     };
     match op {
         Op::SetPeer { name, peer, .. } if peer.public_key.is_none() => {
             // A peer is named by its host when its key was not known (see `diff`).
             let host =
                 HostName::parse(name).map_err(|_| ResolveError::NotAHost { name: name.clone() })?;
-            peer.public_key = Some(known(&host)?);
+            peer.public_key = known(&host)?;
         }
         Op::WriteFile {
             path,
@@ -466,14 +545,19 @@ fn resolve_op(
             ..
         } if !pending_keys.is_empty() => {
             let mut lines: Vec<String> = content.split('\n').map(str::to_owned).collect();
+            let mut still = Vec::new();
             for p in pending_keys.drain(..) {
-                let key = known(&p.host)?;
+                let Some(key) = known(&p.host)? else {
+                    still.push(p);
+                    continue;
+                };
                 let slot = lines.get_mut(p.line).ok_or_else(|| ResolveError::BadLine {
                     host: p.host.clone(),
                     path: path.clone(),
                 })?;
                 *slot = line(&key);
             }
+            *pending_keys = still;
             *content = lines.join("\n");
         }
         _ => {}

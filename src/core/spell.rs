@@ -256,6 +256,31 @@ pub fn file_remove(path: &str) -> String {
     format!("rm -f {}", quote(path))
 }
 
+/// How long an install waits for a package manager lock another process holds (an unattended
+/// upgrade on a VPS that just booted), in seconds.
+pub const PACKAGE_LOCK_WAIT_SECS: u32 = 600;
+
+/// Installs packages non-interactively with `manager`, waiting for its lock instead of
+/// failing. apt refreshes its lists first (a fresh image's are often empty or stale) and
+/// installs no recommends; `DEBIAN_FRONTEND` is set here, inside the script, because `sudo`
+/// drops the caller's environment.
+pub fn install_packages(manager: crate::packages::Manager, packages: &[String]) -> String {
+    use crate::packages::Manager;
+    let names: Vec<String> = packages.iter().map(|p| quote(p)).collect();
+    let names = names.join(" ");
+    let wait = PACKAGE_LOCK_WAIT_SECS;
+    match manager {
+        Manager::Apt => format!(
+            "DEBIAN_FRONTEND=noninteractive; export DEBIAN_FRONTEND; \
+             apt-get -q -o DPkg::Lock::Timeout={wait} update && \
+             apt-get -q -y -o DPkg::Lock::Timeout={wait} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install --no-install-recommends {names}"
+        ),
+        // dnf waits for another dnf by itself.
+        Manager::Dnf => format!("dnf -q -y install {names}"),
+        Manager::Apk => format!("apk add --no-progress --wait {wait} {names}"),
+    }
+}
+
 /// Enables a systemd unit at boot (systemctl reports on stderr: keep it).
 pub fn service_enable(unit: &str) -> String {
     format!("systemctl enable {} 2>&1", quote(unit))
@@ -316,6 +341,24 @@ mod tests {
         assert_eq!(
             route_del(&r),
             "ip -4 route del 10.1.0.0/16 via 10.8.0.2 dev wg0 table 7 proto 157"
+        );
+    }
+
+    #[test]
+    fn installs_are_non_interactive_and_wait_for_the_lock() {
+        use crate::packages::Manager;
+        let p = vec!["wireguard-tools".to_owned(), "iptables".to_owned()];
+        let apt = install_packages(Manager::Apt, &p);
+        assert!(apt.starts_with("DEBIAN_FRONTEND=noninteractive; export DEBIAN_FRONTEND; "));
+        assert!(apt.contains("apt-get -q -o DPkg::Lock::Timeout=600 update && "));
+        assert!(apt.ends_with("install --no-install-recommends wireguard-tools iptables"));
+        assert_eq!(
+            install_packages(Manager::Dnf, &p),
+            "dnf -q -y install wireguard-tools iptables"
+        );
+        assert_eq!(
+            install_packages(Manager::Apk, &["a b".to_owned()]),
+            "apk add --no-progress --wait 600 'a b'"
         );
     }
 

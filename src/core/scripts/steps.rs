@@ -1,7 +1,10 @@
-//! The scripts apply runs on a host: at most three remote executions per host.
+//! The scripts apply runs on a host: at most three remote executions per host (four on a host
+//! that gets packages installed).
 //!
 //! 1. `prepare`: take the host's lock in /run/meshctl, generate the private key where there is
-//!    none (umask 077, a 0600 file; only the public key is printed), then gather.
+//!    none (umask 077, a 0600 file; only the public key is printed; not on a host without
+//!    `wg` yet), then gather. After the prompt, a host whose plan installs packages gets one
+//!    more execution first, `provision`: install them, then make its key.
 //! 2. `changes`: one script applying the host's changes, each with the smallest command that
 //!    does it, announcing every step so a failure says what was applied before it.
 //! 3. `finish`: gather again (to confirm convergence) and release the lock.
@@ -34,6 +37,13 @@ pub const MARK_PREFIX: &str = "@@meshctl";
 pub const MARK_LOCKED: &str = "@@meshctl locked@@";
 /// `prepare`: the next line is the host's public key.
 pub const MARK_PUBKEY: &str = "@@meshctl pubkey@@";
+/// `prepare`: the line after [`MARK_PUBKEY`] when the host has no `wg` (no key yet).
+pub const NO_KEY: &str = "(none)";
+/// `provision`: install N (an index into its installs) starts; the package manager's output
+/// follows.
+pub const MARK_INSTALL: &str = "@@meshctl install@@";
+/// `provision`: install N failed (the lines since its start are the package manager's output).
+pub const MARK_INSTALL_FAILED: &str = "@@meshctl install failed@@";
 /// `changes`: a step starts (`MARK N`, N the change's index in the plan).
 pub const MARK_STEP: &str = "@@meshctl step@@";
 /// `changes`: step N failed (the script stops there unless it runs with [`OnFailure::Continue`]).
@@ -65,22 +75,64 @@ pub fn prepare(
     writeln!(s, "printf '%s\\n' {} > {LOCK_DIR}/holder", quote(holder)).ok();
     // Until the host is prepared, a failure gives the lock back.
     writeln!(s, "trap 'rm -rf {LOCK_DIR}' EXIT").ok();
-    let key = quote(key_path);
-    let iface = quote(interface);
-    // A key that already lives on the interface (a hand-made setup) is adopted, so the host
-    // keeps its identity; it goes to the 0600 file, never to the output.
-    // With the interface down, a hand-made config's `PrivateKey =` is the only copy of the
-    // host's identity: it is adopted too (into the 0600 file, checked with `wg pubkey`, never
-    // printed), before a new key would overwrite the config that holds it.
-    let conf = quote(&crate::persist::conf_path(interface));
+    // Without `wg` (a fresh host) there is no key yet: the plan installs wireguard-tools,
+    // and `provision` makes the key after the prompt.
     writeln!(
         s,
-        "if [ ! -s {key} ]; then\n  mkdir -p \"$(dirname {key})\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi"
+        "if command -v wg >/dev/null 2>&1; then\n{}echo {MARK_PUBKEY}\nwg pubkey < {} || exit 1\nelse\necho {MARK_PUBKEY}\necho {NO_KEY}\nfi",
+        key_block(key_path, interface),
+        quote(key_path)
     )
     .ok();
-    writeln!(s, "echo {MARK_PUBKEY}\nwg pubkey < {key} || exit 1").ok();
     s.push_str(gather);
     s.push_str("\ntrap - EXIT\n");
+    s
+}
+
+/// Makes sure the private key file exists: a key that already lives on the interface (a
+/// hand-made setup) is adopted, so the host keeps its identity; it goes to the 0600 file, never
+/// to the output. With the interface down, a hand-made config's `PrivateKey =` is the only
+/// copy of the host's identity: it is adopted too (into the 0600 file, checked with `wg
+/// pubkey`, never printed), before a new key would overwrite the config that holds it.
+/// Otherwise a new key is generated. Runs under `umask 077`.
+fn key_block(key_path: &str, interface: &str) -> String {
+    let key = quote(key_path);
+    let iface = quote(interface);
+    let conf = quote(&crate::persist::conf_path(interface));
+    format!(
+        "if [ ! -s {key} ]; then\n  mkdir -p \"$(dirname {key})\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi\n"
+    )
+}
+
+/// After the prompt, on a host whose plan installs packages or that has no key yet (it had
+/// no `wg` in step 1), under the lock step 1 took: install the packages (non-interactively,
+/// waiting for a package manager lock another process holds), then make the key and print
+/// the public key, as step 1 does. An install that fails prints [`MARK_INSTALL_FAILED`] and
+/// its index after the manager's own output and stops: nothing else is touched.
+pub fn provision(
+    installs: &[(crate::packages::Manager, Vec<String>)],
+    key_path: &str,
+    interface: &str,
+) -> String {
+    let mut s = String::from("set -u\numask 022\n");
+    for (i, (manager, packages)) in installs.iter().enumerate() {
+        // stdin from /dev/null: the script itself may be read from stdin (`sh -s`), and a
+        // maintainer script must not eat it.
+        writeln!(
+            s,
+            "echo {MARK_INSTALL} {i}\n{{ {}\n}} </dev/null 2>&1 || {{ echo {MARK_INSTALL_FAILED} {i}; exit 1; }}",
+            spell::install_packages(*manager, packages)
+        )
+        .ok();
+    }
+    s.push_str("umask 077\n");
+    s.push_str(&key_block(key_path, interface));
+    writeln!(
+        s,
+        "echo {MARK_PUBKEY}\nwg pubkey < {} || exit 1",
+        quote(key_path)
+    )
+    .ok();
     s
 }
 
