@@ -79,9 +79,10 @@ pub fn prepare(
     // and `provision` makes the key after the prompt.
     writeln!(
         s,
-        "if command -v wg >/dev/null 2>&1; then\n{}echo {MARK_PUBKEY}\nwg pubkey < {} || exit 1\nelse\necho {MARK_PUBKEY}\necho {NO_KEY}\nfi",
+        "if command -v wg >/dev/null 2>&1; then\n{}echo {MARK_PUBKEY}\nwg pubkey < {} || exit 1\nelse\necho {MARK_PUBKEY}\necho {}\nfi",
         key_block(key_path, interface),
-        quote(key_path)
+        quote(key_path),
+        quote(NO_KEY)
     )
     .ok();
     s.push_str(gather);
@@ -316,4 +317,52 @@ pub fn progress(stdout: &str) -> (Vec<usize>, Option<usize>) {
         }
     }
     (started, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packages::Manager;
+
+    /// `sh -n` (parse only) of a script.
+    fn parses(script: &str) -> bool {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sh")
+            .arg("-n")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        child.wait().unwrap().success()
+    }
+
+    #[test]
+    fn provision_installs_before_the_key_and_marks_a_failed_install() {
+        let s = provision(
+            &[
+                (Manager::Apt, vec!["wireguard-tools".into()]),
+                (Manager::Apk, vec!["ip6tables".into()]),
+            ],
+            "/etc/wireguard/wg0.key",
+            "wg0",
+        );
+        assert!(parses(&s), "{s}");
+        let apt = s.find("apt-get").unwrap();
+        let apk = s.find("apk add").unwrap();
+        let key = s.find("wg genkey").unwrap();
+        assert!(apt < apk && apk < key, "{s}");
+        assert!(s.contains(&format!("|| {{ echo {MARK_INSTALL_FAILED} 1; exit 1; }}")));
+        // The key is made under umask 077, the packages are installed under 022.
+        assert!(s.starts_with("set -u\numask 022\n"));
+        assert!(s[..key].contains("umask 077\n"));
+        // The prepare script still parses with its wg-less branch.
+        let p = prepare("me", false, "/etc/wireguard/wg0.key", "wg0", "true");
+        assert!(parses(&p), "{p}");
+        assert!(p.contains(&format!("echo {MARK_PUBKEY}\necho '{NO_KEY}'\n")));
+    }
 }
