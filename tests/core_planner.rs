@@ -16,7 +16,7 @@ use meshctl::planner::{self, Gathered};
 use meshctl::render::{self, Style};
 use meshctl::saved_plan::{self, SavedPlanError};
 use meshctl::state::{
-    ChainId, Family, Jump, LiveHost, ManagedFile, NdpProxy, Peer, Route, WgInterface,
+    ChainId, Family, Jump, LiveHost, ManagedFile, NdpProxy, Peer, Route, ServiceState, WgInterface,
 };
 use support::core::*;
 
@@ -145,10 +145,12 @@ fn fresh_hosts_get_everything() {
             "{}: everything is +",
             h.host
         );
-        // The key is made on the host, first.
+        // The interface, brought up by its unit (systemd runs there); the key is made on the
+        // host, first.
         assert_eq!(
             h.changes[0].op,
-            Op::CreateInterface {
+            Op::StartService {
+                unit: "wg-quick@wg0".into(),
                 interface: "wg0".into()
             }
         );
@@ -723,13 +725,85 @@ fn no_systemd_skips_enabling_the_service() {
     assert!(
         laptop.skipped[0].starts_with("no systemd on this host: wg-quick@wg0 not enabled at boot")
     );
-    // A systemd host whose unit is off gets it enabled.
-    case.live("nas").state.services.clear();
+    // A systemd host whose hand-made unit runs the interface but is not enabled gets it
+    // enabled, and nothing else: the unit keeps the interface.
+    case.live("nas").state.services.insert(
+        "wg-quick@wg0".into(),
+        ServiceState {
+            enabled: false,
+            active: true,
+        },
+    );
     assert_eq!(
         ops(&case.plan(), "nas"),
         [Op::EnableService {
             unit: "wg-quick@wg0".into()
         }]
+    );
+}
+
+#[test]
+fn under_systemd_the_unit_brings_the_interface_up_and_takes_over_a_hand_made_one() {
+    let unit = || "wg-quick@wg0".to_owned();
+    // A fresh systemd host: the unit starts the interface (no `wg-quick up` behind its back)
+    // and is enabled, and the plan says what the boot restores.
+    let mut case = Case::converged();
+    case.live.insert(host("nas"), Ok(fresh("nas")));
+    let plan = case.plan();
+    let nas = ops(&plan, "nas");
+    assert_eq!(
+        nas[0],
+        Op::StartService {
+            unit: unit(),
+            interface: "wg0".into()
+        }
+    );
+    assert!(!nas.iter().any(|o| matches!(o, Op::CreateInterface { .. })));
+    assert_eq!(nas.last(), Some(&Op::EnableService { unit: unit() }));
+    let text = render::text(&plan, Style { color: false });
+    assert!(
+        text.contains("  + interface wg0 (started by wg-quick@wg0)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  + enable wg-quick@wg0 at boot (brings wg0 up; its PostUp restores the firewall chains, routes and sysctls)\n"),
+        "{text}"
+    );
+    // wg0 up by a hand-made `wg-quick up` (the unit inactive): taken over by the unit.
+    let mut case = Case::converged();
+    case.live("nas").state.services.insert(
+        unit(),
+        ServiceState {
+            enabled: true,
+            active: false,
+        },
+    );
+    assert_eq!(
+        ops(&case.plan(), "nas"),
+        [Op::TakeOverInterface {
+            unit: unit(),
+            interface: "wg0".into()
+        }]
+    );
+    // A hand-made `wg-quick@wg0` already active and enabled: nothing to do for the unit;
+    // a change is made live, the unit keeps the interface.
+    let mut case = Case::converged();
+    case.peer("nas", VPS).persistent_keepalive = Some(99);
+    assert!(
+        ops(&case.plan(), "nas")
+            .iter()
+            .all(|o| matches!(o, Op::SetPeer { .. }))
+    );
+    // Without systemd: `wg-quick up`, as before.
+    let mut case = Case::converged();
+    let mut bare = fresh("nas");
+    bare.system.systemd = false;
+    case.live.insert(host("nas"), Ok(bare));
+    assert_eq!(
+        ops(&case.plan(), "nas")[0],
+        Op::CreateInterface {
+            interface: "wg0".into()
+        }
     );
 }
 

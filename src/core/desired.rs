@@ -351,9 +351,13 @@ fn for_host_with(
     let mut interface = interface;
     route_defaults_through_tunnel(&mut state, &mut interface);
     state.interface = Some(interface);
-    state
-        .services
-        .insert(format!("wg-quick@{wg}"), ServiceState { enabled: true });
+    state.services.insert(
+        format!("wg-quick@{wg}"),
+        ServiceState {
+            enabled: true,
+            active: true,
+        },
+    );
     state.files = persist::files(&state, inv);
     Desired {
         state,

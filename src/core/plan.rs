@@ -507,6 +507,23 @@ pub enum Op {
         /// The unit, e.g. `wg-quick@wg0`.
         unit: String,
     },
+    /// `systemctl start UNIT`: where systemd runs, the interface is brought up by its unit
+    /// (not by a `wg-quick up` behind systemd's back), so the unit's state is true and a later
+    /// restart or boot does not fight the live interface.
+    StartService {
+        /// The unit, e.g. `wg-quick@wg0`.
+        unit: String,
+        /// The interface it brings up.
+        interface: String,
+    },
+    /// The interface is up but not under its unit (a hand-made `wg-quick up`): it is taken
+    /// down and started by the unit, which owns it from then on (a moment without the tunnel).
+    TakeOverInterface {
+        /// The unit, e.g. `wg-quick@wg0`.
+        unit: String,
+        /// The interface.
+        interface: String,
+    },
 }
 
 /// A step meshctl cannot do itself: an unmanaged router's static route, a phone's config.

@@ -277,6 +277,8 @@ pub fn guard_plan(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> Gu
                     | Op::GenerateKey { .. }
                     | Op::FixKeyMode { .. }
                     | Op::EnableService { .. }
+                    | Op::StartService { .. }
+                    | Op::TakeOverInterface { .. }
             )
         })
         .collect();

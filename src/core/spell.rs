@@ -281,6 +281,30 @@ pub fn install_packages(manager: crate::packages::Manager, packages: &[String]) 
     }
 }
 
+/// Starts a systemd unit; when it fails, the unit's last log lines say why (systemctl itself
+/// only points at the journal).
+pub fn service_start(unit: &str) -> String {
+    let u = quote(unit);
+    format!(
+        "systemctl start {u} 2>&1 || {{ journalctl -u {u} -n 5 --no-pager -o cat 2>&1; false; }}"
+    )
+}
+
+/// Takes an interface that is up without its unit down (wg-quick's way, or by deleting the
+/// link when wg-quick cannot), then starts the unit, which owns it from then on.
+pub fn service_take_over(unit: &str, interface: &str) -> String {
+    let i = quote(interface);
+    format!(
+        "{{ wg-quick down {i} 2>&1 || ip link del {i}; }} && {{ {}; }}",
+        service_start(unit)
+    )
+}
+
+/// Stops a systemd unit (a guarded host's rollback of an interface its unit brought up).
+pub fn service_stop(unit: &str) -> String {
+    format!("systemctl stop {} 2>/dev/null", quote(unit))
+}
+
 /// Enables a systemd unit at boot (systemctl reports on stderr: keep it).
 pub fn service_enable(unit: &str) -> String {
     format!("systemctl enable {} 2>&1", quote(unit))

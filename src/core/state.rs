@@ -238,8 +238,12 @@ pub struct ManagedFile {
 /// A systemd unit's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceState {
-    /// Whether `systemctl is-enabled` says enabled.
+    /// Whether it is enabled at boot (`UnitFileState=enabled`).
     pub enabled: bool,
+    /// Whether it is running (`ActiveState=active`): for `wg-quick@IF`, whether systemd
+    /// brought the interface up, and so owns it.
+    #[serde(default)]
+    pub active: bool,
 }
 
 /// What is known about a host beyond its managed state: gathered with it, never diffed.

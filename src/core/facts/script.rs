@@ -445,7 +445,10 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
             rec(
                 &mut s,
                 &format!("service.{i}"),
-                &format!("systemctl is-enabled {}", quote(unit)),
+                &format!(
+                    "systemctl show -p UnitFileState -p ActiveState -- {}",
+                    quote(unit)
+                ),
             );
         }
         s.push_str("fi\n");

@@ -636,10 +636,33 @@ fn services_under_systemd() {
         );
         parse(&out, &hub_spec()).map(|l| l.state.services)
     };
-    assert!(with("enabled\n", 0).unwrap()["wg-quick@wg0"].enabled);
-    assert!(!with("disabled\n", 1).unwrap()["wg-quick@wg0"].enabled);
-    assert!(!with("not-found\n", 4).unwrap()["wg-quick@wg0"].enabled);
-    assert!(!with("", 1).unwrap()["wg-quick@wg0"].enabled);
+    let state = |body: &str| {
+        let s = &with(body, 0).unwrap()["wg-quick@wg0"];
+        (s.enabled, s.active)
+    };
+    assert_eq!(
+        state("ActiveState=active\nUnitFileState=enabled\n"),
+        (true, true)
+    );
+    assert_eq!(
+        state("UnitFileState=enabled\nActiveState=inactive\n"),
+        (true, false)
+    );
+    // A hand-made `wg-quick@wg0` started but not enabled.
+    assert_eq!(
+        state("ActiveState=active\nUnitFileState=disabled\n"),
+        (false, true)
+    );
+    // Not installed yet (no wireguard-tools): an unknown unit.
+    assert_eq!(
+        state("ActiveState=inactive\nUnitFileState=\n"),
+        (false, false)
+    );
+    assert_eq!(state(""), (false, false));
+    assert!(matches!(
+        with("", 127),
+        Err(FactError::Command { status: 127, .. })
+    ));
     assert!(matches!(
         parse(&out, &hub_spec()),
         Err(FactError::Missing { .. })
@@ -832,9 +855,13 @@ fn spec_from_desired_state() {
             mode: 0o600,
         },
     );
-    desired
-        .services
-        .insert("wg-quick@wg7".into(), ServiceState { enabled: true });
+    desired.services.insert(
+        "wg-quick@wg7".into(),
+        ServiceState {
+            enabled: true,
+            active: true,
+        },
+    );
     let range: Ipv6Net = "2001:db8::/72".parse().unwrap();
     let spec = GatherSpec::from_desired(&desired, vec!["vps.example.org".into()], Some(range));
     assert_eq!(spec.interface.as_str(), "wg7");

@@ -161,7 +161,7 @@ fn rank(op: &Op) -> u8 {
         Op::RestoreChains { .. } | Op::RestoreRules { .. } => 2,
         Op::AddJump { .. } => 3,
         Op::SetSysctl { .. } => 4,
-        Op::CreateInterface { .. } => 5,
+        Op::CreateInterface { .. } | Op::StartService { .. } | Op::TakeOverInterface { .. } => 5,
         Op::AddAddress { .. }
         | Op::DelAddress { .. }
         | Op::SetListenPort { .. }
@@ -300,6 +300,8 @@ fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
         }
         Op::RemoveFile { path } => spell::file_remove(path),
         Op::EnableService { unit } => spell::service_enable(unit),
+        Op::StartService { unit, .. } => spell::service_start(unit),
+        Op::TakeOverInterface { unit, interface } => spell::service_take_over(unit, interface),
     })
 }
 
