@@ -676,17 +676,22 @@ fn shown_text(op: &Scripted) -> String {
     )
 }
 
-#[tokio::test]
-async fn a_fresh_vps_gets_its_packages_after_the_prompt_then_its_key_then_its_changes() {
-    let (_d, inputs) = inputs("", &[]);
-    let c = FakeConnector::with([
+/// The hub a freshly rented VPS whose install succeeds, the others healthy.
+fn fresh_vps_hub() -> FakeConnector {
+    FakeConnector::with([
         (
             "vps",
             fake::fresh_vps(VPS, |k| fake::ok(fake::provisioned(k))),
         ),
         ("nas", fake::healthy(NAS)),
         ("laptop", fake::healthy(LAPTOP)),
-    ]);
+    ])
+}
+
+#[tokio::test]
+async fn a_fresh_vps_gets_its_packages_after_the_prompt_then_its_key_then_its_changes() {
+    let (_d, inputs) = inputs("", &[]);
+    let c = fresh_vps_hub();
     let op = Scripted::yes();
     let out = outcomes(apply(&c, &inputs, fresh(), &op).await);
     assert_eq!(
@@ -746,14 +751,7 @@ async fn a_fresh_vps_gets_its_packages_after_the_prompt_then_its_key_then_its_ch
 #[tokio::test]
 async fn no_at_the_prompt_installs_nothing() {
     let (_d, inputs) = inputs("", &[]);
-    let c = FakeConnector::with([
-        (
-            "vps",
-            fake::fresh_vps(VPS, |k| fake::ok(fake::provisioned(k))),
-        ),
-        ("nas", fake::healthy(NAS)),
-        ("laptop", fake::healthy(LAPTOP)),
-    ]);
+    let c = fresh_vps_hub();
     let op = Scripted {
         answer: Some(false),
         ..Scripted::default()
@@ -879,14 +877,7 @@ async fn a_host_without_a_package_manager_fails_alone_with_what_to_install() {
 #[tokio::test]
 async fn a_saved_plan_installs_its_own_packages() {
     let (_d, inputs) = inputs("", &[]);
-    let c = FakeConnector::with([
-        (
-            "vps",
-            fake::fresh_vps(VPS, |k| fake::ok(fake::provisioned(k))),
-        ),
-        ("nas", fake::healthy(NAS)),
-        ("laptop", fake::healthy(LAPTOP)),
-    ]);
+    let c = fresh_vps_hub();
     let plan = saved_plan(&c, &inputs).await;
     let text = crate::render::json(&plan);
     assert!(text.contains("\"op\": \"install_packages\""));
