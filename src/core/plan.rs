@@ -332,7 +332,7 @@ pub struct Change {
     /// Add, change or remove.
     pub action: Action,
     /// `interface`, `key`, `address`, `listen_port`, `peer`, `route`, `sysctl`, `chain`,
-    /// `jump`, `ndp_proxy`, `file`, `service`.
+    /// `jump`, `ndp_proxy`, `file`, `service`, `package`.
     pub kind: String,
     /// e.g. `peer laptop`, `sysctl net.ipv4.ip_forward`.
     pub resource: String,

@@ -39,7 +39,7 @@ pub struct HostState {
     pub ndp_proxies: BTreeSet<NdpProxy>,
     /// Managed files by absolute path.
     pub files: BTreeMap<String, ManagedFile>,
-    /// systemd units meshctl enables (empty on hosts without systemd).
+    /// systemd units meshctl enables and runs (empty on hosts without systemd).
     pub services: BTreeMap<String, ServiceState>,
 }
 
