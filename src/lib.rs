@@ -21,8 +21,8 @@ pub mod edge;
 pub mod engine;
 
 pub use crate::core::{
-    desired, diff, facts, graph, import, inventory, keys, names, persist, plan, planner, policy,
-    qr, render, render_markdown, report, roles, saved_plan, scripts, shell, spell, ssh_path, state,
-    status, verify,
+    desired, diff, facts, graph, import, inventory, keys, names, packages, persist, plan, planner,
+    policy, qr, render, render_markdown, report, roles, saved_plan, scripts, shell, spell,
+    ssh_path, state, status, verify,
 };
 pub use crate::edge::{files, lab, progress, transport};

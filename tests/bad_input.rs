@@ -260,7 +260,7 @@ fn a_bad_saved_plan_is_refused_and_changes_nothing() {
         (
             "version-99",
             edited(&|v| v["version"] = 99.into()),
-            "has schema version 99; this meshctl reads version 2",
+            "has schema version 99; this meshctl reads version 3",
         ),
         (
             "version-string",

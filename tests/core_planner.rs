@@ -10,12 +10,13 @@ use std::path::Path;
 
 use meshctl::desired::Desired;
 use meshctl::names::{HostName, InterfaceName, WgKey};
+use meshctl::packages::Manager;
 use meshctl::plan::{Action, Counts, HostStatus, Op, Plan};
 use meshctl::planner::{self, Gathered};
 use meshctl::render::{self, Style};
 use meshctl::saved_plan::{self, SavedPlanError};
 use meshctl::state::{
-    ChainId, Family, Jump, LiveHost, ManagedFile, NdpProxy, Peer, Route, WgInterface,
+    ChainId, Family, Jump, LiveHost, ManagedFile, NdpProxy, Peer, Route, ServiceState, WgInterface,
 };
 use support::core::*;
 
@@ -144,10 +145,12 @@ fn fresh_hosts_get_everything() {
             "{}: everything is +",
             h.host
         );
-        // The key is made on the host, first.
+        // The interface, brought up by its unit (systemd runs there); the key is made on the
+        // host, first.
         assert_eq!(
             h.changes[0].op,
-            Op::CreateInterface {
+            Op::StartService {
+                unit: "wg-quick@wg0".into(),
                 interface: "wg0".into()
             }
         );
@@ -165,6 +168,72 @@ fn fresh_hosts_get_everything() {
     assert_eq!(host_counts(&plan, "nas"), counts(12, 0, 0));
     assert_eq!(host_counts(&plan, "laptop"), counts(13, 0, 0));
     assert_eq!(plan.counts(), counts(56, 0, 0));
+}
+
+#[test]
+fn fresh_vps_gets_its_packages_first_and_a_host_without_a_package_manager_fails_alone() {
+    let mut case = Case::converged();
+    // The hub: a rented Debian VPS (apt, no wg, no iptables, no kernel WireGuard).
+    case.live.insert(host("vps"), Ok(fresh_vps("vps")));
+    // The NAS: Alpine with kernel WireGuard and iptables (its role has no IPv6 chains here,
+    // so no ip6tables is needed).
+    let mut nas = fresh_vps("nas");
+    nas.system.tools = ["apk", "ip", "iptables", "iptables-save", "iptables-restore"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    nas.system.kernel_wireguard = true;
+    case.live.insert(host("nas"), Ok(nas));
+    // The laptop: no wg and no package manager meshctl knows.
+    let mut laptop = fresh_vps("laptop");
+    laptop.system.tools.remove("apt-get");
+    case.live.insert(host("laptop"), Ok(laptop));
+    let plan = case.snapshot("fresh_vps");
+    let packages = |h: &str| -> Vec<Op> {
+        ops(&plan, h)
+            .into_iter()
+            .filter(|o| matches!(o, Op::InstallPackages { .. }))
+            .collect()
+    };
+    let install = |m: Manager, p: &str| Op::InstallPackages {
+        manager: m,
+        packages: vec![p.to_owned()],
+    };
+    assert_eq!(
+        packages("vps"),
+        [
+            install(Manager::Apt, "wireguard-tools"),
+            install(Manager::Apt, "wireguard-go"),
+            install(Manager::Apt, "iptables"),
+        ]
+    );
+    // Packages come first; the rest of the plan is a fresh host's (absent tools = empty state).
+    assert!(matches!(ops(&plan, "vps")[0], Op::InstallPackages { .. }));
+    let fresh_plan = {
+        let mut c = Case::converged();
+        c.live.insert(host("vps"), Ok(fresh("vps")));
+        c.plan()
+    };
+    assert_eq!(
+        ops(&plan, "vps")[3..],
+        ops(&fresh_plan, "vps")[..],
+        "after the packages, the same changes as on a provisioned fresh host"
+    );
+    assert_eq!(packages("nas"), [install(Manager::Apk, "wireguard-tools")]);
+    let laptop = plan
+        .hosts
+        .iter()
+        .find(|h| h.host.as_str() == "laptop")
+        .unwrap();
+    assert_eq!(laptop.status, HostStatus::Failed);
+    assert!(laptop.changes.is_empty());
+    let err = laptop.error.as_deref().unwrap();
+    assert!(
+        err.contains("lacks wg and wg-quick") && err.contains("install wireguard-tools"),
+        "{err}"
+    );
+    // The others are planned.
+    assert_eq!(plan.failed_hosts().count(), 1);
 }
 
 #[test]
@@ -656,13 +725,85 @@ fn no_systemd_skips_enabling_the_service() {
     assert!(
         laptop.skipped[0].starts_with("no systemd on this host: wg-quick@wg0 not enabled at boot")
     );
-    // A systemd host whose unit is off gets it enabled.
-    case.live("nas").state.services.clear();
+    // A systemd host whose hand-made unit runs the interface but is not enabled gets it
+    // enabled, and nothing else: the unit keeps the interface.
+    case.live("nas").state.services.insert(
+        "wg-quick@wg0".into(),
+        ServiceState {
+            enabled: false,
+            active: true,
+        },
+    );
     assert_eq!(
         ops(&case.plan(), "nas"),
         [Op::EnableService {
             unit: "wg-quick@wg0".into()
         }]
+    );
+}
+
+#[test]
+fn under_systemd_the_unit_brings_the_interface_up_and_takes_over_a_hand_made_one() {
+    let unit = || "wg-quick@wg0".to_owned();
+    // A fresh systemd host: the unit starts the interface (no `wg-quick up` behind its back)
+    // and is enabled, and the plan says what the boot restores.
+    let mut case = Case::converged();
+    case.live.insert(host("nas"), Ok(fresh("nas")));
+    let plan = case.plan();
+    let nas = ops(&plan, "nas");
+    assert_eq!(
+        nas[0],
+        Op::StartService {
+            unit: unit(),
+            interface: "wg0".into()
+        }
+    );
+    assert!(!nas.iter().any(|o| matches!(o, Op::CreateInterface { .. })));
+    assert_eq!(nas.last(), Some(&Op::EnableService { unit: unit() }));
+    let text = render::text(&plan, Style { color: false });
+    assert!(
+        text.contains("  + interface wg0 (started by wg-quick@wg0)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  + enable wg-quick@wg0 at boot (brings wg0 up; its PostUp restores the firewall chains, routes and sysctls)\n"),
+        "{text}"
+    );
+    // wg0 up by a hand-made `wg-quick up` (the unit inactive): taken over by the unit.
+    let mut case = Case::converged();
+    case.live("nas").state.services.insert(
+        unit(),
+        ServiceState {
+            enabled: true,
+            active: false,
+        },
+    );
+    assert_eq!(
+        ops(&case.plan(), "nas"),
+        [Op::TakeOverInterface {
+            unit: unit(),
+            interface: "wg0".into()
+        }]
+    );
+    // A hand-made `wg-quick@wg0` already active and enabled: nothing to do for the unit;
+    // a change is made live, the unit keeps the interface.
+    let mut case = Case::converged();
+    case.peer("nas", VPS).persistent_keepalive = Some(99);
+    assert!(
+        ops(&case.plan(), "nas")
+            .iter()
+            .all(|o| matches!(o, Op::SetPeer { .. }))
+    );
+    // Without systemd: `wg-quick up`, as before.
+    let mut case = Case::converged();
+    let mut bare = fresh("nas");
+    bare.system.systemd = false;
+    case.live.insert(host("nas"), Ok(bare));
+    assert_eq!(
+        ops(&case.plan(), "nas")[0],
+        Op::CreateInterface {
+            interface: "wg0".into()
+        }
     );
 }
 
@@ -724,7 +865,7 @@ fn hand_edited_saved_plan_is_refused() {
     let p = write(
         dir.path(),
         "plan.json",
-        "{\"version\": 2, \"hosts\": \"vps\"}",
+        "{\"version\": 3, \"hosts\": \"vps\"}",
     );
     assert_eq!(
         message(meshctl::files::load_plan(&p).unwrap_err(), &p),
@@ -754,7 +895,7 @@ fn hand_edited_saved_plan_is_refused() {
     let p = write(dir.path(), "plan.json", &json_with_op);
     let msg = message(meshctl::files::load_plan(&p).unwrap_err(), &p);
     assert!(
-        msg.starts_with("the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): unknown variant `run_shell`, expected one of `generate_key`"),
+        msg.starts_with("the saved plan PLAN is not a meshctl plan (corrupt or hand-edited?): unknown variant `run_shell`, expected one of `install_packages`, `generate_key`"),
         "{msg}"
     );
     // A key-like value where a host name belongs is refused by the newtype.
@@ -771,11 +912,11 @@ fn hand_edited_saved_plan_is_refused() {
 fn saved_plan_of_another_version_is_refused() {
     let case = Case::converged();
     let dir = tempfile::tempdir().unwrap();
-    let json = render::json(&case.plan()).replacen("\"version\": 2,", "\"version\": 1,", 1);
+    let json = render::json(&case.plan()).replacen("\"version\": 3,", "\"version\": 2,", 1);
     let p = write(dir.path(), "plan.json", &json);
     assert_eq!(
         message(meshctl::files::load_plan(&p).unwrap_err(), &p),
-        "the saved plan PLAN has schema version 1; this meshctl reads version 2: make a new plan"
+        "the saved plan PLAN has schema version 2; this meshctl reads version 3: make a new plan"
     );
     let p = write(dir.path(), "plan.json", "{\"version\": \"1\"}");
     assert_eq!(

@@ -121,7 +121,7 @@ fn the_workflow_passes_a_converged_lab_and_fails_a_drifted_one_without_leaking_a
         );
     }
     let json: serde_json::Value = serde_json::from_str(&plan).expect("plan.json is JSON");
-    assert_eq!(json["version"], 2);
+    assert_eq!(json["version"], 3);
     let out = run_step(&lab, &result, &lab.dir, &[("EXITCODE", &code)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("No drift"), "{}", text(&out));

@@ -96,7 +96,7 @@ fn plan_json_is_versioned_and_has_no_private_keys() {
         stderr(&out)
     );
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan --json is JSON");
-    assert_eq!(plan["version"], 2);
+    assert_eq!(plan["version"], 3);
     assert_eq!(plan["hosts"].as_array().unwrap().len(), 3);
     assert!(
         !stdout(&out).contains("PrivateKey ="),

@@ -33,7 +33,7 @@ pub struct Desired {
 /// The desired state of every managed host, for a plan: a managed peer whose key is not
 /// pinned yet is in it, its key "known after apply".
 pub fn all(inv: &Inventory, roles: &Roles, keys: &PinnedKeys) -> BTreeMap<HostName, Desired> {
-    all_hosts(inv, roles, keys, false)
+    all_hosts(inv, roles, keys, None)
 }
 
 /// The desired state of every managed host, for applying: every peer needs its key, so one
@@ -43,14 +43,28 @@ pub fn all_with_known_keys(
     roles: &Roles,
     keys: &PinnedKeys,
 ) -> BTreeMap<HostName, Desired> {
-    all_hosts(inv, roles, keys, true)
+    all_hosts(inv, roles, keys, Some(&BTreeSet::new()))
 }
 
+/// [`all_with_known_keys`], except that the hosts in `later` are peers with their key "known
+/// after apply": they were prepared, but have no `wg` yet, so their key is made after their
+/// packages are installed (and filled in before any host's changes run).
+pub fn all_for_apply(
+    inv: &Inventory,
+    roles: &Roles,
+    keys: &PinnedKeys,
+    later: &BTreeSet<HostName>,
+) -> BTreeMap<HostName, Desired> {
+    all_hosts(inv, roles, keys, Some(later))
+}
+
+/// `keys_required`: `None`, a peer without a key is in the state (its key known after apply);
+/// `Some(later)`, it is left out unless it is in `later`.
 fn all_hosts(
     inv: &Inventory,
     roles: &Roles,
     keys: &PinnedKeys,
-    keys_required: bool,
+    keys_required: Option<&BTreeSet<HostName>>,
 ) -> BTreeMap<HostName, Desired> {
     let shared = Shared::of(inv);
     inv.hosts
@@ -95,7 +109,7 @@ impl<'a> Shared<'a> {
 
 /// The desired state of `host`.
 pub fn for_host(inv: &Inventory, roles: &Roles, keys: &PinnedKeys, host: &Host) -> Desired {
-    for_host_with(inv, roles, keys, host, &Shared::of(inv), false)
+    for_host_with(inv, roles, keys, host, &Shared::of(inv), None)
 }
 
 fn for_host_with(
@@ -104,8 +118,9 @@ fn for_host_with(
     keys: &PinnedKeys,
     host: &Host,
     shared: &Shared<'_>,
-    keys_required: bool,
+    keys_required: Option<&BTreeSet<HostName>>,
 ) -> Desired {
+    let required = |h: &HostName| keys_required.is_some_and(|later| !later.contains(h));
     let net = &inv.network;
     let wg = &net.interface;
     let (hub, hub_role) = shared.hub;
@@ -135,7 +150,7 @@ fn for_host_with(
                 ));
                 continue;
             }
-            if key.is_none() && keys_required {
+            if key.is_none() && required(&other.name) {
                 notes.push(unknown_key_note(&other.name));
                 continue;
             }
@@ -158,7 +173,7 @@ fn for_host_with(
         if hub_role.endpoint.parse::<IpAddr>().is_err() {
             resolve.push(hub_role.endpoint.clone());
         }
-        if keys_required && keys.get(&hub.name).is_none() {
+        if required(&hub.name) && keys.get(&hub.name).is_none() {
             notes.push(unknown_key_note(&hub.name));
         } else {
             peers.insert(
@@ -336,9 +351,13 @@ fn for_host_with(
     let mut interface = interface;
     route_defaults_through_tunnel(&mut state, &mut interface);
     state.interface = Some(interface);
-    state
-        .services
-        .insert(format!("wg-quick@{wg}"), ServiceState { enabled: true });
+    state.services.insert(
+        format!("wg-quick@{wg}"),
+        ServiceState {
+            enabled: true,
+            active: true,
+        },
+    );
     state.files = persist::files(&state, inv);
     Desired {
         state,

@@ -27,6 +27,9 @@ pub struct HostDiff {
     /// The host's live public key is not the pinned one (also in `warnings`, for people): a
     /// fact the planner acts on, so it is not left to the text.
     pub key_changed: bool,
+    /// The host lacks something it needs and has no package manager to install it with: the
+    /// host cannot be planned.
+    pub unavailable: Option<crate::packages::Unavailable>,
 }
 
 /// Diffs `desired` against `live` for one host. `pinned` names live peers by their host.
@@ -36,6 +39,24 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
         ..Default::default()
     };
     let l = &live.state;
+    // Packages first: everything after them needs them.
+    match crate::packages::needed(desired, live) {
+        Ok(Some((manager, packages))) => {
+            for p in packages {
+                d.changes.push(simple(
+                    Action::Add,
+                    "package",
+                    format!("package {p} ({})", manager.name()),
+                    Op::InstallPackages {
+                        manager,
+                        packages: vec![p],
+                    },
+                ));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => d.unavailable = Some(e),
+    }
     interface(
         l.interface.as_ref(),
         desired.interface.as_ref(),
@@ -152,16 +173,7 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
     }
 
     if live.system.systemd {
-        for (unit, want) in &desired.services {
-            if want.enabled && !l.services.get(unit).is_some_and(|s| s.enabled) {
-                d.changes.push(simple(
-                    Action::Add,
-                    "service",
-                    format!("enable {unit} at boot"),
-                    Op::EnableService { unit: unit.clone() },
-                ));
-            }
-        }
+        services(desired, l, &mut d);
     } else if !desired.services.is_empty() {
         d.skipped.push(format!(
             "no systemd on this host: {} not enabled at boot (the files are written; run `wg-quick up` at boot by other means)",
@@ -169,6 +181,59 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
         ));
     }
     d
+}
+
+/// Where systemd runs, `wg-quick@IF` owns the interface: it brings a new one up (instead of a
+/// `wg-quick up` behind its back), takes over one that is up without it, and is enabled at
+/// boot, when its PostUp restores the rest. A unit that is already active keeps the interface;
+/// its changes are made live (`wg set`, `ip`) as everywhere.
+fn services(desired: &HostState, l: &HostState, d: &mut HostDiff) {
+    let wg = desired.interface.as_ref().map(|w| w.name.to_string());
+    for (unit, want) in &desired.services {
+        let have = l.services.get(unit);
+        let owns = wg.as_ref().filter(|w| *unit == format!("wg-quick@{w}"));
+        if let (Some(w), true) = (owns, want.active && !have.is_some_and(|s| s.active)) {
+            let create = d
+                .changes
+                .iter_mut()
+                .find(|c| matches!(&c.op, Op::CreateInterface { interface } if interface == w));
+            match create {
+                Some(c) => {
+                    c.resource = format!("interface {w} (started by {unit})");
+                    c.op = Op::StartService {
+                        unit: unit.clone(),
+                        interface: w.clone(),
+                    };
+                }
+                None if l.interface.is_some() => d.changes.push(simple(
+                    Action::Change,
+                    "service",
+                    format!("{unit} takes over {w} (up without it: down, then started by it)"),
+                    Op::TakeOverInterface {
+                        unit: unit.clone(),
+                        interface: w.clone(),
+                    },
+                )),
+                None => {}
+            }
+        }
+        if want.enabled && !have.is_some_and(|s| s.enabled) {
+            let what = if owns.is_some() {
+                format!(
+                    "enable {unit} at boot (brings {} up; its PostUp restores the firewall chains, routes and sysctls)",
+                    owns.map(String::as_str).unwrap_or_default()
+                )
+            } else {
+                format!("enable {unit} at boot")
+            };
+            d.changes.push(simple(
+                Action::Add,
+                "service",
+                what,
+                Op::EnableService { unit: unit.clone() },
+            ));
+        }
+    }
 }
 
 fn fam(f: crate::state::Family) -> &'static str {

@@ -12,6 +12,7 @@ pub mod init;
 pub mod inventory;
 pub mod keys;
 pub mod names;
+pub mod packages;
 pub mod persist;
 pub mod plan;
 pub mod planner;

@@ -161,6 +161,25 @@ pub fn wg_conf_and_pending(
     (s, pending)
 }
 
+/// A config of [`wg_conf_and_pending`] without the peer whose pending key is on `line`: the
+/// peer's block (and the blank line before it) cut out, and how many lines went; `None` when
+/// `line` is not a pending peer's key line of that layout.
+pub fn without_pending_peer(content: &str, line: usize) -> Option<(String, usize)> {
+    let lines: Vec<&str> = content.split('\n').collect();
+    let start = line.checked_sub(3)?;
+    let layout = lines.get(start)?.is_empty()
+        && lines.get(start + 1)?.starts_with("# ")
+        && *lines.get(start + 2)? == "[Peer]"
+        && lines.get(line)?.starts_with("PublicKey = ");
+    if !layout {
+        return None;
+    }
+    let end = (line + 1..lines.len()).find(|i| lines[*i].is_empty())?;
+    let mut kept = lines[..start].to_vec();
+    kept.extend_from_slice(&lines[end..]);
+    Some((kept.join("\n"), end - start))
+}
+
 /// A peer's `AllowedIPs`, `Endpoint` and `PersistentKeepalive` lines, the same in a managed
 /// host's config and an unmanaged one's.
 fn peer_settings<'a>(
@@ -300,6 +319,46 @@ fn up_script(state: &HostState) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_peer_cut_out_leaves_the_config_without_it() {
+        use crate::names::{HostName, InterfaceName, WgKey};
+        let key = WgKey::parse("x/mx1BYRsLAiujkK0jxj1w7VcUqhmtKsX+NjQA+VdV0=").unwrap();
+        let peer = |k: Option<WgKey>, ka: Option<u16>| crate::state::Peer {
+            public_key: k,
+            allowed_ips: ["10.8.0.2/32".parse().unwrap()].into(),
+            endpoint: Some("vps:51820".into()),
+            persistent_keepalive: ka,
+        };
+        let mut wg = WgInterface {
+            name: InterfaceName::parse("wg0").unwrap(),
+            addresses: ["10.8.0.1/24".parse().unwrap()].into(),
+            listen_port: Some(51820),
+            public_key: None,
+            private_key_file: crate::state::KeyFile {
+                path: "/etc/wireguard/wg0.key".into(),
+            },
+            fwmark: None,
+            peers: Default::default(),
+        };
+        wg.peers.insert("alpha".into(), peer(None, Some(25)));
+        wg.peers
+            .insert("beta".into(), peer(Some(key.clone()), None));
+        wg.peers.insert("gamma".into(), peer(None, None));
+        let (conf, pending) = wg_conf_and_pending(&wg, None, "/up.sh");
+        assert_eq!(pending.len(), 2);
+        // Cut the last one, then the first (whose line does not move).
+        let (cut, n) = without_pending_peer(&conf, pending[1].line).unwrap();
+        assert_eq!(n, 6);
+        let (cut, _) = without_pending_peer(&cut, pending[0].line).unwrap();
+        let mut only_beta = wg.clone();
+        only_beta.peers.retain(|name, _| name == "beta");
+        assert_eq!(cut, wg_conf(&only_beta, None, "/up.sh"));
+        assert_eq!(pending[0].host, HostName::parse("alpha").unwrap());
+        // Not a pending key line: refused.
+        assert_eq!(without_pending_peer(&conf, 2), None);
+        assert_eq!(without_pending_peer(&conf, 999), None);
+    }
 
     #[test]
     fn the_drop_in_writes_keys_of_dotted_interfaces_with_slashes() {

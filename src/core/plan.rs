@@ -5,12 +5,12 @@
 //! No type in here can hold a private or preshared key: peers carry public keys, files carry
 //! configs that point at the key file.
 //!
-//! JSON schema (version 2): `{ version, network, inventory, inventory_digest, hosts: [{ host,
+//! JSON schema (version 3): `{ version, network, inventory, inventory_digest, hosts: [{ host,
 //! role, target, status: "planned" | "failed", error?, changes: [{ action: "add" | "change" |
 //! "remove", kind, resource, before?, after?, diff?, op }], warnings, skipped, notes, guard?: {
 //! rollback: [change], created_interface? }, fingerprint? }], manual_steps: [{ subject, text }],
-//! checksum? }` (`checksum` in saved plans). Version 1 plans are refused: apply executes a
-//! plan's ops, and theirs carry no guard rollback.
+//! checksum? }` (`checksum` in saved plans). Plans of other versions are refused: apply executes a
+//! plan's ops, and version 1 carries no guard rollback, version 2 no packages to install.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,7 @@ use crate::names::HostName;
 use crate::state::{ChainId, Jump, NdpProxy, Peer, Route};
 
 /// The plan format's version; a saved plan of another version is refused.
-pub const PLAN_VERSION: u32 = 2;
+pub const PLAN_VERSION: u32 = 3;
 
 /// What `meshctl plan` computes and `meshctl apply` executes: every managed host's changes plus the steps left to the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,13 +195,89 @@ impl Plan {
         keys: &crate::keys::PinnedKeys,
         line: impl Fn(&crate::names::WgKey) -> String,
     ) -> Result<(), ResolveError> {
+        self.resolve_keys(keys, &line, true)
+    }
+
+    /// [`Plan::resolve_pending_keys`] for the keys `keys` knows; the others stay pending (see
+    /// [`Plan::pending_hosts`]).
+    pub fn resolve_known_keys(
+        &mut self,
+        keys: &crate::keys::PinnedKeys,
+        line: impl Fn(&crate::names::WgKey) -> String,
+    ) -> Result<(), ResolveError> {
+        self.resolve_keys(keys, &line, false)
+    }
+
+    fn resolve_keys(
+        &mut self,
+        keys: &crate::keys::PinnedKeys,
+        line: &impl Fn(&crate::names::WgKey) -> String,
+        strict: bool,
+    ) -> Result<(), ResolveError> {
         for hp in &mut self.hosts {
             let guard_ops = hp.guard.iter_mut().flat_map(|g| g.rollback.iter_mut());
             for c in hp.changes.iter_mut().chain(guard_ops) {
-                resolve_op(&mut c.op, keys, &line)?;
+                resolve_op(&mut c.op, keys, line, strict)?;
             }
         }
         Ok(())
+    }
+
+    /// The hosts whose keys the plan still waits for (peers set by host name, file lines).
+    pub fn pending_hosts(&self) -> std::collections::BTreeSet<HostName> {
+        let mut out = std::collections::BTreeSet::new();
+        for hp in &self.hosts {
+            let guard_ops = hp.guard.iter().flat_map(|g| g.rollback.iter());
+            for c in hp.changes.iter().chain(guard_ops) {
+                match &c.op {
+                    Op::SetPeer { name, peer, .. } if peer.public_key.is_none() => {
+                        out.extend(HostName::parse(name).ok());
+                    }
+                    Op::WriteFile { pending_keys, .. } => {
+                        out.extend(pending_keys.iter().map(|p| p.host.clone()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Leaves `host` out of the other hosts' changes where its key was still to come (it had no
+    /// `wg` when the plan was made, and its install failed): its peer is not set, and its block
+    /// is cut out of the configs that were to hold its key. Everything else stays as planned.
+    pub fn leave_out_pending(&mut self, host: &HostName) {
+        let pending_peer = |op: &Op| matches!(op, Op::SetPeer { name, peer, .. } if peer.public_key.is_none() && name == host.as_str());
+        for hp in &mut self.hosts {
+            hp.changes.retain(|c| !pending_peer(&c.op));
+            if let Some(g) = hp.guard.as_mut() {
+                g.rollback.retain(|c| !pending_peer(&c.op));
+            }
+            let guard_ops = hp.guard.iter_mut().flat_map(|g| g.rollback.iter_mut());
+            for c in hp.changes.iter_mut().chain(guard_ops) {
+                if let Op::WriteFile {
+                    content,
+                    pending_keys,
+                    ..
+                } = &mut c.op
+                {
+                    // A line that is not of meshctl's layout keeps its pending key, so that
+                    // filling in the keys refuses the plan instead of writing a broken config.
+                    while let Some(i) = pending_keys.iter().position(|p| &p.host == host) {
+                        let line = pending_keys[i].line;
+                        let Some((cut, n)) = crate::persist::without_pending_peer(content, line)
+                        else {
+                            break;
+                        };
+                        pending_keys.remove(i);
+                        *content = cut;
+                        for p in pending_keys.iter_mut().filter(|p| p.line > line) {
+                            p.line -= n;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The change counts over all hosts, for the summary line.
@@ -256,7 +332,7 @@ pub struct Change {
     /// Add, change or remove.
     pub action: Action,
     /// `interface`, `key`, `address`, `listen_port`, `peer`, `route`, `sysctl`, `chain`,
-    /// `jump`, `ndp_proxy`, `file`, `service`.
+    /// `jump`, `ndp_proxy`, `file`, `service`, `package`.
     pub kind: String,
     /// e.g. `peer laptop`, `sysctl net.ipv4.ip_forward`.
     pub resource: String,
@@ -277,6 +353,14 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
+    /// Install packages the host lacks (done after the prompt, before the key is made and
+    /// before any other change; one install per host covers all of its `InstallPackages`).
+    InstallPackages {
+        /// The host's package manager.
+        manager: crate::packages::Manager,
+        /// The packages, e.g. `wireguard-tools`.
+        packages: Vec<String>,
+    },
     /// Generate the private key on the host (done in apply's first step, before anything else).
     GenerateKey {
         /// Path of the key file, e.g. `/etc/wireguard/wg0.key`.
@@ -423,6 +507,23 @@ pub enum Op {
         /// The unit, e.g. `wg-quick@wg0`.
         unit: String,
     },
+    /// `systemctl start UNIT`: where systemd runs, the interface is brought up by its unit
+    /// (not by a `wg-quick up` behind systemd's back), so the unit's state is true and a later
+    /// restart or boot does not fight the live interface.
+    StartService {
+        /// The unit, e.g. `wg-quick@wg0`.
+        unit: String,
+        /// The interface it brings up.
+        interface: String,
+    },
+    /// The interface is up but not under its unit (a hand-made `wg-quick up`): it is taken
+    /// down and started by the unit, which owns it from then on (a moment without the tunnel).
+    TakeOverInterface {
+        /// The unit, e.g. `wg-quick@wg0`.
+        unit: String,
+        /// The interface.
+        interface: String,
+    },
 }
 
 /// A step meshctl cannot do itself: an unmanaged router's static route, a phone's config.
@@ -434,22 +535,25 @@ pub struct ManualStep {
     pub text: String,
 }
 
+/// Fills in the keys of `op` that `keys` knows; an unknown one is an error when `strict`,
+/// otherwise it stays pending.
 fn resolve_op(
     op: &mut Op,
     keys: &crate::keys::PinnedKeys,
     line: &impl Fn(&crate::names::WgKey) -> String,
+    strict: bool,
 ) -> Result<(), ResolveError> {
-    let known = |host: &HostName| {
-        keys.get(host)
-            .cloned()
-            .ok_or_else(|| ResolveError::KeyUnknown { host: host.clone() })
+    let known = |host: &HostName| match keys.get(host) {
+        Some(k) => Ok(Some(k.clone())),
+        None if strict => Err(ResolveError::KeyUnknown { host: host.clone() }),
+        None => Ok(None),
     };
     match op {
         Op::SetPeer { name, peer, .. } if peer.public_key.is_none() => {
             // A peer is named by its host when its key was not known (see `diff`).
             let host =
                 HostName::parse(name).map_err(|_| ResolveError::NotAHost { name: name.clone() })?;
-            peer.public_key = Some(known(&host)?);
+            peer.public_key = known(&host)?;
         }
         Op::WriteFile {
             path,
@@ -458,14 +562,19 @@ fn resolve_op(
             ..
         } if !pending_keys.is_empty() => {
             let mut lines: Vec<String> = content.split('\n').map(str::to_owned).collect();
+            let mut still = Vec::new();
             for p in pending_keys.drain(..) {
-                let key = known(&p.host)?;
+                let Some(key) = known(&p.host)? else {
+                    still.push(p);
+                    continue;
+                };
                 let slot = lines.get_mut(p.line).ok_or_else(|| ResolveError::BadLine {
                     host: p.host.clone(),
                     path: path.clone(),
                 })?;
                 *slot = line(&key);
             }
+            *pending_keys = still;
             *content = lines.join("\n");
         }
         _ => {}

@@ -183,6 +183,12 @@ pub fn build(
         match live.get(name) {
             Some(Ok(l)) => {
                 let hd = diff::diff_host(&d.state, l, &inputs.keys);
+                if let Some(e) = &hd.unavailable {
+                    hp.status = HostStatus::Failed;
+                    hp.error = Some(e.to_string());
+                    hosts.push(hp);
+                    continue;
+                }
                 hp.changes = hd.changes;
                 hp.warnings = hd.warnings;
                 if hd.key_changed
@@ -249,8 +255,8 @@ fn attach_pending_keys(changes: &mut [crate::plan::Change], desired: &HostState,
 }
 
 /// A guarded host's way back: the inverse diff (from the desired state back to the live state
-/// gathered), without files (the host restores its own copies of them), keys and services, and
-/// the interface to delete when this apply creates it.
+/// gathered), without files (the host restores its own copies of them), packages, keys and
+/// services, and the interface to delete when this apply creates it.
 pub fn guard_plan(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> GuardPlan {
     let as_live = LiveHost {
         state: after.clone(),
@@ -267,9 +273,12 @@ pub fn guard_plan(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> Gu
                 c.op,
                 Op::WriteFile { .. }
                     | Op::RemoveFile { .. }
+                    | Op::InstallPackages { .. }
                     | Op::GenerateKey { .. }
                     | Op::FixKeyMode { .. }
                     | Op::EnableService { .. }
+                    | Op::StartService { .. }
+                    | Op::TakeOverInterface { .. }
             )
         })
         .collect();

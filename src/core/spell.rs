@@ -275,6 +275,59 @@ pub fn file_remove(path: &str) -> String {
     format!("rm -f {}", quote(path))
 }
 
+/// How long an install waits for a package manager lock another process holds (an unattended
+/// upgrade on a VPS that just booted), in seconds.
+pub const PACKAGE_LOCK_WAIT_SECS: u32 = 600;
+
+/// Installs packages non-interactively with `manager`, waiting for its lock instead of
+/// failing. apt refreshes its lists first (a fresh image's are often empty or stale) and
+/// installs no recommends; `DEBIAN_FRONTEND` is set here, inside the script, because `sudo`
+/// drops the caller's environment.
+pub fn install_packages(manager: crate::packages::Manager, packages: &[String]) -> String {
+    use crate::packages::Manager;
+    let names: Vec<String> = packages.iter().map(|p| quote(p)).collect();
+    let names = names.join(" ");
+    let wait = PACKAGE_LOCK_WAIT_SECS;
+    match manager {
+        // `DPkg::Lock::Timeout` makes `install` wait for dpkg's lock, but `update` fails at
+        // once on the lists' lock (apt 2.6, checked with a held lock): it is tried again every
+        // 5 s for as long.
+        Manager::Apt => format!(
+            "DEBIAN_FRONTEND=noninteractive; export DEBIAN_FRONTEND; \
+             m_ok=1 m_w=0; while :; do if apt-get -q update; then m_ok=0; break; fi; \
+             [ \"$m_w\" -lt {wait} ] || break; sleep 5; m_w=$((m_w + 5)); done; \
+             [ \"$m_ok\" = 0 ] && apt-get -q -y -o DPkg::Lock::Timeout={wait} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install --no-install-recommends {names}"
+        ),
+        // dnf waits for another dnf by itself.
+        Manager::Dnf => format!("dnf -q -y install {names}"),
+        Manager::Apk => format!("apk add --no-progress --wait {wait} {names}"),
+    }
+}
+
+/// Starts a systemd unit; when it fails, the unit's last log lines say why (systemctl itself
+/// only points at the journal).
+pub fn service_start(unit: &str) -> String {
+    let u = quote(unit);
+    format!(
+        "systemctl start {u} 2>&1 || {{ journalctl -u {u} -n 5 --no-pager -o cat 2>&1; false; }}"
+    )
+}
+
+/// Takes an interface that is up without its unit down (wg-quick's way, or by deleting the
+/// link when wg-quick cannot), then starts the unit, which owns it from then on.
+pub fn service_take_over(unit: &str, interface: &str) -> String {
+    let i = quote(interface);
+    format!(
+        "{{ wg-quick down {i} 2>&1 || ip link del {i}; }} && {{ {}; }}",
+        service_start(unit)
+    )
+}
+
+/// Stops a systemd unit (a guarded host's rollback of an interface its unit brought up).
+pub fn service_stop(unit: &str) -> String {
+    format!("systemctl stop {} 2>/dev/null", quote(unit))
+}
+
 /// Enables a systemd unit at boot (systemctl reports on stderr: keep it).
 pub fn service_enable(unit: &str) -> String {
     format!("systemctl enable {} 2>&1", quote(unit))
@@ -336,6 +389,72 @@ mod tests {
             route_del(&r),
             "ip -4 route del 10.1.0.0/16 via 10.8.0.2 dev wg0 table 7 proto 157"
         );
+    }
+
+    #[test]
+    fn installs_are_non_interactive_and_wait_for_the_lock() {
+        use crate::packages::Manager;
+        let p = vec!["wireguard-tools".to_owned(), "iptables".to_owned()];
+        let apt = install_packages(Manager::Apt, &p);
+        assert!(apt.starts_with("DEBIAN_FRONTEND=noninteractive; export DEBIAN_FRONTEND; "));
+        assert!(apt.contains("-o DPkg::Lock::Timeout=600 "));
+        assert!(apt.ends_with("install --no-install-recommends wireguard-tools iptables"));
+        assert_eq!(
+            install_packages(Manager::Dnf, &p),
+            "dnf -q -y install wireguard-tools iptables"
+        );
+        assert_eq!(
+            install_packages(Manager::Apk, &["a b".to_owned()]),
+            "apk add --no-progress --wait 600 'a b'"
+        );
+    }
+
+    /// Runs the apt install through the real `sh` with `apt-get` (a script on PATH: dash takes
+    /// no `-` in a function name) and `sleep` as stand-ins: `update` fails `busy` times (its
+    /// lists' lock held) and then succeeds.
+    fn apt_with_busy_update(busy: u32) -> (bool, String) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("apt-get");
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\necho \"$*\" >> log\ncase $* in *update*) n=$(($(cat n 2>/dev/null || echo 0) + 1)); echo $n > n; [ $n -gt {busy} ] ;; esac\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = format!(
+            "PATH={}:$PATH\nsleep() {{ :; }}\n{}",
+            dir.path().display(),
+            install_packages(
+                crate::packages::Manager::Apt,
+                &["wireguard-tools".to_owned()]
+            )
+        );
+        let ok = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        (
+            ok,
+            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn apt_update_waits_for_the_lists_lock_and_gives_up_after_the_wait() {
+        // Busy twice: two retries, then the install.
+        let (ok, log) = apt_with_busy_update(2);
+        assert!(ok, "{log}");
+        assert_eq!(log.lines().filter(|l| l.ends_with("update")).count(), 3);
+        assert!(log.lines().last().unwrap().contains("install"));
+        // Busy for longer than the wait: no install, the step fails.
+        let (ok, log) = apt_with_busy_update(10_000);
+        assert!(!ok);
+        assert!(!log.contains("install"));
+        let tries = log.lines().count() as u32;
+        assert_eq!(tries, PACKAGE_LOCK_WAIT_SECS / 5 + 1);
     }
 
     #[test]

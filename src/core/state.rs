@@ -39,7 +39,7 @@ pub struct HostState {
     pub ndp_proxies: BTreeSet<NdpProxy>,
     /// Managed files by absolute path.
     pub files: BTreeMap<String, ManagedFile>,
-    /// systemd units meshctl enables (empty on hosts without systemd).
+    /// systemd units meshctl enables and runs (empty on hosts without systemd).
     pub services: BTreeMap<String, ServiceState>,
 }
 
@@ -238,8 +238,12 @@ pub struct ManagedFile {
 /// A systemd unit's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceState {
-    /// Whether `systemctl is-enabled` says enabled.
+    /// Whether it is enabled at boot (`UnitFileState=enabled`).
     pub enabled: bool,
+    /// Whether it is running (`ActiveState=active`): for `wg-quick@IF`, whether systemd
+    /// brought the interface up, and so owns it.
+    #[serde(default)]
+    pub active: bool,
 }
 
 /// What is known about a host beyond its managed state: gathered with it, never diffed.
@@ -255,6 +259,10 @@ pub struct SystemInfo {
     pub iptables_backend: Option<String>,
     /// Whether the login is root (otherwise commands run through `sudo -n`).
     pub root: bool,
+    /// Whether the running kernel has WireGuard (the module loaded or built in, or its module
+    /// file there for the running release); without it, wireguard-go is needed.
+    #[serde(default)]
+    pub kernel_wireguard: bool,
 }
 
 /// Everything one gather returns: the live state plus what is only reported.

@@ -434,8 +434,11 @@ fn control_directory() -> PathBuf {
 
 /// The one command line every execution uses (the login shell runs it with `-c`).
 fn remote_command() -> String {
-    // Runs the script read from stdin, with stdin then closed (see `run_script`).
-    let runner = "meshctl_script=$(cat)\nexec </dev/null\neval \"$meshctl_script\"";
+    // Runs the script read from stdin, with stdin then closed (see `run_script`). The sbin
+    // directories go first on PATH, whoever logged in: a non-root login's PATH (kept by a sudo
+    // without `secure_path`) lacks them, and iptables, sysctl and dpkg's maintainer scripts
+    // (which dpkg refuses to run without them) live there.
+    let runner = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH\nexport PATH\nmeshctl_script=$(cat)\nexec </dev/null\neval \"$meshctl_script\"";
     let sudo_runner = format!("printf '%s\\n' '{SUDO_OK_MARKER}' >&2\n{runner}");
     // The effective uid from /proc (the shell's `read`: no process), `id -u` where there is
     // no /proc: every process is host CPU on every host, and ci/bench counts them.
@@ -634,6 +637,12 @@ mod tests {
         // `cat` read /dev/null, not the rest of the script.
         assert_eq!(out, "a b 0\n");
         assert_eq!(err, "after\n");
+        // The sbin directories are on PATH first, even when the caller's PATH lacks them.
+        let (_, out, _) = run_locally("printf '%s\\n' \"$PATH\"");
+        assert!(
+            out.starts_with("/usr/local/sbin:/usr/local/bin:/usr/sbin:"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! and confirmed, its ops executed, the result reported. What touches the controller (the
 //! terminal, the pins file) goes through an [`Operator`], so all of it runs in unit tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 
+use super::Prepared;
 use super::execute::Check;
+use super::provision::{self, Job};
 use super::{Connector, Engine, ExecuteSettings, HostError, HostOutcome, Lock};
 use crate::desired::{self, Desired};
 use crate::inventory::Role;
@@ -116,48 +118,36 @@ pub async fn run<C: Connector, O: Operator>(
     // Vet the keys learnt: a changed key is refused unless accepted explicitly, a key another
     // host has is refused outright; a refused host's lock is released at once.
     let mut keys = inputs.keys.clone();
-    let mut hub_key_changed = false;
-    let hosts: Vec<HostName> = prepared.keys().cloned().collect();
-    for h in hosts {
-        let Some(Ok(p)) = prepared.get(&h) else {
-            continue;
-        };
-        match keys.vet(&h, &p.public_key, inv, opts.accept_new_keys) {
-            Err(why) => {
-                if let Some(Ok(p)) = prepared.remove(&h) {
-                    engine.release(&h, p).await;
-                }
-                prepared.insert(h, Err(HostError::KeyRefused(why)));
-            }
-            Ok(verdict) => {
-                hub_key_changed |=
-                    verdict == KeyVerdict::Changed && matches!(inv.hosts[&h].role, Role::Hub(_));
-                keys.keys.insert(h.clone(), p.public_key.clone());
-            }
+    // Hosts without `wg` yet: their key is made after their packages are installed.
+    let mut later = BTreeSet::new();
+    let learnt: BTreeMap<HostName, WgKey> = prepared
+        .iter()
+        .filter_map(|(h, p)| Some((h.clone(), p.as_ref().ok()?.public_key.clone()?)))
+        .collect();
+    for (h, p) in &prepared {
+        if matches!(p, Ok(p) if p.public_key.is_none()) {
+            later.insert(h.clone());
         }
     }
-    if keys != inputs.keys {
-        let learnt: BTreeMap<HostName, WgKey> = keys
-            .keys
-            .iter()
-            .filter(|(h, _)| inv.hosts.get(*h).is_some_and(|x| x.public_key.is_none()))
-            .map(|(h, k)| (h.clone(), k.clone()))
-            .collect();
-        if let Err(e) = operator.pin(&learnt) {
-            engine.release_all(prepared).await;
-            return Err(e.into());
-        }
-    }
-    if hub_key_changed && let Some(configs) = planner::client_configs(inv) {
-        operator.warn(&format!(
-            "the hub's key changed: hand out these client configs again: {configs}"
-        ));
+    if let Err(e) = learn_keys(
+        engine,
+        inv,
+        opts,
+        operator,
+        &mut keys,
+        &mut prepared,
+        learnt,
+    )
+    .await
+    {
+        engine.release_all(prepared).await;
+        return Err(e);
     }
 
-    // The desired state with every reachable host's key known now: what the plan made now is
-    // made of, and what the check after apply compares with.
+    // The desired state with every reachable host's key known now (or, for a host without
+    // `wg` yet, known after its install): what the plan made now is made of.
     let desired: BTreeMap<HostName, Desired> =
-        desired::all_with_known_keys(inv, &inputs.roles, &keys)
+        desired::all_for_apply(inv, &inputs.roles, &keys, &later)
             .into_iter()
             .filter(|(h, _)| in_scope(h))
             .collect();
@@ -176,26 +166,37 @@ pub async fn run<C: Connector, O: Operator>(
         ..inputs.clone()
     };
     let mut now = planner::build(&with_keys, &desired, &live);
-    let plan = match source {
+    let mut plan = match source {
         PlanSource::Fresh { .. } => now,
         PlanSource::Saved { plan, path } => {
-            let mut saved = *plan;
+            let saved = *plan;
             // The inputs as the plan was made from them: before step 1 pinned new keys.
             now.inventory_digest = inputs.digest.clone();
-            let checked = crate::saved_plan::check(&saved, &now, &path)
-                .map_err(ApplyError::from)
-                .and_then(|()| {
-                    saved
-                        .resolve_pending_keys(&keys, |k| crate::persist::public_key_line(Some(k)))
-                        .map_err(ApplyError::from)
-                });
-            if let Err(e) = checked {
+            if let Err(e) = crate::saved_plan::check(&saved, &now, &path) {
                 engine.release_all(prepared).await;
-                return Err(e);
+                return Err(e.into());
             }
             saved
         }
     };
+    // The keys known now go in at once (a saved plan made before they existed); only those of
+    // hosts without `wg` yet may still come, after provisioning.
+    let resolved = plan
+        .resolve_known_keys(&keys, |k| crate::persist::public_key_line(Some(k)))
+        .and_then(|()| {
+            match plan
+                .pending_hosts()
+                .into_iter()
+                .find(|h| !later.contains(h))
+            {
+                Some(host) => Err(ResolveError::KeyUnknown { host }),
+                None => Ok(()),
+            }
+        });
+    if let Err(e) = resolved {
+        engine.release_all(prepared).await;
+        return Err(e.into());
+    }
 
     operator.show(&plan);
     let confirmed = if plan.has_changes() {
@@ -215,7 +216,6 @@ pub async fn run<C: Connector, O: Operator>(
         }
     }
 
-    // Steps 2 and 3: the plan's ops, per host, in parallel.
     let mut outcomes = BTreeMap::new();
     let mut sessions = BTreeMap::new();
     for (h, r) in prepared {
@@ -228,8 +228,98 @@ pub async fn run<C: Connector, O: Operator>(
             }
         }
     }
-    let checks = desired
+    // A host the plan could not be made for (it lacks what it cannot get) is let go.
+    for hp in plan.failed_hosts() {
+        if let Some(p) = sessions.remove(&hp.host) {
+            engine.release(&hp.host, p).await;
+            let reason = hp.error.clone().unwrap_or_default();
+            outcomes.insert(
+                hp.host.clone(),
+                HostOutcome::Failed(HostError::NotPlanned { reason }),
+            );
+        }
+    }
+
+    // Provisioning: packages first, then the keys still to come; a host that fails here
+    // fails alone, and the others leave it out where its key was to go.
+    let jobs: BTreeMap<HostName, Job<C::Remote>> = sessions
+        .extract_if(.., |h, _| {
+            later.contains(h)
+                || plan
+                    .hosts
+                    .iter()
+                    .any(|hp| &hp.host == h && !provision::installs(hp).is_empty())
+        })
+        .map(|(h, prepared)| {
+            let hp = plan.hosts.iter().find(|hp| hp.host == h);
+            let installs = hp.map(provision::installs).unwrap_or_default();
+            let interface = inv.network.interface.clone();
+            let job = Job {
+                prepared,
+                installs,
+                key_path: desired::key_path(&interface),
+                interface: interface.to_string(),
+            };
+            (h, job)
+        })
+        .collect();
+    let mut provisioned: BTreeMap<HostName, Result<Prepared<C::Remote>, HostError>> =
+        BTreeMap::new();
+    let mut made: BTreeMap<HostName, WgKey> = BTreeMap::new();
+    for (h, (p, r)) in engine.provision(jobs).await {
+        match r {
+            Ok(k) => {
+                made.insert(h.clone(), k);
+                provisioned.insert(h, Ok(p));
+            }
+            Err(e) => {
+                engine.release(&h, p).await;
+                provisioned.insert(h, Err(e));
+            }
+        }
+    }
+    if let Err(e) = learn_keys(
+        engine,
+        inv,
+        opts,
+        operator,
+        &mut keys,
+        &mut provisioned,
+        made,
+    )
+    .await
+    {
+        engine.release_all(provisioned).await;
+        engine
+            .release_all(sessions.into_iter().map(|(h, p)| (h, Ok(p))).collect())
+            .await;
+        return Err(e);
+    }
+    for (h, r) in provisioned {
+        match r {
+            Ok(p) => {
+                sessions.insert(h, p);
+            }
+            Err(e) => {
+                if keys.get(&h).is_none() {
+                    plan.leave_out_pending(&h);
+                }
+                outcomes.insert(h, HostOutcome::Failed(e));
+            }
+        }
+    }
+    if let Err(e) = plan.resolve_pending_keys(&keys, |k| crate::persist::public_key_line(Some(k))) {
+        engine
+            .release_all(sessions.into_iter().map(|(h, p)| (h, Ok(p))).collect())
+            .await;
+        return Err(e.into());
+    }
+
+    // Steps 2 and 3: the plan's ops, per host, in parallel. The check after them compares
+    // with the desired state of the keys known now.
+    let checks = desired::all_with_known_keys(inv, &inputs.roles, &keys)
         .into_iter()
+        .filter(|(h, _)| sessions.contains_key(h))
         .map(|(h, d)| {
             let spec = planner::gather_spec(&d, &inputs.roles);
             (
@@ -248,4 +338,50 @@ pub async fn run<C: Connector, O: Operator>(
     // those it prepared were executed.
     outcomes.extend(ran);
     Ok(ApplyResult::Applied { plan, outcomes })
+}
+
+/// Vets the keys `learnt` from the hosts (step 1's, or those made in provisioning) and pins
+/// the new ones: a changed key is refused unless accepted explicitly, a key another host has
+/// is refused outright, and a refused host's lock is released at once.
+async fn learn_keys<C: Connector, O: Operator>(
+    engine: &Engine<C>,
+    inv: &crate::inventory::Inventory,
+    opts: &ApplyOptions,
+    operator: &O,
+    keys: &mut crate::keys::PinnedKeys,
+    prepared: &mut BTreeMap<HostName, Result<super::Prepared<C::Remote>, HostError>>,
+    learnt: BTreeMap<HostName, WgKey>,
+) -> Result<(), ApplyError> {
+    let before = keys.clone();
+    let mut hub_key_changed = false;
+    for (h, key) in learnt {
+        match keys.vet(&h, &key, inv, opts.accept_new_keys) {
+            Err(why) => {
+                if let Some(Ok(p)) = prepared.remove(&h) {
+                    engine.release(&h, p).await;
+                }
+                prepared.insert(h, Err(HostError::KeyRefused(why)));
+            }
+            Ok(verdict) => {
+                hub_key_changed |=
+                    verdict == KeyVerdict::Changed && matches!(inv.hosts[&h].role, Role::Hub(_));
+                keys.keys.insert(h, key);
+            }
+        }
+    }
+    if *keys != before {
+        let learnt: BTreeMap<HostName, WgKey> = keys
+            .keys
+            .iter()
+            .filter(|(h, _)| inv.hosts.get(*h).is_some_and(|x| x.public_key.is_none()))
+            .map(|(h, k)| (h.clone(), k.clone()))
+            .collect();
+        operator.pin(&learnt)?;
+    }
+    if hub_key_changed && let Some(configs) = planner::client_configs(inv) {
+        operator.warn(&format!(
+            "the hub's key changed: hand out these client configs again: {configs}"
+        ));
+    }
+    Ok(())
 }

@@ -22,6 +22,23 @@ pub enum HostError {
         /// The last line the host printed on stderr.
         detail: String,
     },
+    /// Installing the packages the plan names failed (apply's `provision`): nothing else was
+    /// changed on the host.
+    #[error("installing {} with {} failed: {}", packages.join(" "), manager.tool(), if output.is_empty() { "no output".to_owned() } else { output.join(" | ") })]
+    Install {
+        /// The host's package manager.
+        manager: crate::packages::Manager,
+        /// What was to be installed.
+        packages: Vec<String>,
+        /// The package manager's last lines of output.
+        output: Vec<String>,
+    },
+    /// The plan could not be made for this host (it lacks something and cannot get it).
+    #[error("{reason}")]
+    NotPlanned {
+        /// The plan's error for the host.
+        reason: String,
+    },
     /// The host printed something that is not a public key.
     #[error("reading the host's public key: {detail}")]
     PublicKey {

@@ -16,6 +16,7 @@ use crate::transport::{RemoteOutput, TransportError};
 pub enum Kind {
     Gather,
     Prepare,
+    Provision,
     Changes,
     Finish,
     Unlock,
@@ -27,6 +28,8 @@ impl Kind {
     fn of(s: &str) -> Kind {
         if s == steps::unlock() {
             Kind::Unlock
+        } else if s.contains(steps::MARK_INSTALL) {
+            Kind::Provision
         } else if s.contains(steps::MARK_PUBKEY) {
             Kind::Prepare
         } else if s.contains("write_file() {") {
@@ -213,6 +216,19 @@ pub fn lost(host: &str) -> Answer {
 /// part of `script`: one record per record the script asks for (`r ID ...`, and the records
 /// its batch helpers `m_ipb`, `m_legacy`, `m_getent` and `m_files` print).
 pub fn fresh_gather(s: &str) -> String {
+    gather_lacking(s, &[])
+}
+
+/// The tools a fake host has.
+const TOOLS: &str = "wg\nwg-quick\nip\niptables\nip6tables\niptables-save\nip6tables-save\niptables-restore\nip6tables-restore\nsysctl\nsystemctl\nwireguard-go\napt-get\n";
+
+/// [`fresh_gather`] of a host that lacks the tools `lacking` (e.g. a fresh VPS: `wg`, ...).
+pub fn gather_lacking(s: &str, lacking: &[&str]) -> String {
+    let tools: String = TOOLS
+        .lines()
+        .filter(|t| !lacking.contains(t))
+        .map(|t| format!("{t}\n"))
+        .collect();
     let mut out = String::from("@@meshctl facts 1@@\n");
     let mut record = |id: &str, body: &str, rc: i32| {
         write!(
@@ -232,10 +248,7 @@ pub fn fresh_gather(s: &str) -> String {
             let (body, rc) = match id {
                 "os" => ("\"Debian GNU/Linux 12 (bookworm)\"\n", 0),
                 "systemd" => ("", 1),
-                "tools" => (
-                    "wg\nwg-quick\nip\niptables\nip6tables\niptables-save\nip6tables-save\niptables-restore\nip6tables-restore\nsysctl\nsystemctl\n",
-                    0,
-                ),
+                "tools" => (tools.as_str(), 0),
                 "iptables-version" => ("iptables v1.8.9 (nf_tables)\n", 0),
                 "uid" => ("0\n", 0),
                 "link" => ("", 1),
@@ -293,6 +306,54 @@ pub fn prepared(key: &str, s: &str) -> String {
     format!("{}\n{key}\n{}", steps::MARK_PUBKEY, fresh_gather(s))
 }
 
+/// The tools a freshly rented VPS lacks.
+pub const FRESH_VPS_LACKS: &[&str] = &[
+    "wg",
+    "wg-quick",
+    "wireguard-go",
+    "iptables",
+    "ip6tables",
+    "iptables-save",
+    "ip6tables-save",
+    "iptables-restore",
+    "ip6tables-restore",
+];
+
+/// A successful provisioning's answer: the install's output, then the key made.
+pub fn provisioned(key: &str) -> String {
+    format!(
+        "{} 0\nSetting up wireguard-tools ...\n{}\n{key}\n",
+        steps::MARK_INSTALL,
+        steps::MARK_PUBKEY
+    )
+}
+
+/// A freshly rented VPS (apt, no `wg`, no iptables): step 1 finds no key and lacks the tools;
+/// provisioning answers with `provision`; afterwards it has every tool (and the key `key`
+/// when `provision` succeeded).
+pub fn fresh_vps(
+    key: &'static str,
+    provision: impl Fn(&str) -> Answer + Send + Sync + 'static,
+) -> FakeHost {
+    FakeHost {
+        refuse_connects: vec![],
+        respond: Arc::new(move |kind, s, _| match kind {
+            Kind::Prepare => ok(format!(
+                "{}\n{}\n{}",
+                steps::MARK_PUBKEY,
+                steps::NO_KEY,
+                gather_lacking(s, FRESH_VPS_LACKS)
+            )),
+            Kind::Provision => provision(key),
+            Kind::Gather => ok(gather_lacking(s, FRESH_VPS_LACKS)),
+            Kind::Finish | Kind::Confirm => ok(fresh_gather(s)),
+            Kind::Changes => ok(format!("{}\n", steps::MARK_DONE)),
+            Kind::Unlock => ok(String::new()),
+            Kind::GuardStatus => ok(format!("{}\n", guard::STATUS_ROLLED_BACK)),
+        }),
+    }
+}
+
 /// A fresh host with public key `key` whose step 1 succeeds, and which answers every other
 /// script with `rest`.
 pub fn prepared_then(
@@ -314,6 +375,7 @@ pub fn healthy(key: &'static str) -> FakeHost {
         refuse_connects: vec![],
         respond: Arc::new(move |kind, s, _| match kind {
             Kind::Prepare => ok(prepared(key, s)),
+            Kind::Provision => ok(provisioned(key)),
             Kind::Gather | Kind::Finish | Kind::Confirm => ok(fresh_gather(s)),
             Kind::Changes => ok(format!("{}\n", steps::MARK_DONE)),
             Kind::Unlock => ok(String::new()),

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod error;
 mod execute;
 mod prepare;
+mod provision;
 pub mod remote;
 mod run;
 pub mod timings;

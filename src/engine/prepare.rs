@@ -23,8 +23,9 @@ pub struct Lock {
 /// One host after step 1: its connection (locked), its public key and its live state.
 pub struct Prepared<R> {
     pub(crate) remote: R,
-    /// The host's public key, as it reported it.
-    pub public_key: WgKey,
+    /// The host's public key, as it reported it; `None`: it has no `wg` yet, the key is made
+    /// after its packages are installed (see `provision`).
+    pub public_key: Option<WgKey>,
     /// The live state gathered under the lock.
     pub live: LiveHost,
 }
@@ -110,7 +111,7 @@ async fn prepare_one<R: Remote>(
     spec: &GatherSpec,
     lock: &Lock,
     timings: Option<&Timings>,
-) -> Result<(WgKey, LiveHost), HostError> {
+) -> Result<(Option<WgKey>, LiveHost), HostError> {
     let key_path = crate::desired::key_path(&spec.interface);
     let s = steps::prepare(
         &lock.holder,
@@ -147,11 +148,13 @@ async fn prepare_one<R: Remote>(
         return Err(HostError::Prepare { detail });
     };
     let (key_line, gathered) = rest.split_once('\n').unwrap_or((rest, ""));
-    let read = WgKey::parse(key_line)
-        .map_err(|e| HostError::PublicKey {
+    let key = match key_line {
+        steps::NO_KEY => Ok(None),
+        k => WgKey::parse(k).map(Some).map_err(|e| HostError::PublicKey {
             detail: e.to_string(),
-        })
-        .and_then(|k| parse_gathered(host, gathered, &out.stderr, spec).map(|l| (k, l)));
+        }),
+    };
+    let read = key.and_then(|k| parse_gathered(host, gathered, &out.stderr, spec).map(|l| (k, l)));
     if read.is_err() {
         remote.run(&steps::unlock()).await.ok();
     }

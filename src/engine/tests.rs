@@ -666,3 +666,241 @@ async fn a_connection_lost_in_the_final_gather_fails_that_host_alone() {
         HostOutcome::NotConverged { .. }
     ));
 }
+
+// ---------------------------------------------------------------- provisioning
+
+fn shown_text(op: &Scripted) -> String {
+    crate::render::text(
+        &op.shown.lock().unwrap()[0],
+        crate::render::Style { color: false },
+    )
+}
+
+/// The hub a freshly rented VPS whose install succeeds, the others healthy.
+fn fresh_vps_hub() -> FakeConnector {
+    FakeConnector::with([
+        (
+            "vps",
+            fake::fresh_vps(VPS, |k| fake::ok(fake::provisioned(k))),
+        ),
+        ("nas", fake::healthy(NAS)),
+        ("laptop", fake::healthy(LAPTOP)),
+    ])
+}
+
+#[tokio::test]
+async fn a_fresh_vps_gets_its_packages_after_the_prompt_then_its_key_then_its_changes() {
+    let (_d, inputs) = inputs("", &[]);
+    let c = fresh_vps_hub();
+    let op = Scripted::yes();
+    let out = outcomes(apply(&c, &inputs, fresh(), &op).await);
+    assert_eq!(
+        c.kinds("vps"),
+        vec![Kind::Prepare, Kind::Provision, Kind::Changes, Kind::Finish]
+    );
+    assert_eq!(c.connections("vps"), 1);
+    for h in ["nas", "laptop"] {
+        assert_eq!(
+            c.kinds(h),
+            vec![Kind::Prepare, Kind::Changes, Kind::Finish],
+            "{h}"
+        );
+    }
+    // The plan shown lists the packages, first, and the hub's key as known after apply.
+    let text = shown_text(&op);
+    assert!(
+        text.contains("vps (hub, ")
+            && text.contains("  + package wireguard-tools (apt)\n  + package wireguard-go (apt)\n  + package iptables (apt)\n"),
+        "{text}"
+    );
+    // Installed exactly the plan's packages, non-interactively, waiting for the lock, with
+    // the script's stdin kept from the package manager.
+    let script = &c.scripts("vps", Kind::Provision)[0];
+    assert!(
+        script.contains("DEBIAN_FRONTEND=noninteractive; export DEBIAN_FRONTEND;")
+            && script.contains("DPkg::Lock::Timeout=600")
+            && script.contains(
+                "--no-install-recommends wireguard-tools wireguard-go iptables\n} </dev/null 2>&1"
+            ),
+        "{script}"
+    );
+    let install_at = script.find("apt-get").unwrap();
+    assert!(
+        install_at < script.find("wg genkey").unwrap(),
+        "install before the key"
+    );
+    // The key made there reaches the others' changes, and is pinned.
+    for h in ["nas", "laptop"] {
+        let changes = c.scripts(h, Kind::Changes).join("");
+        assert!(
+            changes.contains(&format!("PublicKey = {VPS}")),
+            "{h}: {changes}"
+        );
+        assert!(!changes.contains("known after apply"), "{h}");
+    }
+    let pinned = op.pinned.lock().unwrap();
+    assert_eq!(pinned.last().unwrap()[&host("vps")].as_str(), VPS);
+    // The change script itself installs nothing (it was done before).
+    assert!(!c.scripts("vps", Kind::Changes)[0].contains("apt-get"));
+    assert!(matches!(
+        out[&host("vps")],
+        HostOutcome::NotConverged { .. }
+    ));
+}
+
+#[tokio::test]
+async fn no_at_the_prompt_installs_nothing() {
+    let (_d, inputs) = inputs("", &[]);
+    let c = fresh_vps_hub();
+    let op = Scripted {
+        answer: Some(false),
+        ..Scripted::default()
+    };
+    let r = apply(&c, &inputs, fresh(), &op).await;
+    assert!(matches!(r, Ok(ApplyResult::Cancelled)));
+    assert_eq!(c.kinds("vps"), vec![Kind::Prepare, Kind::Unlock]);
+}
+
+#[tokio::test]
+async fn a_failed_install_fails_that_host_alone_and_the_others_leave_it_out() {
+    let (_d, inputs) = inputs("", &[]);
+    let c = FakeConnector::with([
+        ("vps", fake::healthy(VPS)),
+        (
+            "nas",
+            fake::fresh_vps(NAS, |_| {
+                Ok(crate::transport::RemoteOutput {
+                    status: Some(1),
+                    stdout: format!(
+                        "{} 0\nReading package lists...\nE: Unable to locate package wireguard-go\n{} 0\n",
+                        steps::MARK_INSTALL,
+                        steps::MARK_INSTALL_FAILED
+                    ),
+                    stderr: String::new(),
+                })
+            }),
+        ),
+        ("laptop", fake::healthy(LAPTOP)),
+    ]);
+    let op = Scripted::yes();
+    let out = outcomes(apply(&c, &inputs, fresh(), &op).await);
+    match &out[&host("nas")] {
+        HostOutcome::Failed(e @ HostError::Install { output, .. }) => {
+            assert_eq!(
+                output,
+                &[
+                    "Reading package lists...",
+                    "E: Unable to locate package wireguard-go"
+                ]
+            );
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(
+                    "installing wireguard-tools wireguard-go iptables with apt-get failed: "
+                ) && msg.ends_with("E: Unable to locate package wireguard-go"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Its lock is released, nothing else ran there.
+    assert_eq!(
+        c.kinds("nas"),
+        vec![Kind::Prepare, Kind::Provision, Kind::Unlock]
+    );
+    // The hub applies, with the laptop but without the NAS (whose key never came).
+    assert_eq!(
+        c.kinds("vps"),
+        vec![Kind::Prepare, Kind::Changes, Kind::Finish]
+    );
+    let vps = c.scripts("vps", Kind::Changes).join("");
+    assert!(vps.contains(&format!("PublicKey = {LAPTOP}")), "{vps}");
+    assert!(
+        !vps.contains("# nas\n") && !vps.contains("known after apply"),
+        "{vps}"
+    );
+    assert!(!matches!(out[&host("vps")], HostOutcome::Failed(_)));
+    assert!(!matches!(out[&host("laptop")], HostOutcome::Failed(_)));
+}
+
+#[tokio::test]
+async fn a_host_without_a_package_manager_fails_alone_with_what_to_install() {
+    let (_d, inputs) = inputs("", &[("vps", VPS), ("nas", NAS), ("laptop", LAPTOP)]);
+    let bare = FakeHost {
+        refuse_connects: vec![],
+        respond: Arc::new(|kind, s, _| {
+            let mut lacks = fake::FRESH_VPS_LACKS.to_vec();
+            lacks.push("apt-get");
+            match kind {
+                Kind::Prepare => fake::ok(format!(
+                    "{}\n{}\n{}",
+                    steps::MARK_PUBKEY,
+                    steps::NO_KEY,
+                    fake::gather_lacking(s, &lacks)
+                )),
+                Kind::Unlock => fake::ok(String::new()),
+                other => panic!("{other:?} on a host that could not be planned"),
+            }
+        }),
+    };
+    let c = FakeConnector::with([
+        ("vps", fake::healthy(VPS)),
+        ("nas", bare),
+        ("laptop", fake::healthy(LAPTOP)),
+    ]);
+    let op = Scripted::yes();
+    let out = outcomes(apply(&c, &inputs, fresh(), &op).await);
+    match &out[&host("nas")] {
+        HostOutcome::Failed(e @ HostError::NotPlanned { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("lacks wg and wg-quick")
+                    && msg.contains("install wireguard-tools wireguard-go iptables by hand"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.kinds("nas"), vec![Kind::Prepare, Kind::Unlock]);
+    assert_eq!(
+        c.kinds("vps"),
+        vec![Kind::Prepare, Kind::Changes, Kind::Finish]
+    );
+    // The plan shown says so for that host alone.
+    let text = shown_text(&op);
+    assert!(
+        text.contains("nas (gateway, ") && text.contains("error: this host lacks"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_saved_plan_installs_its_own_packages() {
+    let (_d, inputs) = inputs("", &[]);
+    let c = fresh_vps_hub();
+    let plan = saved_plan(&c, &inputs).await;
+    let text = crate::render::json(&plan);
+    assert!(text.contains("\"op\": \"install_packages\""));
+    let op = Scripted::yes();
+    let source = PlanSource::Saved {
+        plan: Box::new(plan),
+        path: "plan.json".into(),
+    };
+    outcomes(apply(&c, &inputs, source, &op).await);
+    assert_eq!(
+        c.kinds("vps"),
+        vec![
+            Kind::Gather,
+            Kind::Prepare,
+            Kind::Provision,
+            Kind::Changes,
+            Kind::Finish
+        ]
+    );
+    let script = &c.scripts("vps", Kind::Provision)[0];
+    assert!(
+        script.contains("install --no-install-recommends wireguard-tools wireguard-go iptables")
+    );
+    let nas = c.scripts("nas", Kind::Changes).join("");
+    assert!(nas.contains(&format!("PublicKey = {VPS}")), "{nas}");
+}

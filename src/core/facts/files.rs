@@ -198,22 +198,23 @@ pub(crate) fn parse_services(
     }
     for (i, unit) in spec.services.iter().enumerate() {
         let rec = require(recs, &format!("service.{i}"))?;
-        // `systemctl is-enabled` exits non-zero for anything but enabled; its stdout says what
-        // (disabled, masked, static, not-found, or nothing for an unknown unit on old systemd).
-        let state = rec.first_line().unwrap_or("");
-        if rec.rc == super::script::RC_NOT_FOUND {
-            return Err(failed(
-                rec,
-                &format!("service {unit}"),
-                "systemctl is-enabled",
-            ));
+        // `systemctl show -p UnitFileState -p ActiveState`: `KEY=VALUE` lines in systemd's
+        // order; an unknown unit has an empty UnitFileState and ActiveState=inactive.
+        if rec.rc != 0 {
+            return Err(failed(rec, &format!("service {unit}"), "systemctl show"));
         }
-        out.insert(
-            unit.clone(),
-            ServiceState {
-                enabled: state == "enabled",
-            },
-        );
+        let mut state = ServiceState {
+            enabled: false,
+            active: false,
+        };
+        for (_, line) in rec.lines() {
+            match line.trim().split_once('=') {
+                Some(("UnitFileState", v)) => state.enabled = v == "enabled",
+                Some(("ActiveState", v)) => state.active = v == "active",
+                _ => {}
+            }
+        }
+        out.insert(unit.clone(), state);
     }
     Ok(out)
 }

@@ -25,6 +25,9 @@ pub(crate) const RC_INVALID: i32 = 97;
 /// Exit status of the shell when a command is not found.
 pub(crate) const RC_NOT_FOUND: i32 = 127;
 
+/// Where the running kernel's release is read (for its WireGuard module file).
+pub(crate) const KERNEL_RELEASE_PATH: &str = "/proc/sys/kernel/osrelease";
+
 /// The tools whose presence is reported in `SystemInfo::tools`.
 pub(crate) const TOOLS: &[&str] = &[
     "wg",
@@ -39,6 +42,10 @@ pub(crate) const TOOLS: &[&str] = &[
     "sysctl",
     "sudo",
     "systemctl",
+    "wireguard-go",
+    "apt-get",
+    "dnf",
+    "apk",
 ];
 
 /// Fixed prologue: helper functions. `r ID CMD...` runs CMD between the record markers and
@@ -93,6 +100,15 @@ m_os() {
 m_tools() {
   for m_t in "$@"; do
     command -v "$m_t" >/dev/null 2>&1 && printf '%s\n' "$m_t"
+  done
+  return 0
+}
+m_wgmod() {
+  [ -d /sys/module/wireguard ] && printf 'loaded\n'
+  for m_f in /lib/modules/*/kernel/drivers/net/wireguard/wireguard.ko*; do
+    [ -e "$m_f" ] || continue
+    m_f=${m_f#/lib/modules/}
+    printf 'module %s\n' "${m_f%%/*}"
   done
   return 0
 }
@@ -293,29 +309,33 @@ m_getent() {
   fi
 }
 m_units() {
-  # m_units I UNIT ...: one `systemctl is-enabled` for every unit (one line each, in order),
-  # each record's status the one `systemctl is-enabled UNIT` alone would give
+  # m_units I UNIT ...: one `systemctl show` of UnitFileState and ActiveState for every unit
+  # (a block each, in order, an empty line between), each record what the unit alone gives
   m_n=$(($# / 2)) m_names=
   m_a=$#
   while [ "$m_a" -gt 0 ]; do set -- "$@" "$2"; m_names="$m_names $1"; shift 2; m_a=$((m_a - 2)); done
-  m_out=$(systemctl is-enabled "$@" </dev/null 2>/dev/null)
+  m_out=$(systemctl show -p UnitFileState -p ActiveState -- "$@" </dev/null 2>/dev/null)
   m_src=$?
-  m_c=0
-  set -f
-  IFS=$m_nl
-  for m_l in $m_out; do m_c=$((m_c + 1)); done
-  unset IFS
-  set +f
-  if [ "$m_c" = "$m_n" ] && [ "$m_src" != 127 ]; then
-    m_rest=$m_out$m_nl
+  m_rest=$m_out$m_nl$m_nl m_c=0
+  while [ -n "$m_rest" ]; do
+    m_p=$m_rest m_rest=${m_rest#*"$m_nl$m_nl"}
+    [ "$m_rest" = "$m_p" ] && break
+    m_c=$((m_c + 1))
+  done
+  if [ "$m_c" = "$m_n" ] && [ "$m_src" = 0 ]; then
+    m_rest=$m_out$m_nl$m_nl
     for m_i in $m_names; do
-      m_l=${m_rest%%"$m_nl"*} m_rest=${m_rest#*"$m_nl"}
-      case $m_l in enabled|enabled-runtime|static|indirect|generated|transient|alias) m_rc=0 ;; *) m_rc=1 ;; esac
-      m_rec "service.$m_i" "$m_rc" "$m_l$m_nl"
+      m_b=${m_rest%%"$m_nl$m_nl"*} m_rest=${m_rest#*"$m_nl$m_nl"}
+      m_rec "service.$m_i" 0 "$m_b$m_nl"
     done
   else
-    for m_i in $m_names; do r "service.$m_i" systemctl is-enabled "$1"; shift; done
+    for m_i in $m_names; do r "service.$m_i" systemctl show -p UnitFileState -p ActiveState -- "$1"; shift; done
   fi
+}
+m_line() {
+  # m_line FILE: its first line, by the shell's read
+  IFS= read -r m_l <"$1" || [ -n "$m_l" ] || return 1
+  printf '%s\n' "$m_l"
 }
 "#;
 
@@ -426,6 +446,10 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     s.push_str("m_systemd=$m_rc\n");
     rec(&mut s, "tools", &format!("m_tools {}", TOOLS.join(" ")));
     rec(&mut s, "uid", "m_uid");
+    // kernel WireGuard: loaded (or built in), or a module file for some kernel release (the
+    // running one is the `kernel` record below): shell builtins only
+    rec(&mut s, "wg-kernel", "m_wgmod");
+    rec(&mut s, "kernel", &format!("m_line {KERNEL_RELEASE_PATH}"));
 
     // addresses, routes, rules, NDP proxies: two `ip -j -b`. The interface's addresses come
     // last: when it is absent only that command fails, and `m_ipb` tells it from the others.

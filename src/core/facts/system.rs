@@ -36,6 +36,8 @@ pub(crate) fn parse(recs: &Records<'_>) -> Result<SystemInfo, FactError> {
         }
     }
 
+    info.kernel_wireguard = kernel_wireguard(recs)?;
+
     let uid = require(recs, "uid")?;
     if uid.rc != 0 {
         return Err(failed(uid, "uid", "id -u"));
@@ -50,6 +52,38 @@ pub(crate) fn parse(recs: &Records<'_>) -> Result<SystemInfo, FactError> {
         .map_err(|_| malformed("uid", n, format!("not a user id: {}", excerpt(line))))?;
     info.root = uid == 0;
     Ok(info)
+}
+
+/// Whether the running kernel has WireGuard: `loaded` (the module is in, or built in), or a
+/// `module RELEASE` line for the running release (the `kernel` record, from /proc).
+fn kernel_wireguard(recs: &Records<'_>) -> Result<bool, FactError> {
+    let rec = require(recs, "wg-kernel")?;
+    if rec.rc != 0 {
+        return Err(failed(rec, "wg-kernel", "m_wgmod"));
+    }
+    let release = recs
+        .get("kernel")
+        .filter(|k| k.rc == 0)
+        .and_then(|k| k.first_line())
+        .map(str::trim);
+    for (n, line) in rec.lines() {
+        match line.trim().split_once(' ') {
+            None if line.trim() == "loaded" => return Ok(true),
+            Some(("module", r)) => {
+                if Some(r) == release {
+                    return Ok(true);
+                }
+            }
+            _ => {
+                return Err(malformed(
+                    "wg-kernel",
+                    n,
+                    format!("not `loaded` or `module RELEASE`: {}", excerpt(line)),
+                ));
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// `iptables v1.8.9 (nf_tables)` → `nf_tables`; `(legacy)` or no backend (iptables < 1.8,

@@ -244,7 +244,7 @@ fn run_with(prelude: &str, spec: &GatherSpec) -> LiveHost {
     parse(&out, spec).unwrap_or_else(|e| panic!("{e}\n{out}"))
 }
 
-/// One `getent ahosts` and one `systemctl is-enabled` answer for every name and unit, split
+/// One `getent ahosts` and one `systemctl show` answer for every name and unit, split
 /// into per-item records by the script; where the split would be ambiguous (a name that does
 /// not resolve, a unit that prints nothing) it asks item by item. Needs `sh` and `ip` only.
 #[test]
@@ -266,15 +266,18 @@ getent() {
 }
 test() { [ "$*" = "-d /run/systemd/system" ] && return 0; command test "$@"; }
 systemctl() {
-  echo "systemctl $*" >> calls; shift; m_x=1
+  echo "systemctl $*" >> calls; shift 6; m_n=$#; m_sep=
   for u do
+    printf '%s' "$m_sep"; m_sep='
+'
     case $u in
-      on.service) echo enabled; m_x=0 ;;
-      off.service) echo disabled ;;
-      gone.service) echo 'Failed to get unit file state for gone.service' >&2; return 1 ;;
+      on.service) printf 'ActiveState=active\nUnitFileState=enabled\n' ;;
+      off.service) printf 'ActiveState=inactive\nUnitFileState=disabled\n' ;;
+      # an answer that cannot be split: nothing for it among others
+      gone.service) [ "$m_n" = 1 ] && printf 'ActiveState=inactive\nUnitFileState=\n' ;;
     esac
   done
-  return $m_x
+  return 0
 }
 "#;
     let spec = |resolve: &[&str], services: &[&str]| GatherSpec {
@@ -302,7 +305,7 @@ systemctl() {
     let (live, log) = calls(prelude, &s);
     assert_eq!(
         log,
-        "systemctl is-enabled on.service off.service\ngetent ahosts a.example b.example\n"
+        "systemctl show -p UnitFileState -p ActiveState -- on.service off.service\ngetent ahosts a.example b.example\n"
     );
     assert_eq!(
         live.resolved["a.example"],
@@ -310,7 +313,9 @@ systemctl() {
     );
     assert_eq!(live.resolved["b.example"], vec![ip("198.51.100.7")]);
     assert!(live.state.services["on.service"].enabled);
+    assert!(live.state.services["on.service"].active);
     assert!(!live.state.services["off.service"].enabled);
+    assert!(!live.state.services["off.service"].active);
 
     // A name that does not resolve and a unit that prints nothing: item by item, the same
     // answers as before.
@@ -351,6 +356,9 @@ fn hub_fixture() {
     assert!(live.system.root);
     assert_eq!(live.system.iptables_backend.as_deref(), Some("nf_tables"));
     assert!(live.system.tools.contains("wg") && !live.system.tools.contains("sudo"));
+    assert!(live.system.tools.contains("wireguard-go") && live.system.tools.contains("apt-get"));
+    // The lab machine's kernel has no WireGuard module (wireguard-go does it).
+    assert!(!live.system.kernel_wireguard);
 
     let wg = live.state.interface.as_ref().unwrap();
     assert_eq!(wg.name.as_str(), "wg0");
@@ -361,7 +369,7 @@ fn hub_fixture() {
     assert_eq!(wg.listen_port, Some(51820));
     assert_eq!(
         wg.public_key,
-        Some(key("idxpH18FKZX2b8Sx+OrBXWPN1WLwGlS+lQ5QoqMp3lw="))
+        Some(key("LFnfMJ7g2lEf4evbxwzw/AEpYJty3Cjmsh7qAlsaViw="))
     );
     assert_eq!(wg.private_key_file.path, "/tmp/fxkeys/hub.key");
     assert_eq!(live.key_file_mode, Some(0o600));
@@ -552,6 +560,8 @@ fn hub_fixture() {
 fn fresh_host_fixture_absent_interface_and_empty_chain() {
     let live = parse(&fixture("fresh.out"), &hub_spec()).unwrap();
     assert_eq!(live.state.interface, None);
+    // Captured on the lab machine, whose kernel has no WireGuard (wireguard-go does it).
+    assert!(!live.system.kernel_wireguard);
     assert!(live.state.routes.is_empty());
     assert!(live.state.ndp_proxies.is_empty());
     assert!(
@@ -648,14 +658,11 @@ fn legacy_warning_comment_in_save_output_is_a_warning() {
 #[test]
 fn missing_tools_and_failing_commands() {
     let hub = fixture("hub.out");
-    // No ip6tables-save: chains unreadable, a warning, not an error.
+    // No ip6tables-save: no chains of that family (the empty state a fresh host has), not
+    // an error (the plan installs it where the host needs it).
     let out = with_record(&hub, "fw6", "", 127);
     let live = parse(&out, &hub_spec()).unwrap();
-    assert!(
-        live.warnings
-            .iter()
-            .any(|w| w.contains("ip6tables-save is not installed"))
-    );
+    assert!(!live.warnings.iter().any(|w| w.contains("ip6tables")));
     assert!(
         !live
             .state
@@ -695,6 +702,42 @@ fn missing_tools_and_failing_commands() {
 }
 
 #[test]
+fn kernel_wireguard_from_the_module_or_its_file_for_the_running_release() {
+    let hub = fixture("hub.out");
+    let kernel = |body: &str| {
+        let out = with_record(&hub, "wg-kernel", body, 0);
+        parse(&out, &hub_spec()).map(|l| l.system.kernel_wireguard)
+    };
+    assert_eq!(kernel(""), Ok(false));
+    assert_eq!(kernel("loaded\n"), Ok(true));
+    // The hub fixture's kernel is 6.18.44-fc-v1045: a module for another release does not count.
+    assert_eq!(kernel("module 6.1.0-27-amd64\n"), Ok(false));
+    assert_eq!(
+        kernel("module 6.1.0-27-amd64\nmodule 6.18.44-fc-v1045\n"),
+        Ok(true)
+    );
+    assert!(matches!(
+        kernel("what\n"),
+        Err(FactError::Malformed { section, .. }) if section == "wg-kernel"
+    ));
+    // Without the release (an old fixture, an unreadable /proc), only `loaded` counts.
+    let out = with_record(
+        &with_record(&hub, "kernel", "", 3),
+        "wg-kernel",
+        "module 6.18.44-fc-v1045\n",
+        0,
+    );
+    assert!(!parse(&out, &hub_spec()).unwrap().system.kernel_wireguard);
+    // The tools a fresh host lacks are reported by their absence.
+    let out = with_record(&hub, "tools", "ip\nsysctl\ndnf\n", 0);
+    let tools = parse(&out, &hub_spec()).unwrap().system.tools;
+    assert_eq!(
+        tools.into_iter().collect::<Vec<_>>(),
+        ["dnf", "ip", "sysctl"]
+    );
+}
+
+#[test]
 fn services_under_systemd() {
     let hub = fixture("hub.out");
     let out = with_record(&hub, "systemd", "", 0);
@@ -705,10 +748,33 @@ fn services_under_systemd() {
         );
         parse(&out, &hub_spec()).map(|l| l.state.services)
     };
-    assert!(with("enabled\n", 0).unwrap()["wg-quick@wg0"].enabled);
-    assert!(!with("disabled\n", 1).unwrap()["wg-quick@wg0"].enabled);
-    assert!(!with("not-found\n", 4).unwrap()["wg-quick@wg0"].enabled);
-    assert!(!with("", 1).unwrap()["wg-quick@wg0"].enabled);
+    let state = |body: &str| {
+        let s = &with(body, 0).unwrap()["wg-quick@wg0"];
+        (s.enabled, s.active)
+    };
+    assert_eq!(
+        state("ActiveState=active\nUnitFileState=enabled\n"),
+        (true, true)
+    );
+    assert_eq!(
+        state("UnitFileState=enabled\nActiveState=inactive\n"),
+        (true, false)
+    );
+    // A hand-made `wg-quick@wg0` started but not enabled.
+    assert_eq!(
+        state("ActiveState=active\nUnitFileState=disabled\n"),
+        (false, true)
+    );
+    // Not installed yet (no wireguard-tools): an unknown unit.
+    assert_eq!(
+        state("ActiveState=inactive\nUnitFileState=\n"),
+        (false, false)
+    );
+    assert_eq!(state(""), (false, false));
+    assert!(matches!(
+        with("", 127),
+        Err(FactError::Command { status: 127, .. })
+    ));
     assert!(matches!(
         parse(&out, &hub_spec()),
         Err(FactError::Missing { .. })
@@ -901,9 +967,13 @@ fn spec_from_desired_state() {
             mode: 0o600,
         },
     );
-    desired
-        .services
-        .insert("wg-quick@wg7".into(), ServiceState { enabled: true });
+    desired.services.insert(
+        "wg-quick@wg7".into(),
+        ServiceState {
+            enabled: true,
+            active: true,
+        },
+    );
     let range: Ipv6Net = "2001:db8::/72".parse().unwrap();
     let spec = GatherSpec::from_desired(&desired, vec!["vps.example.org".into()], Some(range));
     assert_eq!(spec.interface.as_str(), "wg7");

@@ -62,6 +62,15 @@ pub fn arm(run_id: &str, changes: &[Change], plan: &GuardPlan, timeout_secs: u64
         .ok();
     }
     if let Some(wg) = &plan.created_interface {
+        // An interface its unit brought up is stopped by the unit, so systemd's state stays
+        // true; the link is deleted in any case.
+        for c in changes {
+            if let Op::StartService { unit, interface } = &c.op
+                && interface == wg
+            {
+                writeln!(rb, "{}", crate::spell::service_stop(unit)).ok();
+            }
+        }
         writeln!(rb, "ip link del {} 2>/dev/null", quote(wg)).ok();
     }
     // Best effort: a rollback step that fails does not stop the others.
@@ -137,4 +146,41 @@ pub fn status(run_id: &str) -> String {
     format!(
         "if [ -e {g}/rolled-back ]; then echo {STATUS_ROLLED_BACK}; cat {g}/rollback.log 2>/dev/null; elif [ -e {g}/rollback.claimed ]; then echo rolling-back; elif [ ! -e {g} ]; then echo confirmed; else echo pending; fi\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Action;
+
+    #[test]
+    fn an_interface_its_unit_started_is_stopped_by_the_unit_on_rollback() {
+        let start = Change {
+            action: Action::Add,
+            kind: "interface".into(),
+            resource: "interface wg0".into(),
+            before: None,
+            after: None,
+            diff: None,
+            op: Op::StartService {
+                unit: "wg-quick@wg0".into(),
+                interface: "wg0".into(),
+            },
+        };
+        let plan = GuardPlan {
+            rollback: vec![],
+            created_interface: Some("wg0".into()),
+        };
+        let s = arm("run-1", std::slice::from_ref(&start), &plan, 30);
+        let stop = s.find("systemctl stop wg-quick@wg0 2>/dev/null").expect(&s);
+        assert!(stop < s.find("ip link del wg0").unwrap());
+        // Brought up by `wg-quick up` (no systemd): no unit to stop.
+        let up = Change {
+            op: Op::CreateInterface {
+                interface: "wg0".into(),
+            },
+            ..start
+        };
+        assert!(!arm("run-1", &[up], &plan, 30).contains("systemctl"));
+    }
 }

@@ -1,7 +1,10 @@
-//! The scripts apply runs on a host: at most three remote executions per host.
+//! The scripts apply runs on a host: at most three remote executions per host (four on a host
+//! that gets packages installed).
 //!
 //! 1. `prepare`: take the host's lock in /run/meshctl, generate the private key where there is
-//!    none (umask 077, a 0600 file; only the public key is printed), then gather.
+//!    none (umask 077, a 0600 file; only the public key is printed; not on a host without
+//!    `wg` yet), then gather. After the prompt, a host whose plan installs packages gets one
+//!    more execution first, `provision`: install them, then make its key.
 //! 2. `changes`: one script applying the host's changes, each with the smallest command that
 //!    does it, announcing every step so a failure says what was applied before it.
 //! 3. `finish`: gather again (to confirm convergence) and release the lock.
@@ -36,6 +39,13 @@ pub const MARK_LOCKED: &str = "@@meshctl locked@@";
 pub const MARK_LOCK_TAKEN: &str = "@@meshctl lock taken@@";
 /// `prepare`: the next line is the host's public key.
 pub const MARK_PUBKEY: &str = "@@meshctl pubkey@@";
+/// `prepare`: the line after [`MARK_PUBKEY`] when the host has no `wg` (no key yet).
+pub const NO_KEY: &str = "(none)";
+/// `provision`: install N (an index into its installs) starts; the package manager's output
+/// follows.
+pub const MARK_INSTALL: &str = "@@meshctl install@@";
+/// `provision`: install N failed (the lines since its start are the package manager's output).
+pub const MARK_INSTALL_FAILED: &str = "@@meshctl install failed@@";
 /// `changes`: a step starts (`MARK N`, N the change's index in the plan).
 pub const MARK_STEP: &str = "@@meshctl step@@";
 /// `changes`: step N failed (the script stops there unless it runs with [`OnFailure::Continue`]).
@@ -73,22 +83,65 @@ pub fn prepare(
     writeln!(s, "echo {MARK_LOCK_TAKEN}").ok();
     // Until the host is prepared, a failure gives the lock back.
     writeln!(s, "trap 'rm -rf {LOCK_DIR}' EXIT").ok();
-    let key = quote(key_path);
-    let iface = quote(interface);
-    // A key that already lives on the interface (a hand-made setup) is adopted, so the host
-    // keeps its identity; it goes to the 0600 file, never to the output.
-    // With the interface down, a hand-made config's `PrivateKey =` is the only copy of the
-    // host's identity: it is adopted too (into the 0600 file, checked with `wg pubkey`, never
-    // printed), before a new key would overwrite the config that holds it.
-    let conf = quote(&crate::persist::conf_path(interface));
+    // Without `wg` (a fresh host) there is no key yet: the plan installs wireguard-tools,
+    // and `provision` makes the key after the prompt.
     writeln!(
         s,
-        "if [ ! -s {key} ]; then\n  k={key}; [ -d \"${{k%/*}}\" ] || mkdir -p \"${{k%/*}}\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi"
+        "if command -v wg >/dev/null 2>&1; then\n{}echo {MARK_PUBKEY}\nwg pubkey < {} || exit 1\nelse\necho {MARK_PUBKEY}\necho {}\nfi",
+        key_block(key_path, interface),
+        quote(key_path),
+        quote(NO_KEY)
     )
     .ok();
-    writeln!(s, "echo {MARK_PUBKEY}\nwg pubkey < {key} || exit 1").ok();
     s.push_str(gather);
     s.push_str("\ntrap - EXIT\n");
+    s
+}
+
+/// Makes sure the private key file exists: a key that already lives on the interface (a
+/// hand-made setup) is adopted, so the host keeps its identity; it goes to the 0600 file, never
+/// to the output. With the interface down, a hand-made config's `PrivateKey =` is the only
+/// copy of the host's identity: it is adopted too (into the 0600 file, checked with `wg
+/// pubkey`, never printed), before a new key would overwrite the config that holds it.
+/// Otherwise a new key is generated. Runs under `umask 077`.
+fn key_block(key_path: &str, interface: &str) -> String {
+    let key = quote(key_path);
+    let iface = quote(interface);
+    let conf = quote(&crate::persist::conf_path(interface));
+    format!(
+        "if [ ! -s {key} ]; then\n  k={key}; [ -d \"${{k%/*}}\" ] || mkdir -p \"${{k%/*}}\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi\n"
+    )
+}
+
+/// After the prompt, on a host whose plan installs packages or that has no key yet (it had
+/// no `wg` in step 1), under the lock step 1 took: install the packages (non-interactively,
+/// waiting for a package manager lock another process holds), then make the key and print
+/// the public key, as step 1 does. An install that fails prints [`MARK_INSTALL_FAILED`] and
+/// its index after the manager's own output and stops: nothing else is touched.
+pub fn provision(
+    installs: &[(crate::packages::Manager, Vec<String>)],
+    key_path: &str,
+    interface: &str,
+) -> String {
+    let mut s = String::from("set -u\numask 022\n");
+    for (i, (manager, packages)) in installs.iter().enumerate() {
+        // stdin from /dev/null: the script itself may be read from stdin (`sh -s`), and a
+        // maintainer script must not eat it.
+        writeln!(
+            s,
+            "echo {MARK_INSTALL} {i}\n{{ {}\n}} </dev/null 2>&1 || {{ echo {MARK_INSTALL_FAILED} {i}; exit 1; }}",
+            spell::install_packages(*manager, packages)
+        )
+        .ok();
+    }
+    s.push_str("umask 077\n");
+    s.push_str(&key_block(key_path, interface));
+    writeln!(
+        s,
+        "echo {MARK_PUBKEY}\nwg pubkey < {} || exit 1",
+        quote(key_path)
+    )
+    .ok();
     s
 }
 
@@ -110,12 +163,13 @@ pub fn finish(gather: &str) -> String {
 /// pieces come last, after whatever they protected is gone or changed.
 fn rank(op: &Op) -> u8 {
     match op {
+        Op::InstallPackages { .. } => 0,
         Op::WriteFile { .. } => 0,
         Op::GenerateKey { .. } | Op::FixKeyMode { .. } => 1,
         Op::RestoreChains { .. } | Op::RestoreRules { .. } => 2,
         Op::AddJump { .. } => 3,
         Op::SetSysctl { .. } => 4,
-        Op::CreateInterface { .. } => 5,
+        Op::CreateInterface { .. } | Op::StartService { .. } | Op::TakeOverInterface { .. } => 5,
         Op::AddAddress { .. }
         | Op::DelAddress { .. }
         | Op::SetListenPort { .. }
@@ -318,7 +372,8 @@ fn command(
     // Set by the `wg-quick up` of this script from the config just written (or in sync).
     let by_wg_quick = |interface: &str| created.contains(interface);
     Some(match op {
-        Op::GenerateKey { .. } => return None, // done by `prepare`
+        Op::GenerateKey { .. } => return None, // done by `prepare` or `provision`
+        Op::InstallPackages { .. } => return None, // done by `provision`
         Op::FixKeyMode { path } => spell::key_chmod(path),
         Op::CreateInterface { interface } => {
             created.insert(interface.clone());
@@ -392,6 +447,8 @@ fn command(
         }
         Op::RemoveFile { path } => spell::file_remove(path),
         Op::EnableService { unit } => spell::service_enable(unit),
+        Op::StartService { unit, .. } => spell::service_start(unit),
+        Op::TakeOverInterface { unit, interface } => spell::service_take_over(unit, interface),
     })
 }
 
@@ -418,6 +475,7 @@ pub fn progress(stdout: &str) -> (Vec<usize>, Option<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packages::Manager;
     use crate::plan::Action;
     use crate::state::NdpProxy;
 
@@ -524,5 +582,47 @@ mod tests {
             .status()
             .unwrap();
         assert!(sh.success());
+    }
+
+    /// `sh -n` (parse only) of a script.
+    fn parses(script: &str) -> bool {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sh")
+            .arg("-n")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        child.wait().unwrap().success()
+    }
+
+    #[test]
+    fn provision_installs_before_the_key_and_marks_a_failed_install() {
+        let s = provision(
+            &[
+                (Manager::Apt, vec!["wireguard-tools".into()]),
+                (Manager::Apk, vec!["ip6tables".into()]),
+            ],
+            "/etc/wireguard/wg0.key",
+            "wg0",
+        );
+        assert!(parses(&s), "{s}");
+        let apt = s.find("apt-get").unwrap();
+        let apk = s.find("apk add").unwrap();
+        let key = s.find("wg genkey").unwrap();
+        assert!(apt < apk && apk < key, "{s}");
+        assert!(s.contains(&format!("|| {{ echo {MARK_INSTALL_FAILED} 1; exit 1; }}")));
+        // The key is made under umask 077, the packages are installed under 022.
+        assert!(s.starts_with("set -u\numask 022\n"));
+        assert!(s[..key].contains("umask 077\n"));
+        // The prepare script still parses with its wg-less branch.
+        let p = prepare("me", false, "/etc/wireguard/wg0.key", "wg0", "true");
+        assert!(parses(&p), "{p}");
+        assert!(p.contains(&format!("echo {MARK_PUBKEY}\necho '{NO_KEY}'\n")));
     }
 }
