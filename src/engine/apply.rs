@@ -109,9 +109,20 @@ pub async fn run<C: Connector, O: Operator>(
         .iter()
         .map(|(h, d)| (h.clone(), planner::gather_spec(d, &inputs.roles)))
         .collect();
+    // The hub makes the pairs' preshared keys it does not have yet.
+    let work: BTreeMap<HostName, crate::scripts::steps::KeyWork> = before
+        .iter()
+        .filter(|(h, _)| crate::psk::is_hub(inv, h))
+        .map(|(h, _)| {
+            let w = crate::scripts::steps::KeyWork {
+                psk_files: crate::psk::hub_files(inv),
+            };
+            (h.clone(), w)
+        })
+        .collect();
 
     // Step 1: lock, key, gather — every host in parallel.
-    let mut prepared = engine.prepare(&specs, &opts.lock).await;
+    let mut prepared = engine.prepare(&specs, &work, &opts.lock).await;
 
     // Vet the keys learnt: a changed key is refused unless accepted explicitly, a key another
     // host has is refused outright; a refused host's lock is released at once.
@@ -184,11 +195,7 @@ pub async fn run<C: Connector, O: Operator>(
             now.inventory_digest = inputs.digest.clone();
             let checked = crate::saved_plan::check(&saved, &now, &path)
                 .map_err(ApplyError::from)
-                .and_then(|()| {
-                    saved
-                        .resolve_pending_keys(&keys, |k| crate::persist::public_key_line(Some(k)))
-                        .map_err(ApplyError::from)
-                });
+                .and_then(|()| saved.resolve_pending_keys(&keys).map_err(ApplyError::from));
             if let Err(e) = checked {
                 engine.release_all(prepared).await;
                 return Err(e);
@@ -215,8 +222,26 @@ pub async fn run<C: Connector, O: Operator>(
         }
     }
 
-    // Steps 2 and 3: the plan's ops, per host, in parallel.
+    // The preshared keys the plan carries: rotated and read on the hub now, after the "yes".
+    let (carried, not_carried) = engine.carry(&prepared, &carry_work(&plan)).await;
     let mut outcomes = BTreeMap::new();
+    for hp in &plan.hosts {
+        let missing = hp.changes.iter().find_map(|c| match &c.op {
+            crate::plan::Op::WritePsk { from, .. } => not_carried.get(from),
+            _ => None,
+        });
+        if let Some(why) = missing
+            && let Some(Ok(p)) = prepared.remove(&hp.host)
+        {
+            engine.release(&hp.host, p).await;
+            outcomes.insert(
+                hp.host.clone(),
+                HostOutcome::Failed(HostError::NotCarried(why.clone())),
+            );
+        }
+    }
+
+    // Steps 2 and 3: the plan's ops, per host, in parallel.
     let mut sessions = BTreeMap::new();
     for (h, r) in prepared {
         match r {
@@ -242,10 +267,34 @@ pub async fn run<C: Connector, O: Operator>(
         })
         .collect();
     let ran = engine
-        .execute(&plan, sessions, checks, &keys, &opts.execute)
+        .execute(
+            &plan,
+            sessions,
+            checks,
+            &keys,
+            std::sync::Arc::new(carried),
+            &opts.execute,
+        )
         .await;
     // Every host of the plan has its outcome now: step 1 ran on exactly the plan's hosts, and
     // those it prepared were executed.
     outcomes.extend(ran);
     Ok(ApplyResult::Applied { plan, outcomes })
+}
+
+/// Per host the plan carries preshared keys from: the keys to rotate there first, and the
+/// files to read.
+fn carry_work(plan: &Plan) -> BTreeMap<HostName, (Vec<String>, Vec<String>)> {
+    let mut out: BTreeMap<HostName, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for (from, source) in plan.carried_psks() {
+        out.entry(from).or_default().1.push(source);
+    }
+    for hp in &plan.hosts {
+        for c in &hp.changes {
+            if let crate::plan::Op::RotatePsk { path } = &c.op {
+                out.entry(hp.host.clone()).or_default().0.push(path.clone());
+            }
+        }
+    }
+    out
 }

@@ -73,6 +73,7 @@ impl<C: Connector> Engine<C> {
         prepared: BTreeMap<HostName, Prepared<C::Remote>>,
         mut checks: BTreeMap<HostName, Check>,
         keys: &PinnedKeys,
+        carried: std::sync::Arc<crate::psk::Carried>,
         settings: &ExecuteSettings,
     ) -> BTreeMap<HostName, HostOutcome> {
         let by_host: BTreeMap<HostName, HostPlan> = plan
@@ -89,14 +90,19 @@ impl<C: Connector> Engine<C> {
         let connector = self.connector.clone();
         let progress = self.progress.clone();
         self.for_each_host(jobs, |h, (p, hp, check)| {
-            let (connector, progress, keys, settings) = (
+            let (connector, progress, keys, settings, carried) = (
                 connector.clone(),
                 progress.clone(),
                 keys.clone(),
                 settings.clone(),
+                carried.clone(),
             );
             async move {
                 progress.update(h.as_str(), "applying");
+                let keys = Keys {
+                    pinned: &keys,
+                    carried: &carried,
+                };
                 let r = apply_host(&*connector, &h, p, &hp, &check, &keys, &settings).await;
                 let outcome = match r {
                     Ok(0) => HostOutcome::Converged {
@@ -145,6 +151,13 @@ fn step_failure(out: &RemoteOutput, hp: &HostPlan) -> HostError {
     }
 }
 
+/// The keys a host's steps 2 and 3 need: the pins (to name peers in the check after apply) and
+/// the preshared keys its changes carry.
+struct Keys<'a> {
+    pinned: &'a PinnedKeys,
+    carried: &'a crate::psk::Carried,
+}
+
 /// Steps 2 and 3 on one host; `Ok(n)`: n changes remain after apply (0 = converged).
 async fn apply_host<C: Connector>(
     connector: &C,
@@ -152,9 +165,11 @@ async fn apply_host<C: Connector>(
     prepared: Prepared<C::Remote>,
     hp: &HostPlan,
     check: &Check,
-    keys: &PinnedKeys,
+    keys: &Keys<'_>,
     settings: &ExecuteSettings,
 ) -> Result<usize, HostError> {
+    let carried = keys.carried;
+    let keys = keys.pinned;
     let remote = prepared.remote;
     let gather = facts::gather_script(&check.spec);
     let guard = hp.guard.as_ref().filter(|_| !hp.changes.is_empty());
@@ -167,7 +182,11 @@ async fn apply_host<C: Connector>(
         if let Some(g) = guard {
             s.push_str(&guard::arm(&settings.run_id, &hp.changes, g, timeout));
         }
-        s.push_str(&steps::changes(&hp.changes, steps::OnFailure::Stop));
+        s.push_str(&steps::changes_carrying(
+            &hp.changes,
+            steps::OnFailure::Stop,
+            carried,
+        ));
         if guard.is_some() {
             s.push_str(&guard::applied(&settings.run_id));
         }

@@ -180,6 +180,8 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
          PrivateKeyFile = /etc/wireguard/wg0.key\nPrivate Key={secret}\n[Peer]\n\
          PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nPresharedKey\t=\t{psk}\n\
          presharedKEY={psk}\nEndpoint = vps.example.org:51820\n\
+         PostUp = wg set %i peer xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg= preshared-key /etc/wireguard/psk/nas.psk\n\
+         PostUp = wg set %i peer {secret} preshared-key /etc/wireguard/psk/nas.psk x\n\
          PostUp = echo {secret} | wg set %i private-key /dev/stdin"
     );
     let conf = dir.path().join("wg0.conf");
@@ -200,6 +202,7 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
         resolve: vec![],
         ndp_range: None,
         ndp_listed_in: None,
+        psks: vec![],
     };
     let mut spec_ok = spec.clone();
     spec_ok.files.pop();
@@ -214,6 +217,8 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
          Private Key= (redacted)\n[Peer]\n\
          PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nPresharedKey\t= (redacted)\n\
          presharedKEY= (redacted)\nEndpoint = vps.example.org:51820\n\
+         PostUp = wg set %i peer xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg= preshared-key /etc/wireguard/psk/nas.psk\n\
+         PostUp = wg set %i peer (redacted) preshared-key /etc/wireguard/psk/nas.psk x\n\
          PostUp = echo (redacted) | wg set %i private-key /dev/stdin"
     );
     assert!(!got.content.contains(secret));
@@ -952,6 +957,7 @@ fn gather_for_real_in_a_scratch_netns() {
         resolve: vec!["localhost".into()],
         ndp_range: Some("2001:db8:10:0:100::/72".parse().unwrap()),
         ndp_listed_in: None,
+        psks: vec![],
     };
     let before: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -1078,6 +1084,7 @@ fn sysctls_read_whole_under_dash_bash_and_busybox() {
         resolve: vec![],
         ndp_range: None,
         ndp_listed_in: None,
+        psks: vec![],
     };
     let script = gather_script(&spec);
     let expected = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();

@@ -108,6 +108,7 @@ pub(crate) fn parse(
                 allowed_ips: BTreeSet::new(),
                 endpoint: None,
                 persistent_keepalive: None,
+                preshared_key: None,
             },
         );
     }

@@ -54,6 +54,32 @@ pub fn prepare(
     interface: &str,
     gather: &str,
 ) -> String {
+    prepare_with(
+        holder,
+        break_lock,
+        key_path,
+        interface,
+        &KeyWork::default(),
+        gather,
+    )
+}
+
+/// What step 1 makes besides the host's own key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyWork {
+    /// Preshared key files to generate where they are missing (on the hub).
+    pub psk_files: Vec<String>,
+}
+
+/// [`prepare`], also making what `work` names before the gather sees it.
+pub fn prepare_with(
+    holder: &str,
+    break_lock: bool,
+    key_path: &str,
+    interface: &str,
+    work: &KeyWork,
+    gather: &str,
+) -> String {
     let mut s = String::from("set -u\numask 077\n");
     writeln!(s, "mkdir -p {RUN_DIR}").ok();
     writeln!(
@@ -78,9 +104,41 @@ pub fn prepare(
         "if [ ! -s {key} ]; then\n  mkdir -p \"$(dirname {key})\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi"
     )
     .ok();
+    // The pairs' preshared keys, only where missing: never printed here.
+    for p in &work.psk_files {
+        writeln!(
+            s,
+            "[ -s {} ] || {{ {}; }} || {{ echo 'cannot generate a preshared key: is wireguard-tools installed?' >&2; exit 1; }}",
+            quote(p),
+            spell::psk_generate(p)
+        )
+        .ok();
+    }
     writeln!(s, "echo {MARK_PUBKEY}\nwg pubkey < {key} || exit 1").ok();
     s.push_str(gather);
     s.push_str("\ntrap - EXIT\n");
+    s
+}
+
+/// Between step 1 and step 2 on a hub, once the plan is confirmed: replaces the preshared keys
+/// to rotate (`rotate`), then prints each key of `read` after a [`crate::psk::MARK_CARRIED`]
+/// line naming its file, for apply to carry to the other end of its pair. The only script
+/// whose output holds a secret: the engine reads it into memory and zeroizes the output.
+pub fn carry(rotate: &[String], read: &[String]) -> String {
+    let mut s = String::from("set -u\numask 077\n");
+    for p in rotate {
+        writeln!(s, "{} || exit 1", spell::psk_generate(p)).ok();
+    }
+    for p in read {
+        writeln!(
+            s,
+            "echo {} {}\ncat {} || exit 1",
+            crate::psk::MARK_CARRIED,
+            quote(p),
+            quote(p)
+        )
+        .ok();
+    }
     s
 }
 
@@ -104,6 +162,8 @@ fn rank(op: &Op) -> u8 {
     match op {
         Op::WriteFile { .. } => 0,
         Op::GenerateKey { .. } | Op::FixKeyMode { .. } => 1,
+        // A pair's key file is in place before the peer that loads it is set.
+        Op::GeneratePsk { .. } | Op::RotatePsk { .. } | Op::WritePsk { .. } => 1,
         Op::RestoreChains { .. } | Op::RestoreRules { .. } => 2,
         Op::AddJump { .. } => 3,
         Op::SetSysctl { .. } => 4,
@@ -112,7 +172,7 @@ fn rank(op: &Op) -> u8 {
         | Op::DelAddress { .. }
         | Op::SetListenPort { .. }
         | Op::SetFwmark { .. } => 6,
-        Op::SetPeer { .. } | Op::RemovePeer { .. } => 7,
+        Op::SetPeer { .. } | Op::RemovePeer { .. } | Op::LoadPsk { .. } => 7,
         Op::ReplaceRoute { .. } | Op::DelRoute { .. } => 8,
         // After the routes: a rule sending traffic to the tunnel's table finds its route there.
         Op::AddRule { .. } | Op::DelRule { .. } => 8,
@@ -136,6 +196,16 @@ pub enum OnFailure {
 /// Step 2: the script that applies `changes`, in a safe order, saying which step failed and
 /// then stopping or going on as `on_failure` says.
 pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
+    changes_carrying(changes, on_failure, &crate::psk::Carried::default())
+}
+
+/// [`changes`], with the preshared keys its `write_psk` ops carry (here, inside the script on
+/// stdin, is the only place a carried key travels to its host).
+pub fn changes_carrying(
+    changes: &[Change],
+    on_failure: OnFailure,
+    carried: &crate::psk::Carried,
+) -> String {
     // Steps are announced by their index in `changes`: the script holds only what the ops
     // say, and the caller names a failed step from its own plan.
     let mut ordered: Vec<(usize, &Change)> = changes.iter().enumerate().collect();
@@ -149,7 +219,7 @@ pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
     );
     let mut restored: BTreeSet<Family> = BTreeSet::new();
     for (i, c) in ordered {
-        let Some(cmd) = command(&c.op, &mut restored) else {
+        let Some(cmd) = command(&c.op, &mut restored, carried) else {
             continue;
         };
         writeln!(s, "echo {MARK_STEP} {i}").ok();
@@ -191,9 +261,33 @@ fn delimiter(content: &str) -> String {
 
 /// The shell command for one op; `None` when another op already covers it. Every command
 /// of the kernel's state is spelled by [`spell`], the same as in the boot script.
-fn command(op: &Op, restored: &mut BTreeSet<Family>) -> Option<String> {
+fn command(
+    op: &Op,
+    restored: &mut BTreeSet<Family>,
+    carried: &crate::psk::Carried,
+) -> Option<String> {
     Some(match op {
         Op::GenerateKey { .. } => return None, // done by `prepare`
+        Op::GeneratePsk { .. } => return None, // done by `prepare`
+        Op::RotatePsk { .. } => return None,   // done by `carry`, before this script
+        Op::WritePsk { path, from, source } => match carried.get(from, source) {
+            // A fixed delimiter: one made from the content would say something about it.
+            Some(key) => format!(
+                "{} && write_file {} 600 <<'MESHCTL_PSK_EOF'\n{key}\nMESHCTL_PSK_EOF",
+                spell::psk_dir(path),
+                quote(path)
+            ),
+            None => format!(
+                "echo {} >&2; false",
+                quote(&format!("the preshared key from {from} was not carried"))
+            ),
+        },
+        Op::LoadPsk {
+            interface,
+            public_key,
+            path,
+            ..
+        } => spell::wg_psk_load(interface, public_key.as_ref()?.as_str(), path.as_deref()),
         Op::FixKeyMode { path } => spell::key_chmod(path),
         Op::CreateInterface { interface } => spell::wg_quick_up(interface),
         Op::SetListenPort { interface, port } => spell::wg_listen_port(interface, *port),
