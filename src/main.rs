@@ -75,6 +75,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             cli.no_color,
             cli.verbose,
         )),
+        Command::Rotate(args) => on_runtime(meshctl::commands::rotate::run(
+            args,
+            cli.no_color,
+            cli.verbose,
+        )),
         Command::Apply(args) => on_runtime(meshctl::commands::apply::run(
             args,
             cli.no_color,

@@ -71,6 +71,12 @@ pub fn key_path(wg: &InterfaceName) -> String {
     format!("/etc/wireguard/{wg}.key")
 }
 
+/// Where a key rotation keeps the new private key until the switch (beside the key file, the
+/// old key staying in place until then).
+pub fn next_key_path(key_path: &str) -> String {
+    format!("{key_path}.next")
+}
+
 /// What every host's desired state needs from the whole inventory, computed once (so a hub
 /// with thousands of peers costs one pass, not one per host).
 pub struct Shared<'a> {

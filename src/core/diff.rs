@@ -459,6 +459,23 @@ fn interface(
     key_file(host.key_file_mode, want, d);
     if let (Some(pinned_key), Some(live_key)) = (&want.public_key, &have.public_key)
         && pinned_key != live_key
+        && host.next_public_key.as_ref() == Some(pinned_key)
+    {
+        // A rotation: the pinned key is the next one step 1 made; switch to it.
+        d.changes.push(Change {
+            action: Action::Change,
+            kind: "key".into(),
+            resource: format!("private key of {name} (rotate)"),
+            before: Some(format!("public key {}", live_key.short())),
+            after: Some(format!("public key {}", pinned_key.short())),
+            diff: None,
+            op: Op::SwitchKey {
+                interface: name.clone(),
+                path: want.private_key_file.path.clone(),
+            },
+        });
+    } else if let (Some(pinned_key), Some(live_key)) = (&want.public_key, &have.public_key)
+        && pinned_key != live_key
     {
         d.key_changed = true;
         d.warnings.push(format!(

@@ -300,6 +300,14 @@ pub enum Op {
         /// Path of the key file, e.g. `/etc/wireguard/wg0.key`.
         path: String,
     },
+    /// A key rotation's switch: the next private key (made by step 1 beside the key file)
+    /// replaces the old one, and the interface takes it at once.
+    SwitchKey {
+        /// The WireGuard interface.
+        interface: String,
+        /// The key file; the next key is beside it (`desired::next_key_path`).
+        path: String,
+    },
     /// `chmod 600` the key file.
     FixKeyMode {
         /// Path of the key file.

@@ -310,6 +310,7 @@ pub fn guard_plan(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> Gu
                     | Op::GeneratePsk { .. }
                     | Op::RotatePsk { .. }
                     | Op::WritePsk { .. }
+                    | Op::SwitchKey { .. }
                     | Op::GenerateKey { .. }
                     | Op::FixKeyMode { .. }
                     | Op::EnableService { .. }

@@ -201,6 +201,52 @@ pub fn unmanaged_rotated(inv: &Inventory, work: &PskWork) -> Vec<HostName> {
         .collect()
 }
 
+/// What `meshctl rotate` prints after the apply: the key's change, where it is recorded, and
+/// every unmanaged client whose config must be handed out again (the hub's key, or a rotated
+/// preshared key, is inside it) — worded like `meshctl client NAME --new-key`.
+pub fn rotation_summary(
+    inv: &Inventory,
+    host: &HostName,
+    old: &crate::names::WgKey,
+    new: &crate::names::WgKey,
+    psk: bool,
+) -> String {
+    let mut s = format!(
+        "Rotated the key of {host}: public key {} → {} (pinned, and the rotation recorded, in {}).\n",
+        old.short(),
+        new.short(),
+        inv.keys_path().display()
+    );
+    let work = PskWork {
+        rotate: if psk {
+            [host.clone()].into()
+        } else {
+            Default::default()
+        },
+    };
+    let mut again: Vec<HostName> = if is_hub(inv, host) {
+        inv.hosts
+            .values()
+            .filter(|h| !h.is_managed())
+            .map(|h| h.name.clone())
+            .collect()
+    } else {
+        vec![]
+    };
+    for h in unmanaged_rotated(inv, &work) {
+        if !again.contains(&h) {
+            again.push(h);
+        }
+    }
+    for h in again {
+        s.push_str(&format!(
+            "Hand out the config of {h} again: `meshctl client {h} --qr` (it holds the {} of its pair).\n",
+            if is_hub(inv, host) { "hub's key" } else { "preshared key" }
+        ));
+    }
+    s
+}
+
 /// Whether `host` is the hub of `inv`.
 pub fn is_hub(inv: &Inventory, host: &HostName) -> bool {
     inv.hosts

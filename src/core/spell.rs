@@ -199,6 +199,17 @@ pub fn wg_set_peer(interface: &str, public_key: &str, peer: &Peer) -> String {
     )
 }
 
+/// A rotation's switch: the next key replaces the key file (a rename: the file is whole at
+/// every moment) and the interface takes it.
+pub fn key_switch(interface: &str, path: &str) -> String {
+    format!(
+        "mv -f {} {p} && wg set {} private-key {p}",
+        quote(&crate::desired::next_key_path(path)),
+        quote(interface),
+        p = quote(path)
+    )
+}
+
 /// Loads a peer's preshared key from its file (`None`: `/dev/null`, none), leaving the rest of
 /// the peer and its session alone.
 pub fn wg_psk_load(interface: &str, public_key: &str, path: Option<&str>) -> String {

@@ -299,6 +299,10 @@ pub struct LiveHost {
     pub resolved: BTreeMap<String, Vec<std::net::IpAddr>>,
     /// The private key file's mode (`None`: absent), known even while the interface is down.
     pub key_file_mode: Option<u32>,
+    /// A key rotation in progress: the public key of the next private key step 1 made beside
+    /// the key file (`None`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_public_key: Option<WgKey>,
     /// The preshared key files the gather looked at that exist, by path (outside `state`, like
     /// the key file: apply's first step makes missing ones, which must not make a saved plan
     /// look stale).

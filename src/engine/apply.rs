@@ -44,6 +44,19 @@ pub trait Operator: Send + Sync {
     fn pin(&self, learnt: &BTreeMap<HostName, WgKey>) -> anyhow::Result<()>;
     /// A warning for the person running apply.
     fn warn(&self, text: &str);
+    /// Pins a rotated key and records the rotation (old → new) in the pins file, once the
+    /// plan that switches to it is confirmed.
+    fn record_rotation(&self, host: &HostName, old: &WgKey, new: &WgKey) -> anyhow::Result<()>;
+}
+
+/// `meshctl rotate HOST [--psk]`: a new private key for one managed host, every managed peer
+/// learning it in the same apply; with `psk`, new preshared keys for its pair(s) too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The host whose key is replaced.
+    pub host: HostName,
+    /// Also replace the preshared keys of its pairs (the hub: every pair).
+    pub psk: bool,
 }
 
 /// Options of one apply run.
@@ -55,6 +68,8 @@ pub struct ApplyOptions {
     pub accept_new_keys: bool,
     /// The guard's name and timer.
     pub execute: ExecuteSettings,
+    /// `meshctl rotate`: the key to replace in this run.
+    pub rotate: Option<Rotation>,
 }
 
 /// Why apply stopped before changing anything.
@@ -69,6 +84,14 @@ pub enum ApplyError {
     /// The controller side failed (pins file, terminal).
     #[error(transparent)]
     Operator(#[from] anyhow::Error),
+    /// The host to rotate could not make its next key (or was not reached): nothing changed.
+    #[error("rotating the key of {host}: {why}; nothing was changed")]
+    Rotate {
+        /// The host.
+        host: HostName,
+        /// Why, naming the step.
+        why: String,
+    },
 }
 
 /// How an apply ended.
@@ -80,6 +103,8 @@ pub enum ApplyResult {
     Applied {
         /// The plan that ran (as shown).
         plan: Plan,
+        /// The rotation of this run, as (host, old public key, new public key).
+        rotated: Option<Box<(HostName, WgKey, WgKey)>>,
         /// Per host of the plan.
         outcomes: BTreeMap<HostName, HostOutcome>,
     },
@@ -116,10 +141,16 @@ pub async fn run<C: Connector, O: Operator>(
         .map(|(h, _)| {
             let w = crate::scripts::steps::KeyWork {
                 psk_files: crate::psk::hub_files(inv),
+                next_key: false,
             };
             (h.clone(), w)
         })
         .collect();
+    // The host to rotate makes its next key beside the old one (which stays until the switch).
+    let mut work = work;
+    if let Some(r) = &opts.rotate {
+        work.entry(r.host.clone()).or_default().next_key = true;
+    }
 
     // Step 1: lock, key, gather — every host in parallel.
     let mut prepared = engine.prepare(&specs, &work, &opts.lock).await;
@@ -165,6 +196,44 @@ pub async fn run<C: Connector, O: Operator>(
         ));
     }
 
+    // A rotation: the plan is made with the host's next key (pinned only once it is confirmed).
+    let rotated = match &opts.rotate {
+        None => None,
+        Some(r) => {
+            let next = match prepared.get(&r.host) {
+                Some(Ok(p)) => p
+                    .live
+                    .next_public_key
+                    .clone()
+                    .map(|k| (p.public_key.clone(), k))
+                    .ok_or_else(|| "step 1 made no next key".to_owned()),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("the host is not part of this apply".to_owned()),
+            };
+            let checked = next.and_then(|(old, new)| {
+                let mut others = keys.clone();
+                others.keys.remove(&r.host);
+                others
+                    .vet(&r.host, &new, inv, false)
+                    .map(|_| (old, new))
+                    .map_err(|e| e.to_string())
+            });
+            match checked {
+                Ok((old, new)) => {
+                    keys.keys.insert(r.host.clone(), new.clone());
+                    Some((r.host.clone(), old, new))
+                }
+                Err(why) => {
+                    engine.release_all(prepared).await;
+                    return Err(ApplyError::Rotate {
+                        host: r.host.clone(),
+                        why,
+                    });
+                }
+            }
+        }
+    };
+
     // The desired state with every reachable host's key known now: what the plan made now is
     // made of, and what the check after apply compares with.
     let desired: BTreeMap<HostName, Desired> =
@@ -182,8 +251,13 @@ pub async fn run<C: Connector, O: Operator>(
             (h.clone(), g)
         })
         .collect();
+    let mut psk_work = inputs.psk.clone();
+    if let Some(r) = opts.rotate.as_ref().filter(|r| r.psk) {
+        psk_work.rotate.insert(r.host.clone());
+    }
     let with_keys = Inputs {
         keys: keys.clone(),
+        psk: psk_work,
         ..inputs.clone()
     };
     let mut now = planner::build(&with_keys, &desired, &live);
@@ -220,6 +294,13 @@ pub async fn run<C: Connector, O: Operator>(
             engine.release_all(prepared).await;
             return Err(e.into());
         }
+    }
+
+    if let Some((h, old, new)) = &rotated
+        && let Err(e) = operator.record_rotation(h, old, new)
+    {
+        engine.release_all(prepared).await;
+        return Err(e.into());
     }
 
     // The preshared keys the plan carries: rotated and read on the hub now, after the "yes".
@@ -279,7 +360,11 @@ pub async fn run<C: Connector, O: Operator>(
     // Every host of the plan has its outcome now: step 1 ran on exactly the plan's hosts, and
     // those it prepared were executed.
     outcomes.extend(ran);
-    Ok(ApplyResult::Applied { plan, outcomes })
+    Ok(ApplyResult::Applied {
+        plan,
+        outcomes,
+        rotated: rotated.map(Box::new),
+    })
 }
 
 /// Per host the plan carries preshared keys from: the keys to rotate there first, and the

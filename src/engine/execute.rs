@@ -87,23 +87,50 @@ impl<C: Connector> Engine<C> {
                 jobs.insert(h, (p, hp.clone(), check));
             }
         }
+        // A key rotation: the hub's change script first, the others the moment it is done
+        // (a peer offering a key the hub does not hold yet, or the hub's new key to a peer
+        // that does not know it, waits WireGuard's 5 s before the next handshake attempt).
+        let rotating = plan
+            .hosts
+            .iter()
+            .flat_map(|h| &h.changes)
+            .any(|c| matches!(c.op, crate::plan::Op::SwitchKey { .. }));
+        let (first, rest): (BTreeMap<_, _>, BTreeMap<_, _>) = jobs
+            .into_iter()
+            .partition(|(_, (_, hp, _))| rotating && hp.role == "hub");
+        let (open, gate) = tokio::sync::watch::channel(first.is_empty());
+        let open = std::sync::Arc::new(open);
+        let run = Run {
+            keys: keys.clone(),
+            carried,
+            settings: settings.clone(),
+        };
+        let (a, b) = tokio::join!(
+            self.apply_jobs(first, &run, Gate::Opens(open)),
+            self.apply_jobs(rest, &run, Gate::Waits(gate)),
+        );
+        a.into_iter().chain(b).collect()
+    }
+
+    /// Steps 2 and 3 on each of `jobs`, in parallel, behind or in front of `gate`.
+    async fn apply_jobs(
+        &self,
+        jobs: BTreeMap<HostName, (Prepared<C::Remote>, HostPlan, Check)>,
+        run: &Run,
+        gate: Gate,
+    ) -> BTreeMap<HostName, HostOutcome> {
         let connector = self.connector.clone();
         let progress = self.progress.clone();
         self.for_each_host(jobs, |h, (p, hp, check)| {
-            let (connector, progress, keys, settings, carried) = (
+            let (connector, progress, run, gate) = (
                 connector.clone(),
                 progress.clone(),
-                keys.clone(),
-                settings.clone(),
-                carried.clone(),
+                run.clone(),
+                gate.clone(),
             );
             async move {
                 progress.update(h.as_str(), "applying");
-                let keys = Keys {
-                    pinned: &keys,
-                    carried: &carried,
-                };
-                let r = apply_host(&*connector, &h, p, &hp, &check, &keys, &settings).await;
+                let r = apply_host(&*connector, &h, p, &hp, &check, &run, &gate).await;
                 let outcome = match r {
                     Ok(0) => HostOutcome::Converged {
                         applied: hp.changes.len(),
@@ -116,6 +143,39 @@ impl<C: Connector> Engine<C> {
             }
         })
         .await
+    }
+}
+
+/// What every host's steps 2 and 3 share: the pins (to name peers in the check after apply),
+/// the preshared keys the changes carry, and the settings.
+#[derive(Clone)]
+struct Run {
+    keys: PinnedKeys,
+    carried: std::sync::Arc<crate::psk::Carried>,
+    settings: ExecuteSettings,
+}
+
+/// The order of a rotation's change scripts: the hub's opens the gate when it is done, the
+/// others wait for it (an open gate for everybody otherwise).
+#[derive(Clone)]
+enum Gate {
+    Opens(std::sync::Arc<tokio::sync::watch::Sender<bool>>),
+    Waits(tokio::sync::watch::Receiver<bool>),
+}
+
+impl Gate {
+    async fn pass(&self) {
+        if let Gate::Waits(w) = self {
+            let mut w = w.clone();
+            // A dropped sender (the hub's task ended) opens it too.
+            let _ = w.wait_for(|open| *open).await;
+        }
+    }
+
+    fn open(&self) {
+        if let Gate::Opens(o) = self {
+            o.send_replace(true);
+        }
     }
 }
 
@@ -151,13 +211,6 @@ fn step_failure(out: &RemoteOutput, hp: &HostPlan) -> HostError {
     }
 }
 
-/// The keys a host's steps 2 and 3 need: the pins (to name peers in the check after apply) and
-/// the preshared keys its changes carry.
-struct Keys<'a> {
-    pinned: &'a PinnedKeys,
-    carried: &'a crate::psk::Carried,
-}
-
 /// Steps 2 and 3 on one host; `Ok(n)`: n changes remain after apply (0 = converged).
 async fn apply_host<C: Connector>(
     connector: &C,
@@ -165,11 +218,11 @@ async fn apply_host<C: Connector>(
     prepared: Prepared<C::Remote>,
     hp: &HostPlan,
     check: &Check,
-    keys: &Keys<'_>,
-    settings: &ExecuteSettings,
+    run: &Run,
+    gate: &Gate,
 ) -> Result<usize, HostError> {
-    let carried = keys.carried;
-    let keys = keys.pinned;
+    let (keys, carried, settings) = (&run.keys, &*run.carried, &run.settings);
+    gate.pass().await;
     let remote = prepared.remote;
     let gather = facts::gather_script(&check.spec);
     let guard = hp.guard.as_ref().filter(|_| !hp.changes.is_empty());
@@ -196,7 +249,9 @@ async fn apply_host<C: Connector>(
             Some(_) => Duration::from_secs(timeout / 2),
             None => Duration::from_secs(24 * 3600),
         };
-        match tokio::time::timeout(wait, remote.run(&s)).await {
+        let ran = tokio::time::timeout(wait, remote.run(&s)).await;
+        gate.open();
+        match ran {
             Ok(Ok(out)) if out.success() => {}
             Ok(Ok(out)) => error = Some(step_failure(&out, hp)),
             Ok(Err(source)) => {
@@ -211,6 +266,8 @@ async fn apply_host<C: Connector>(
             }
         }
     }
+
+    gate.open();
 
     let finished = match guard {
         // Confirm over a new connection: if the change cut meshctl off, the host rolls back.

@@ -200,6 +200,7 @@ pub fn parse(output: &str, spec: &GatherSpec) -> Result<LiveHost, FactError> {
     }
     live.psk_files = psk::parse_files(&recs, spec)?;
     live.key_file_mode = wireguard::parse_key_file_mode(&recs, spec)?;
+    live.next_public_key = wireguard::parse_next_key(&recs)?;
     live.state.routes = routes::parse_routes(&recs, &mut live.warnings)?;
     live.state.rules = routes::parse_rules(&recs, &mut live.warnings)?;
     live.state.sysctls = files::parse_sysctls(&recs, spec)?;

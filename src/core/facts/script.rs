@@ -499,6 +499,13 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
             quote(&spec.key_file),
             files_args.join(" ")
         );
+        // A key rotation in progress (`meshctl rotate`): the public half of the next key, made
+        // by step 1 beside the key file. No record, and no process, when there is none.
+        let next = quote(&crate::desired::next_key_path(&spec.key_file));
+        let _ = writeln!(
+            s,
+            "if [ -s {next} ]; then\n  printf '@@meshctl begin nextkey@@\\n'; wg pubkey <{next}; m_rc=$?\n  printf '@@meshctl end nextkey rc=%s@@\\n' \"$m_rc\"\nfi"
+        );
     } else {
         rec(&mut s, "keyfile", "m_invalid");
         let _ = writeln!(s, "m_files '' {}", files_args.join(" "));

@@ -188,6 +188,21 @@ pub(crate) fn parse_key_file_mode(
     Ok(mode)
 }
 
+/// The public key of the next private key of a rotation in progress (`nextkey`, printed only
+/// when that file exists).
+pub(crate) fn parse_next_key(recs: &Records<'_>) -> Result<Option<WgKey>, FactError> {
+    let Some(rec) = recs.get("nextkey") else {
+        return Ok(None);
+    };
+    if rec.rc != 0 {
+        return Err(failed(rec, "nextkey", "wg pubkey"));
+    }
+    match rec.lines().next() {
+        Some((n, line)) => Ok(Some(key(line.trim(), "nextkey", n)?)),
+        None => Err(malformed("nextkey", rec.line, "no public key")),
+    }
+}
+
 /// The first line of a record as an octal mode (`stat -c %a` prints `600`).
 pub(crate) fn parse_mode(rec: &Record<'_>, section: &str) -> Result<u32, FactError> {
     let (n, line) = rec

@@ -69,6 +69,9 @@ pub fn prepare(
 pub struct KeyWork {
     /// Preshared key files to generate where they are missing (on the hub).
     pub psk_files: Vec<String>,
+    /// `meshctl rotate`: make the next private key beside the key file (kept when a rotation
+    /// that did not finish left one), whose public key the gather then reports.
+    pub next_key: bool,
 }
 
 /// [`prepare`], also making what `work` names before the gather sees it.
@@ -104,6 +107,14 @@ pub fn prepare_with(
         "if [ ! -s {key} ]; then\n  mkdir -p \"$(dirname {key})\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi"
     )
     .ok();
+    if work.next_key {
+        let next = quote(&crate::desired::next_key_path(key_path));
+        writeln!(
+            s,
+            "if [ ! -s {next} ]; then\n  wg genkey > {next}.meshctl-new && chmod 600 {next}.meshctl-new && mv -f {next}.meshctl-new {next} || {{ rm -f {next}.meshctl-new; echo 'cannot generate the next key' >&2; exit 1; }}\nfi"
+        )
+        .ok();
+    }
     // The pairs' preshared keys, only where missing: never printed here.
     for p in &work.psk_files {
         writeln!(
@@ -170,6 +181,7 @@ fn rank(op: &Op) -> u8 {
         Op::CreateInterface { .. } => 5,
         Op::AddAddress { .. }
         | Op::DelAddress { .. }
+        | Op::SwitchKey { .. }
         | Op::SetListenPort { .. }
         | Op::SetFwmark { .. } => 6,
         Op::SetPeer { .. } | Op::RemovePeer { .. } | Op::LoadPsk { .. } => 7,
@@ -289,6 +301,7 @@ fn command(
             ..
         } => spell::wg_psk_load(interface, public_key.as_ref()?.as_str(), path.as_deref()),
         Op::FixKeyMode { path } => spell::key_chmod(path),
+        Op::SwitchKey { interface, path } => spell::key_switch(interface, path),
         Op::CreateInterface { interface } => spell::wg_quick_up(interface),
         Op::SetListenPort { interface, port } => spell::wg_listen_port(interface, *port),
         Op::AddAddress { interface, address } => spell::address_replace(interface, address),
