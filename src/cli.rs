@@ -36,6 +36,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Change only what differs, then gather again and report whether each host converged.
     Apply(ApplyArgs),
+    /// Replace a managed host's private key (and with --psk its pairs' preshared keys): one
+    /// apply in which every managed peer learns the new key.
+    Rotate(RotateArgs),
     /// Print the wg-quick config (and a QR code) for an unmanaged client such as a phone.
     Client(ClientArgs),
     /// Write a commented starting inventory from a few facts about your network.
@@ -213,6 +216,38 @@ pub struct ApplyArgs {
 
     /// For hosts reached through the network meshctl manages (`guard`): seconds the host waits
     /// for a confirmation over a new connection before it restores its previous state by itself.
+    #[arg(long, default_value_t = 30)]
+    pub guard_timeout: u64,
+}
+
+/// Arguments of `meshctl rotate`.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The inventory and connection options.
+    #[command(flatten)]
+    pub common: Common,
+
+    /// The managed host whose key is replaced (an unmanaged client's key is replaced with
+    /// `meshctl client NAME --new-key`).
+    pub host: String,
+
+    /// Also replace the preshared keys of the host's pairs (for the hub: every pair).
+    #[arg(long)]
+    pub psk: bool,
+
+    /// Do not ask for confirmation (required when there is no terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Do not run `meshctl verify` after a converged apply.
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Break a lock left on a host by a meshctl that was killed.
+    #[arg(long)]
+    pub break_lock: bool,
+
+    /// For guarded hosts: seconds before an unconfirmed apply rolls back by itself.
     #[arg(long, default_value_t = 30)]
     pub guard_timeout: u64,
 }

@@ -22,7 +22,7 @@ pub mod engine;
 
 pub use crate::core::{
     desired, diff, facts, graph, import, inventory, keys, names, packages, persist, plan, planner,
-    policy, qr, render, render_markdown, report, roles, saved_plan, scripts, shell, spell,
+    policy, psk, qr, render, render_markdown, report, roles, saved_plan, scripts, shell, spell,
     ssh_path, state, status, verify,
 };
 pub use crate::edge::{files, lab, progress, transport};

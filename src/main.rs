@@ -56,7 +56,7 @@ fn missing_inventory(matches: &ArgMatches) -> Option<anyhow::Error> {
 fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Lab(args) => meshctl::lab::run(args.command),
-        Command::Client(args) => meshctl::commands::client::run(args),
+        Command::Client(args) => on_runtime(meshctl::commands::client::run(args, cli.verbose)),
         Command::Init(args) => meshctl::commands::init::run(args),
         Command::Import(args) => on_runtime(meshctl::commands::import::run(args, cli.verbose)),
         Command::Graph(args) => on_runtime(meshctl::commands::graph::run(args, cli.verbose)),
@@ -71,6 +71,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             cli.verbose,
         )),
         Command::Verify(args) => on_runtime(meshctl::commands::verify::run(
+            args,
+            cli.no_color,
+            cli.verbose,
+        )),
+        Command::Rotate(args) => on_runtime(meshctl::commands::rotate::run(
             args,
             cli.no_color,
             cli.verbose,

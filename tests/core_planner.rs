@@ -337,6 +337,7 @@ fn peer_removed_when_live_has_an_extra_key() {
             allowed_ips: [ip.parse().unwrap()].into(),
             endpoint: Some("203.0.113.9:41000".into()),
             persistent_keepalive: None,
+            preshared_key: None,
         };
         case.wg("vps").peers.insert(k.to_owned(), p);
     }

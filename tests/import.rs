@@ -24,6 +24,7 @@ fn peer(k: &str, allowed: &[&str], endpoint: Option<&str>, keepalive: Option<u16
         allowed_ips: allowed.iter().map(|a| a.parse().unwrap()).collect(),
         endpoint: endpoint.map(str::to_owned),
         persistent_keepalive: keepalive,
+        preshared_key: None,
     }
 }
 

@@ -14,6 +14,16 @@ use crate::render;
 
 /// Runs `meshctl apply`.
 pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Result<u8> {
+    run_rotating(args, None, no_color, verbose).await
+}
+
+/// Runs `meshctl apply`, rotating a key when `rotate` says so (`meshctl rotate`).
+pub async fn run_rotating(
+    args: ApplyArgs,
+    rotate: Option<crate::engine::apply::Rotation>,
+    no_color: bool,
+    verbose: bool,
+) -> anyhow::Result<u8> {
     let saved = match &args.plan_file {
         Some(p) => Some(crate::files::load_plan(p)?),
         None => None,
@@ -69,6 +79,7 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
             run_id: run_id(),
             guard_timeout_secs: args.guard_timeout.max(5),
         },
+        rotate: rotate.clone(),
     };
     let operator = Terminal {
         yes: args.yes,
@@ -88,12 +99,23 @@ pub async fn run(args: ApplyArgs, no_color: bool, verbose: bool) -> anyhow::Resu
             );
             Ok(EXIT_ERROR)
         }
-        ApplyResult::Applied { plan, outcomes } => {
+        ApplyResult::Applied {
+            plan,
+            outcomes,
+            rotated,
+        } => {
             let results = outcomes
                 .iter()
                 .map(|(h, o)| (h.clone(), o.result()))
                 .collect();
             print!("{}", render::apply_summary(&plan, &results));
+            if let Some((host, old, new)) = rotated.as_deref() {
+                let psk = rotate.as_ref().is_some_and(|r| r.psk);
+                print!(
+                    "{}",
+                    crate::psk::rotation_summary(&inputs.inventory, host, old, new, psk)
+                );
+            }
             let all_converged = plan
                 .hosts
                 .iter()

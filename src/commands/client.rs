@@ -4,7 +4,8 @@
 //! This is the one place a private key exists outside its host, at the user's explicit
 //! request: when the inventory has no `public_key` for the client, a keypair is generated here,
 //! the private key goes only into this output (`-o` writes 0600), and only the public key is
-//! pinned.
+//! pinned. When its pair with the hub has a preshared key, the key is read from the hub over
+//! SSH at this moment and goes only into this output too.
 
 use anyhow::{Context, bail};
 use base64::Engine;
@@ -14,7 +15,7 @@ use crate::names::{HostName, WgKey};
 use crate::persist;
 
 /// Runs `meshctl client`.
-pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
+pub async fn run(args: ClientArgs, verbose: bool) -> anyhow::Result<u8> {
     let inputs = crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
     let inv = &inputs.inventory;
     let name = HostName::parse(&args.name)?;
@@ -54,7 +55,18 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
             )
         }
     };
-    let config = persist::client_conf(inv, host, hub_key, private_key.as_deref());
+    let psk = if inv.has_psk(host) {
+        Some(read_psk(&inputs, &args, &name, verbose).await?)
+    } else {
+        None
+    };
+    let config = zeroize::Zeroizing::new(persist::client_conf(
+        inv,
+        host,
+        hub_key,
+        private_key.as_deref(),
+        psk.as_ref().map(|k| k.as_str()),
+    ));
 
     // The output first: a key is only pinned once its config exists somewhere.
     match &args.out {
@@ -62,7 +74,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
             write_private(path, config.as_bytes())?;
             eprintln!("Wrote {} (mode 0600).", path.display());
         }
-        None => print!("{config}"),
+        None => print!("{}", config.as_str()),
     }
     if host.public_key.is_none()
         && let Some(k) = &public_key
@@ -101,6 +113,59 @@ pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// The pair's preshared key, read from the hub's file now (one connection, one execution), held
+/// in memory only.
+async fn read_psk(
+    inputs: &crate::planner::Inputs,
+    args: &ClientArgs,
+    name: &HostName,
+    verbose: bool,
+) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let inv = &inputs.inventory;
+    let (hub, _) = inv.hub();
+    if !hub.is_managed() {
+        bail!(
+            "the pair of {name} and the hub has a preshared key, but meshctl cannot read it: the hub {} has no `ssh:`",
+            hub.name
+        );
+    }
+    let source = crate::psk::path(name);
+    let (engine, _progress) = super::engine(
+        inputs,
+        &args.common,
+        super::ssh_options(&args.common),
+        verbose,
+    );
+    let scripts = std::collections::BTreeMap::from([(
+        hub.name.clone(),
+        crate::scripts::steps::carry(&[], std::slice::from_ref(&source)),
+    )]);
+    let mut out = engine.run_each(&scripts, "reading the preshared key").await;
+    let out = out
+        .remove(&hub.name)
+        .expect("one result per host")
+        .with_context(|| format!("reading the preshared key of {name} from {}", hub.name))?;
+    let ok = out.success();
+    let stdout = zeroize::Zeroizing::new(out.stdout);
+    if !ok {
+        bail!(
+            "{}:{source} cannot be read: run `meshctl apply` first, so the hub makes the preshared key of {name}",
+            hub.name
+        );
+    }
+    let mut carried = crate::psk::Carried::default();
+    carried
+        .read(&hub.name, &stdout, std::slice::from_ref(&source))
+        .map_err(anyhow::Error::msg)?;
+    let key = zeroize::Zeroizing::new(
+        carried
+            .get(&hub.name, &source)
+            .expect("read checked it")
+            .to_owned(),
+    );
+    Ok(key)
 }
 
 /// Writes a new file readable by its owner only: what it holds carries the client's private key.

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod import;
 pub mod init;
 pub mod plan;
+pub mod rotate;
 pub mod status;
 pub mod verify;
 

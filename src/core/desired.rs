@@ -11,9 +11,10 @@ use crate::keys::PinnedKeys;
 use crate::names::{HostName, InterfaceName};
 use crate::persist;
 use crate::policy;
+use crate::psk;
 use crate::roles::{Condition, Placeholder, Roles};
 use crate::state::{
-    ChainId, Family, HostState, Jump, KeyFile, NdpProxy, Peer, RULE_PRIORITY_SUPPRESS,
+    ChainId, Family, HostState, Jump, KeyFile, NdpProxy, Peer, Psk, RULE_PRIORITY_SUPPRESS,
     RULE_PRIORITY_TUNNEL, Route, RoutingRule, RuleKind, ServiceState, TUNNEL_TABLE, WgInterface,
 };
 
@@ -82,6 +83,12 @@ fn all_hosts(
 /// The key file of an interface.
 pub fn key_path(wg: &InterfaceName) -> String {
     format!("/etc/wireguard/{wg}.key")
+}
+
+/// Where a key rotation keeps the new private key until the switch (beside the key file, the
+/// old key staying in place until then).
+pub fn next_key_path(key_path: &str) -> String {
+    format!("{key_path}.next")
 }
 
 /// What every host's desired state needs from the whole inventory, computed once (so a hub
@@ -162,6 +169,9 @@ fn for_host_with(
                     allowed_ips: allowed,
                     endpoint: None,
                     persistent_keepalive: None,
+                    preshared_key: inv
+                        .has_psk(other)
+                        .then(|| Psk::File(psk::path(&other.name))),
                 },
             );
         }
@@ -183,6 +193,7 @@ fn for_host_with(
                     allowed_ips: allowed,
                     endpoint: Some(endpoint_string(&hub_role.endpoint, net.listen_port)),
                     persistent_keepalive: host.keepalive,
+                    preshared_key: inv.has_psk(host).then(|| Psk::File(psk::path(&hub.name))),
                 },
             );
         }

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use crate::keys::PinnedKeys;
 use crate::names::{HostName, WgKey};
 use crate::plan::{Action, Change, Op};
-use crate::state::{HostState, LiveHost, ManagedFile, Peer, WgInterface};
+use crate::state::{HostState, LiveHost, ManagedFile, Peer, Psk, WgInterface};
 
 /// The outcome of diffing one host.
 #[derive(Debug, Clone, Default)]
@@ -300,6 +300,37 @@ fn peer_added(interface: &str, peer_name: &str, p: &Peer) -> Change {
     }
 }
 
+/// The preshared key of a peer that is otherwise in sync: loaded from its file, or taken off.
+fn psk_load(interface: &str, peer_name: &str, want: &Peer, have: &Peer) -> Change {
+    let (path, why) = match &want.preshared_key {
+        Some(Psk::File(p)) => (Some(p.clone()), "set"),
+        _ => (None, "remove"),
+    };
+    Change {
+        action: Action::Change,
+        kind: "psk".into(),
+        resource: format!("preshared key for {peer_name} ({why})"),
+        before: Some(psk_text(have.preshared_key.as_ref()).to_owned()),
+        after: Some(psk_text(want.preshared_key.as_ref()).to_owned()),
+        diff: None,
+        op: Op::LoadPsk {
+            interface: interface.to_owned(),
+            name: peer_name.to_owned(),
+            public_key: want.public_key.clone(),
+            path,
+        },
+    }
+}
+
+/// A preshared key as the plan shows it: never its value.
+fn psk_text(p: Option<&Psk>) -> &'static str {
+    match p {
+        None => "none",
+        Some(Psk::File(_)) => "from its file",
+        Some(Psk::Other) => "not its file's",
+    }
+}
+
 fn simple(action: Action, kind: &str, resource: String, op: Op) -> Change {
     Change {
         action,
@@ -401,6 +432,12 @@ fn peer_text(p: &Peer) -> String {
     if let Some(k) = p.persistent_keepalive {
         s.push_str(&format!(" keepalive {k}"));
     }
+    if p.preshared_key.is_some() {
+        s.push_str(&format!(
+            " preshared key ({})",
+            psk_text(p.preshared_key.as_ref())
+        ));
+    }
     s
 }
 
@@ -487,6 +524,23 @@ fn interface(
     key_file(host.key_file_mode, want, d);
     if let (Some(pinned_key), Some(live_key)) = (&want.public_key, &have.public_key)
         && pinned_key != live_key
+        && host.next_public_key.as_ref() == Some(pinned_key)
+    {
+        // A rotation: the pinned key is the next one step 1 made; switch to it.
+        d.changes.push(Change {
+            action: Action::Change,
+            kind: "key".into(),
+            resource: format!("private key of {name} (rotate)"),
+            before: Some(format!("public key {}", live_key.short())),
+            after: Some(format!("public key {}", pinned_key.short())),
+            diff: None,
+            op: Op::SwitchKey {
+                interface: name.clone(),
+                path: want.private_key_file.path.clone(),
+            },
+        });
+    } else if let (Some(pinned_key), Some(live_key)) = (&want.public_key, &have.public_key)
+        && pinned_key != live_key
     {
         d.key_changed = true;
         d.warnings.push(format!(
@@ -552,10 +606,13 @@ fn interface(
             None => true,
             Some(e) => endpoint_matches(lp.endpoint.as_deref(), e, &host.resolved),
         };
-        if lp.allowed_ips != p.allowed_ips
-            || lp.persistent_keepalive != p.persistent_keepalive
-            || !endpoint_ok
-        {
+        let same_settings = lp.allowed_ips == p.allowed_ips
+            && lp.persistent_keepalive == p.persistent_keepalive
+            && endpoint_ok;
+        if same_settings && lp.preshared_key != p.preshared_key {
+            // Only the preshared key: load it, leaving the peer and its session alone.
+            d.changes.push(psk_load(&name, peer_name, p, lp));
+        } else if !same_settings {
             let shown = Peer {
                 endpoint: if p.endpoint.is_some() {
                     lp.endpoint.clone()

@@ -52,7 +52,13 @@ pub enum KeyRefusal {
 pub struct PinnedKeys {
     /// Each host's public key, by host name.
     pub keys: BTreeMap<HostName, WgKey>,
+    /// The rotations the file records, as its comment lines (`# rotated vps: OLD -> NEW ...`),
+    /// oldest first: kept so a reviewer of the file's history sees each one.
+    pub history: Vec<String>,
 }
+
+/// How a rotation's record in the pins file starts.
+const ROTATED: &str = "# rotated ";
 
 /// Why the pinned keys file could not be used; every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +111,11 @@ impl PinnedKeys {
                     .to_string(),
             })?
         };
+        let history = text
+            .lines()
+            .filter(|l| l.starts_with(ROTATED))
+            .map(str::to_owned)
+            .collect();
         let mut keys = BTreeMap::new();
         for (host, key) in raw {
             let name = HostName::parse(&host).map_err(|e| KeysError::Invalid {
@@ -117,7 +128,14 @@ impl PinnedKeys {
             })?;
             keys.insert(name, key);
         }
-        Ok(Self { keys })
+        Ok(Self { keys, history })
+    }
+
+    /// Pins `new` for `host` and records the rotation from `old` (`when`: e.g. a date).
+    pub fn rotate(&mut self, host: &HostName, old: &WgKey, new: &WgKey, when: &str) {
+        self.history
+            .push(format!("{ROTATED}{host}: \"{old}\" -> \"{new}\" ({when})"));
+        self.keys.insert(host.clone(), new.clone());
     }
 
     /// The pinned public key of `host`; `None`: not known yet (it is made at the first apply).
@@ -173,6 +191,10 @@ impl PinnedKeys {
             "# WireGuard public keys pinned by meshctl (public keys only: commit this file).\n\
              # A host whose live key differs is reported; `meshctl apply --accept-new-keys` re-pins it.\n",
         );
+        for line in &self.history {
+            out.push_str(line);
+            out.push('\n');
+        }
         for (h, k) in &self.keys {
             out.push_str(&format!("{h}: \"{k}\"\n"));
         }

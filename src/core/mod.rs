@@ -17,6 +17,7 @@ pub mod persist;
 pub mod plan;
 pub mod planner;
 pub mod policy;
+pub mod psk;
 pub mod qr;
 pub mod render;
 pub mod render_markdown;

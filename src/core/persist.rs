@@ -104,10 +104,11 @@ pub fn wg_conf(wg: &WgInterface, mtu: Option<u16>, up_script: &str) -> String {
 
 /// The `PublicKey =` line of a peer in a wg-quick config; `None`: known after apply.
 pub fn public_key_line(key: Option<&crate::names::WgKey>) -> String {
-    match key {
-        Some(k) => format!("PublicKey = {k}"),
-        None => "PublicKey = (known after apply)".to_owned(),
-    }
+    format!("PublicKey = {}", key_or_pending(key))
+}
+
+fn key_or_pending(key: Option<&crate::names::WgKey>) -> &str {
+    key.map_or(crate::plan::KNOWN_AFTER_APPLY, |k| k.as_str())
 }
 
 /// [`wg_conf`], and the lines of it that hold a peer key known only after apply's first step
@@ -139,17 +140,23 @@ pub fn wg_conf_and_pending(
         wg.private_key_file.path
     )
     .ok();
+    // A preshared key never goes into the config: wg-quick has peers set from it first, then
+    // these lines load each pair's key from its 0600 file.
+    for (name, peer) in &wg.peers {
+        if let Some(crate::state::Psk::File(path)) = &peer.preshared_key {
+            note_pending(&mut pending, &s, name, peer);
+            writeln!(
+                s,
+                "PostUp = wg set %i peer {} preshared-key {path}",
+                key_or_pending(peer.public_key.as_ref())
+            )
+            .ok();
+        }
+    }
     writeln!(s, "PostUp = {up_script}").ok();
     for (name, peer) in &wg.peers {
         writeln!(s, "\n# {name}\n[Peer]").ok();
-        if peer.public_key.is_none()
-            && let Ok(host) = crate::names::HostName::parse(name)
-        {
-            pending.push(crate::plan::PendingKey {
-                line: s.matches('\n').count(),
-                host,
-            });
-        }
+        note_pending(&mut pending, &s, name, peer);
         writeln!(s, "{}", public_key_line(peer.public_key.as_ref())).ok();
         peer_settings(
             &mut s,
@@ -180,6 +187,24 @@ pub fn without_pending_peer(content: &str, line: usize) -> Option<(String, usize
     Some((kept.join("\n"), end - start))
 }
 
+/// Records that the line about to be written after `s` holds the key of `peer`, when that key
+/// is known only after apply's first step.
+fn note_pending(
+    pending: &mut Vec<crate::plan::PendingKey>,
+    s: &str,
+    name: &str,
+    peer: &crate::state::Peer,
+) {
+    if peer.public_key.is_none()
+        && let Ok(host) = crate::names::HostName::parse(name)
+    {
+        pending.push(crate::plan::PendingKey {
+            line: s.matches('\n').count(),
+            host,
+        });
+    }
+}
+
 /// A peer's `AllowedIPs`, `Endpoint` and `PersistentKeepalive` lines, the same in a managed
 /// host's config and an unmanaged one's.
 fn peer_settings<'a>(
@@ -202,12 +227,14 @@ fn peer_settings<'a>(
 /// addresses and the hub's AllowedIPs come from the same functions as a managed host's desired
 /// state, so the hub and the phone agree on what goes through the tunnel. Unlike a managed
 /// host's config it holds the private key when one is given (`None`: a commented placeholder
-/// for the key made on the device), the DNS servers, and no `PostUp`: the app runs it as it is.
+/// for the key made on the device), the pair's preshared key when it has one, the DNS servers,
+/// and no `PostUp`: the app runs it as it is.
 pub fn client_conf(
     inv: &Inventory,
     host: &Host,
     hub_key: &WgKey,
     private_key: Option<&str>,
+    preshared_key: Option<&str>,
 ) -> String {
     let net = &inv.network;
     let (_, hub) = inv.hub();
@@ -232,6 +259,9 @@ pub fn client_conf(
         writeln!(s, "MTU = {m}").ok();
     }
     writeln!(s, "\n[Peer]\n# the hub\nPublicKey = {hub_key}").ok();
+    if let Some(k) = preshared_key {
+        writeln!(s, "PresharedKey = {k}").ok();
+    }
     peer_settings(
         &mut s,
         &desired::hub_allowed_ips(inv, host),
@@ -329,6 +359,7 @@ mod tests {
             allowed_ips: ["10.8.0.2/32".parse().unwrap()].into(),
             endpoint: Some("vps:51820".into()),
             persistent_keepalive: ka,
+            preshared_key: None,
         };
         let mut wg = WgInterface {
             name: InterfaceName::parse("wg0").unwrap(),

@@ -86,8 +86,13 @@ pub struct GuardPlan {
     pub created_interface: Option<String>,
 }
 
+/// What stands in a line of a file for a public key known only after apply's first step;
+/// apply puts the key in its place.
+pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
+
 /// A public key that is only known after apply's first step (the host has no key yet when the
-/// plan is made): a line of a file the plan writes that apply fills in before running.
+/// plan is made): a line of a file the plan writes that apply fills in before running (the
+/// [`KNOWN_AFTER_APPLY`] in it becomes the key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingKey {
     /// The 0-based line of the file's content that holds the key.
@@ -113,8 +118,9 @@ pub enum ResolveError {
         /// The peer's name in the plan.
         name: String,
     },
-    /// A pending key points past the end of its file (not a plan meshctl wrote).
-    #[error("the plan's pending key for {host} points at no line of {path}")]
+    /// A pending key points past the end of its file, or at a line without a slot for it
+    /// (not a plan meshctl wrote).
+    #[error("the plan's pending key for {host} points at no key slot of {path}")]
     BadLine {
         /// The host whose key was to be filled in.
         host: HostName,
@@ -189,13 +195,12 @@ impl Counts {
 impl Plan {
     /// Fills in the public keys the plan could only name when it was made (hosts without a key
     /// yet): peers set by host name, and the lines of files that hold them. After this, every
-    /// op is complete; `line` renders one file line holding a key.
+    /// op is complete.
     pub fn resolve_pending_keys(
         &mut self,
         keys: &crate::keys::PinnedKeys,
-        line: impl Fn(&crate::names::WgKey) -> String,
     ) -> Result<(), ResolveError> {
-        self.resolve_keys(keys, &line, true)
+        self.resolve_keys(keys, true)
     }
 
     /// [`Plan::resolve_pending_keys`] for the keys `keys` knows; the others stay pending (see
@@ -203,21 +208,19 @@ impl Plan {
     pub fn resolve_known_keys(
         &mut self,
         keys: &crate::keys::PinnedKeys,
-        line: impl Fn(&crate::names::WgKey) -> String,
     ) -> Result<(), ResolveError> {
-        self.resolve_keys(keys, &line, false)
+        self.resolve_keys(keys, false)
     }
 
     fn resolve_keys(
         &mut self,
         keys: &crate::keys::PinnedKeys,
-        line: &impl Fn(&crate::names::WgKey) -> String,
         strict: bool,
     ) -> Result<(), ResolveError> {
         for hp in &mut self.hosts {
             let guard_ops = hp.guard.iter_mut().flat_map(|g| g.rollback.iter_mut());
             for c in hp.changes.iter_mut().chain(guard_ops) {
-                resolve_op(&mut c.op, keys, line, strict)?;
+                resolve_op(&mut c.op, keys, strict)?;
             }
         }
         Ok(())
@@ -247,7 +250,13 @@ impl Plan {
     /// `wg` when the plan was made, and its install failed): its peer is not set, and its block
     /// is cut out of the configs that were to hold its key. Everything else stays as planned.
     pub fn leave_out_pending(&mut self, host: &HostName) {
-        let pending_peer = |op: &Op| matches!(op, Op::SetPeer { name, peer, .. } if peer.public_key.is_none() && name == host.as_str());
+        let pending_peer = |op: &Op| match op {
+            Op::SetPeer { name, peer, .. } => peer.public_key.is_none() && name == host.as_str(),
+            Op::LoadPsk {
+                name, public_key, ..
+            } => public_key.is_none() && name == host.as_str(),
+            _ => false,
+        };
         for hp in &mut self.hosts {
             hp.changes.retain(|c| !pending_peer(&c.op));
             if let Some(g) = hp.guard.as_mut() {
@@ -278,6 +287,19 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// The preshared keys apply must carry: every `write_psk` op of the plan, as (the host
+    /// that holds the key, the file it is read from there).
+    pub fn carried_psks(&self) -> std::collections::BTreeSet<(HostName, String)> {
+        self.hosts
+            .iter()
+            .flat_map(|h| &h.changes)
+            .filter_map(|c| match &c.op {
+                Op::WritePsk { from, source, .. } => Some((from.clone(), source.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The change counts over all hosts, for the summary line.
@@ -366,6 +388,14 @@ pub enum Op {
         /// Path of the key file, e.g. `/etc/wireguard/wg0.key`.
         path: String,
     },
+    /// A key rotation's switch: the next private key (made by step 1 beside the key file)
+    /// replaces the old one, and the interface takes it at once.
+    SwitchKey {
+        /// The WireGuard interface.
+        interface: String,
+        /// The key file; the next key is beside it (`desired::next_key_path`).
+        path: String,
+    },
     /// `chmod 600` the key file.
     FixKeyMode {
         /// Path of the key file.
@@ -422,6 +452,44 @@ pub enum Op {
         name: String,
         /// The peer's public key, allowed IPs, endpoint and keepalive.
         peer: Peer,
+    },
+    /// Generate the pair's preshared key on the hub (`wg genpsk` into a 0600 file in a 0700
+    /// directory): done in apply's first step, like the private key, and only where the file
+    /// is missing (or the key is being rotated).
+    GeneratePsk {
+        /// The file, e.g. `/etc/wireguard/psk/laptop.psk`.
+        path: String,
+    },
+    /// Replace the pair's preshared key on the hub with a new one (`wg genpsk`, atomically):
+    /// done once the plan is confirmed, just before the new key is carried, so a cancelled
+    /// apply leaves the old key in place.
+    RotatePsk {
+        /// The file, e.g. `/etc/wireguard/psk/laptop.psk`.
+        path: String,
+    },
+    /// Write the pair's preshared key into this host's 0600 file, atomically. The key is a slot:
+    /// apply reads it from `from`'s `source` file once the plan is confirmed, holds it in memory
+    /// only and sends it inside this host's change script. Never in the plan.
+    WritePsk {
+        /// The file on this host, e.g. `/etc/wireguard/psk/vps.psk`.
+        path: String,
+        /// The host the key is read from (the hub, where it was generated).
+        from: HostName,
+        /// The file on `from`.
+        source: String,
+    },
+    /// `wg set IF peer KEY preshared-key FILE` (`/dev/null` when `path` is `None`: no
+    /// preshared key).
+    LoadPsk {
+        /// The WireGuard interface.
+        interface: String,
+        /// The peer's host name (or its public key when no host is pinned to it).
+        name: String,
+        /// The peer's public key (`None` in a saved plan until its host has a key: filled by
+        /// host name like a peer's).
+        public_key: Option<crate::names::WgKey>,
+        /// The file to load it from; `None`: take the preshared key off the peer.
+        path: Option<String>,
     },
     /// `wg set IF peer KEY remove`
     RemovePeer {
@@ -540,7 +608,6 @@ pub struct ManualStep {
 fn resolve_op(
     op: &mut Op,
     keys: &crate::keys::PinnedKeys,
-    line: &impl Fn(&crate::names::WgKey) -> String,
     strict: bool,
 ) -> Result<(), ResolveError> {
     let known = |host: &HostName| match keys.get(host) {
@@ -555,6 +622,13 @@ fn resolve_op(
                 HostName::parse(name).map_err(|_| ResolveError::NotAHost { name: name.clone() })?;
             peer.public_key = known(&host)?;
         }
+        Op::LoadPsk {
+            name, public_key, ..
+        } if public_key.is_none() => {
+            let host =
+                HostName::parse(name).map_err(|_| ResolveError::NotAHost { name: name.clone() })?;
+            *public_key = known(&host)?;
+        }
         Op::WriteFile {
             path,
             content,
@@ -568,11 +642,14 @@ fn resolve_op(
                     still.push(p);
                     continue;
                 };
-                let slot = lines.get_mut(p.line).ok_or_else(|| ResolveError::BadLine {
-                    host: p.host.clone(),
-                    path: path.clone(),
-                })?;
-                *slot = line(&key);
+                let slot = lines
+                    .get_mut(p.line)
+                    .filter(|l| l.contains(KNOWN_AFTER_APPLY))
+                    .ok_or_else(|| ResolveError::BadLine {
+                        host: p.host.clone(),
+                        path: path.clone(),
+                    })?;
+                *slot = slot.replacen(KNOWN_AFTER_APPLY, key.as_str(), 1);
             }
             *pending_keys = still;
             *content = lines.join("\n");

@@ -29,6 +29,8 @@ pub struct Inputs {
     pub keys: PinnedKeys,
     /// SHA-256 over the inventory text, the roles and the pinned keys.
     pub digest: String,
+    /// Preshared keys to rotate in this run (`meshctl rotate --psk`); none by default.
+    pub psk: crate::psk::PskWork,
 }
 
 impl Inputs {
@@ -41,6 +43,7 @@ impl Inputs {
             roles,
             keys,
             digest,
+            psk: crate::psk::PskWork::default(),
         }
     }
 
@@ -159,6 +162,7 @@ pub fn build(
     live: &BTreeMap<HostName, Gathered>,
 ) -> Plan {
     let inv = &inputs.inventory;
+    let mut pairs = crate::psk::pair_changes(inv, desired, live, &inputs.psk);
     let mut hosts = Vec::new();
     for (name, d) in desired {
         let host = &inv.hosts[name];
@@ -190,6 +194,9 @@ pub fn build(
                     continue;
                 }
                 hp.changes = hd.changes;
+                if let Some(extra) = pairs.remove(name) {
+                    crate::psk::merge(&mut hp.changes, extra, &inputs.keys);
+                }
                 hp.warnings = hd.warnings;
                 if hd.key_changed
                     && matches!(host.role, Role::Hub(_))
@@ -202,7 +209,9 @@ pub fn build(
                 hp.skipped = hd.skipped;
                 attach_pending_keys(&mut hp.changes, &d.state, inv);
                 if host.guard && !hp.changes.is_empty() {
-                    hp.guard = Some(guard_plan(l, &d.state, &inputs.keys));
+                    let mut g = guard_plan(l, &d.state, &inputs.keys);
+                    psk_rollback(&mut g, &hp.changes, l);
+                    hp.guard = Some(g);
                 }
                 hp.fingerprint = Some(fingerprint(&l.state, &d.state));
             }
@@ -217,15 +226,45 @@ pub fn build(
         }
         hosts.push(hp);
     }
+    let mut manual_steps = manual_steps(inv, &inputs.keys);
+    manual_steps.extend(psk_hand_outs(inv, &hosts));
     Plan {
         version: PLAN_VERSION,
         network: inv.network.name.clone(),
         inventory: inv.path.display().to_string(),
         inventory_digest: inputs.digest.clone(),
         hosts,
-        manual_steps: manual_steps(inv, &inputs.keys),
+        manual_steps,
         checksum: None,
     }
+}
+
+/// An unmanaged client whose preshared key the hub sets, makes or rotates in this plan needs
+/// its config again (the key is only in there).
+fn psk_hand_outs(inv: &Inventory, hosts: &[HostPlan]) -> Vec<ManualStep> {
+    let (hub, _) = inv.hub();
+    let Some(hp) = hosts.iter().find(|h| h.host == hub.name) else {
+        return vec![];
+    };
+    inv.hosts
+        .values()
+        .filter(|h| !h.is_managed() && inv.has_psk(h))
+        .filter(|h| {
+            let path = crate::psk::path(&h.name);
+            hp.changes.iter().any(|c| match &c.op {
+                Op::LoadPsk { name, .. } => name == h.name.as_str(),
+                Op::GeneratePsk { path: p } | Op::RotatePsk { path: p } => *p == path,
+                _ => false,
+            })
+        })
+        .map(|h| ManualStep {
+            subject: h.name.to_string(),
+            text: format!(
+                "its preshared key is new: once applied, hand out its config again with `meshctl client {} --qr`",
+                h.name
+            ),
+        })
+        .collect()
 }
 
 /// Marks the lines of the interface's config that hold a key known only after apply's first
@@ -274,6 +313,11 @@ pub fn guard_plan(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> Gu
                 Op::WriteFile { .. }
                     | Op::RemoveFile { .. }
                     | Op::InstallPackages { .. }
+                    | Op::LoadPsk { .. }
+                    | Op::GeneratePsk { .. }
+                    | Op::RotatePsk { .. }
+                    | Op::WritePsk { .. }
+                    | Op::SwitchKey { .. }
                     | Op::GenerateKey { .. }
                     | Op::FixKeyMode { .. }
                     | Op::EnableService { .. }
@@ -309,6 +353,42 @@ pub fn guard_plan(before: &LiveHost, after: &HostState, keys: &PinnedKeys) -> Gu
     GuardPlan {
         rollback,
         created_interface,
+    }
+}
+
+/// A guarded host's way back for its preshared keys: the guard restores the key files it
+/// writes from its copies, and each peer whose key this apply loads gets its key reloaded from
+/// the restored file (or taken off, when it had none). No key value is in the rollback.
+pub fn psk_rollback(g: &mut GuardPlan, changes: &[crate::plan::Change], before: &LiveHost) {
+    for c in changes {
+        if let Op::LoadPsk {
+            interface,
+            name,
+            public_key,
+            path,
+        } = &c.op
+        {
+            let had = before
+                .state
+                .interface
+                .as_ref()
+                .and_then(|i| {
+                    i.peers
+                        .values()
+                        .find(|p| p.public_key.is_some() && p.public_key == *public_key)
+                })
+                .and_then(|p| p.preshared_key.as_ref());
+            g.rollback.push(crate::plan::Change {
+                op: Op::LoadPsk {
+                    interface: interface.clone(),
+                    name: name.clone(),
+                    public_key: public_key.clone(),
+                    path: had.and(path.clone()),
+                },
+                resource: format!("preshared key for {name} (restore)"),
+                ..c.clone()
+            });
+        }
     }
 }
 

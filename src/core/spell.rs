@@ -204,12 +204,57 @@ pub fn wg_set_peer(interface: &str, public_key: &str, peer: &Peer) -> String {
         .as_ref()
         .map(|e| format!(" endpoint {}", quote(e)))
         .unwrap_or_default();
+    // The pair's preshared key is loaded from its file, never given on a command line.
+    let psk = match &peer.preshared_key {
+        Some(crate::state::Psk::File(path)) => format!(" preshared-key {}", quote(path)),
+        _ => " preshared-key /dev/null".to_owned(),
+    };
     format!(
-        "wg set {} peer {} allowed-ips {}{endpoint} persistent-keepalive {}",
+        "wg set {} peer {} allowed-ips {}{endpoint} persistent-keepalive {}{psk}",
         quote(interface),
         quote(public_key),
         quote(&allowed.join(",")),
         peer.persistent_keepalive.unwrap_or(0)
+    )
+}
+
+/// A rotation's switch: the next key replaces the key file (a rename: the file is whole at
+/// every moment) and the interface takes it.
+pub fn key_switch(interface: &str, path: &str) -> String {
+    format!(
+        "mv -f {} {p} && wg set {} private-key {p}",
+        quote(&crate::desired::next_key_path(path)),
+        quote(interface),
+        p = quote(path)
+    )
+}
+
+/// Loads a peer's preshared key from its file (`None`: `/dev/null`, none), leaving the rest of
+/// the peer and its session alone.
+pub fn wg_psk_load(interface: &str, public_key: &str, path: Option<&str>) -> String {
+    format!(
+        "wg set {} peer {} preshared-key {}",
+        quote(interface),
+        quote(public_key),
+        quote(path.unwrap_or("/dev/null"))
+    )
+}
+
+/// The directory of a preshared key file made 0700 (it holds secrets only): `mkdir -p` and
+/// `chmod`, since an existing directory keeps its mode.
+pub fn psk_dir(path: &str) -> String {
+    let dir = path.rsplit_once('/').map_or("/", |(d, _)| d);
+    format!("mkdir -p -m 700 {0} && chmod 700 {0}", quote(dir))
+}
+
+/// Makes a new preshared key with `wg genpsk` into `path` (0600, atomically: a temporary file
+/// beside it, renamed), under the caller's `umask 077`. The key is never printed.
+pub fn psk_generate(path: &str) -> String {
+    let p = quote(path);
+    let t = quote(&format!("{path}.meshctl-new"));
+    format!(
+        "{} && wg genpsk > {t} && chmod 600 {t} && mv -f {t} {p} || {{ rm -f {t}; false; }}",
+        psk_dir(path)
     )
 }
 

@@ -86,6 +86,32 @@ pub struct Peer {
     pub endpoint: Option<String>,
     /// Seconds; `None` = off.
     pub persistent_keepalive: Option<u16>,
+    /// The pair's preshared key, by where it lives on this host (never its value). Desired:
+    /// `Some(File)` where the pair has one. Live: what the interface holds, compared on the
+    /// host with that file (`None`: no preshared key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key: Option<Psk>,
+}
+
+/// A peer's preshared key as meshctl sees it: only ever where it lives, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Psk {
+    /// The one in this 0600 file on the host (live: the interface holds exactly its content).
+    File(String),
+    /// Live only: the interface holds a preshared key that is not the file's (or there is no
+    /// file to compare it with).
+    Other,
+}
+
+/// A preshared key file on a host: its mode and a SHA-256 of its content, computed on the
+/// host, so two hosts' copies compare without the key leaving either.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PskFile {
+    /// Unix permission bits, e.g. 0o600.
+    pub mode: u32,
+    /// Lower-case hex SHA-256 of the file's content.
+    pub sha256: String,
 }
 
 /// A route meshctl owns.
@@ -281,6 +307,15 @@ pub struct LiveHost {
     pub resolved: BTreeMap<String, Vec<std::net::IpAddr>>,
     /// The private key file's mode (`None`: absent), known even while the interface is down.
     pub key_file_mode: Option<u32>,
+    /// A key rotation in progress: the public key of the next private key step 1 made beside
+    /// the key file (`None`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_public_key: Option<WgKey>,
+    /// The preshared key files the gather looked at that exist, by path (outside `state`, like
+    /// the key file: apply's first step makes missing ones, which must not make a saved plan
+    /// look stale).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub psk_files: BTreeMap<String, PskFile>,
 }
 
 /// JSON maps need string keys: chains are (de)serialised as a list of `{chain, rules}`.

@@ -74,6 +74,24 @@ impl Operator for Terminal {
     fn warn(&self, text: &str) {
         eprintln!("warning: {text}");
     }
+
+    fn record_rotation(&self, host: &HostName, old: &WgKey, new: &WgKey) -> anyhow::Result<()> {
+        let context = || format!("recording the rotation in {}", self.keys_path.display());
+        let mut pins = crate::files::read_pins(&self.keys_path)
+            .map_err(|e| anyhow::Error::new(e).context(context()))?;
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        pins.rotate(
+            host,
+            old,
+            new,
+            &format!("meshctl rotate, unix time {since}"),
+        );
+        crate::files::save_pins(&pins, &self.keys_path)
+            .map_err(|e| anyhow::Error::new(e).context(context()))
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,19 @@ pub trait Operator: Send + Sync {
     fn pin(&self, learnt: &BTreeMap<HostName, WgKey>) -> anyhow::Result<()>;
     /// A warning for the person running apply.
     fn warn(&self, text: &str);
+    /// Pins a rotated key and records the rotation (old → new) in the pins file, once the
+    /// plan that switches to it is confirmed.
+    fn record_rotation(&self, host: &HostName, old: &WgKey, new: &WgKey) -> anyhow::Result<()>;
+}
+
+/// `meshctl rotate HOST [--psk]`: a new private key for one managed host, every managed peer
+/// learning it in the same apply; with `psk`, new preshared keys for its pair(s) too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The host whose key is replaced.
+    pub host: HostName,
+    /// Also replace the preshared keys of its pairs (the hub: every pair).
+    pub psk: bool,
 }
 
 /// Options of one apply run.
@@ -57,6 +70,8 @@ pub struct ApplyOptions {
     pub accept_new_keys: bool,
     /// The guard's name and timer.
     pub execute: ExecuteSettings,
+    /// `meshctl rotate`: the key to replace in this run.
+    pub rotate: Option<Rotation>,
 }
 
 /// Why apply stopped before changing anything.
@@ -71,6 +86,14 @@ pub enum ApplyError {
     /// The controller side failed (pins file, terminal).
     #[error(transparent)]
     Operator(#[from] anyhow::Error),
+    /// The host to rotate could not make its next key (or was not reached): nothing changed.
+    #[error("rotating the key of {host}: {why}; nothing was changed")]
+    Rotate {
+        /// The host.
+        host: HostName,
+        /// Why, naming the step.
+        why: String,
+    },
 }
 
 /// How an apply ended.
@@ -82,6 +105,8 @@ pub enum ApplyResult {
     Applied {
         /// The plan that ran (as shown).
         plan: Plan,
+        /// The rotation of this run, as (host, old public key, new public key).
+        rotated: Option<Box<(HostName, WgKey, WgKey)>>,
         /// Per host of the plan.
         outcomes: BTreeMap<HostName, HostOutcome>,
     },
@@ -111,9 +136,26 @@ pub async fn run<C: Connector, O: Operator>(
         .iter()
         .map(|(h, d)| (h.clone(), planner::gather_spec(d, &inputs.roles)))
         .collect();
+    // The hub makes the pairs' preshared keys it does not have yet.
+    let work: BTreeMap<HostName, crate::scripts::steps::KeyWork> = before
+        .iter()
+        .filter(|(h, _)| crate::psk::is_hub(inv, h))
+        .map(|(h, _)| {
+            let w = crate::scripts::steps::KeyWork {
+                psk_files: crate::psk::hub_files(inv),
+                next_key: false,
+            };
+            (h.clone(), w)
+        })
+        .collect();
+    // The host to rotate makes its next key beside the old one (which stays until the switch).
+    let mut work = work;
+    if let Some(r) = &opts.rotate {
+        work.entry(r.host.clone()).or_default().next_key = true;
+    }
 
     // Step 1: lock, key, gather — every host in parallel.
-    let mut prepared = engine.prepare(&specs, &opts.lock).await;
+    let mut prepared = engine.prepare(&specs, &work, &opts.lock).await;
 
     // Vet the keys learnt: a changed key is refused unless accepted explicitly, a key another
     // host has is refused outright; a refused host's lock is released at once.
@@ -144,6 +186,43 @@ pub async fn run<C: Connector, O: Operator>(
         return Err(e);
     }
 
+    // A rotation: the plan is made with the host's next key (pinned only once it is confirmed).
+    let rotated = match &opts.rotate {
+        None => None,
+        Some(r) => {
+            let next = match prepared.get(&r.host) {
+                Some(Ok(p)) => p
+                    .public_key
+                    .clone()
+                    .zip(p.live.next_public_key.clone())
+                    .ok_or_else(|| "step 1 made no next key".to_owned()),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("the host is not part of this apply".to_owned()),
+            };
+            let checked = next.and_then(|(old, new)| {
+                let mut others = keys.clone();
+                others.keys.remove(&r.host);
+                others
+                    .vet(&r.host, &new, inv, false)
+                    .map(|_| (old, new))
+                    .map_err(|e| e.to_string())
+            });
+            match checked {
+                Ok((old, new)) => {
+                    keys.keys.insert(r.host.clone(), new.clone());
+                    Some((r.host.clone(), old, new))
+                }
+                Err(why) => {
+                    engine.release_all(prepared).await;
+                    return Err(ApplyError::Rotate {
+                        host: r.host.clone(),
+                        why,
+                    });
+                }
+            }
+        }
+    };
+
     // The desired state with every reachable host's key known now (or, for a host without
     // `wg` yet, known after its install): what the plan made now is made of.
     let desired: BTreeMap<HostName, Desired> =
@@ -161,8 +240,13 @@ pub async fn run<C: Connector, O: Operator>(
             (h.clone(), g)
         })
         .collect();
+    let mut psk_work = inputs.psk.clone();
+    if let Some(r) = opts.rotate.as_ref().filter(|r| r.psk) {
+        psk_work.rotate.insert(r.host.clone());
+    }
     let with_keys = Inputs {
         keys: keys.clone(),
+        psk: psk_work,
         ..inputs.clone()
     };
     let mut now = planner::build(&with_keys, &desired, &live);
@@ -181,18 +265,16 @@ pub async fn run<C: Connector, O: Operator>(
     };
     // The keys known now go in at once (a saved plan made before they existed); only those of
     // hosts without `wg` yet may still come, after provisioning.
-    let resolved = plan
-        .resolve_known_keys(&keys, |k| crate::persist::public_key_line(Some(k)))
-        .and_then(|()| {
-            match plan
-                .pending_hosts()
-                .into_iter()
-                .find(|h| !later.contains(h))
-            {
-                Some(host) => Err(ResolveError::KeyUnknown { host }),
-                None => Ok(()),
-            }
-        });
+    let resolved = plan.resolve_known_keys(&keys).and_then(|()| {
+        match plan
+            .pending_hosts()
+            .into_iter()
+            .find(|h| !later.contains(h))
+        {
+            Some(host) => Err(ResolveError::KeyUnknown { host }),
+            None => Ok(()),
+        }
+    });
     if let Err(e) = resolved {
         engine.release_all(prepared).await;
         return Err(e.into());
@@ -214,6 +296,13 @@ pub async fn run<C: Connector, O: Operator>(
             engine.release_all(prepared).await;
             return Err(e.into());
         }
+    }
+
+    if let Some((h, old, new)) = &rotated
+        && let Err(e) = operator.record_rotation(h, old, new)
+    {
+        engine.release_all(prepared).await;
+        return Err(e.into());
     }
 
     let mut outcomes = BTreeMap::new();
@@ -259,6 +348,7 @@ pub async fn run<C: Connector, O: Operator>(
                 installs,
                 key_path: desired::key_path(&interface),
                 interface: interface.to_string(),
+                work: work.get(&h).cloned().unwrap_or_default(),
             };
             (h, job)
         })
@@ -308,11 +398,30 @@ pub async fn run<C: Connector, O: Operator>(
             }
         }
     }
-    if let Err(e) = plan.resolve_pending_keys(&keys, |k| crate::persist::public_key_line(Some(k))) {
+    if let Err(e) = plan.resolve_pending_keys(&keys) {
         engine
             .release_all(sessions.into_iter().map(|(h, p)| (h, Ok(p))).collect())
             .await;
         return Err(e.into());
+    }
+
+    // The preshared keys the plan carries: rotated and read on the hub now, after the "yes"
+    // (and after its provisioning, on a fresh hub).
+    let (carried, not_carried) = engine.carry(&sessions, &carry_work(&plan)).await;
+    for hp in &plan.hosts {
+        let missing = hp.changes.iter().find_map(|c| match &c.op {
+            crate::plan::Op::WritePsk { from, .. } => not_carried.get(from),
+            _ => None,
+        });
+        if let Some(why) = missing
+            && let Some(p) = sessions.remove(&hp.host)
+        {
+            engine.release(&hp.host, p).await;
+            outcomes.insert(
+                hp.host.clone(),
+                HostOutcome::Failed(HostError::NotCarried(why.clone())),
+            );
+        }
     }
 
     // Steps 2 and 3: the plan's ops, per host, in parallel. The check after them compares
@@ -332,12 +441,40 @@ pub async fn run<C: Connector, O: Operator>(
         })
         .collect();
     let ran = engine
-        .execute(&plan, sessions, checks, &keys, &opts.execute)
+        .execute(
+            &plan,
+            sessions,
+            checks,
+            &keys,
+            std::sync::Arc::new(carried),
+            &opts.execute,
+        )
         .await;
     // Every host of the plan has its outcome now: step 1 ran on exactly the plan's hosts, and
     // those it prepared were executed.
     outcomes.extend(ran);
-    Ok(ApplyResult::Applied { plan, outcomes })
+    Ok(ApplyResult::Applied {
+        plan,
+        outcomes,
+        rotated: rotated.map(Box::new),
+    })
+}
+
+/// Per host the plan carries preshared keys from: the keys to rotate there first, and the
+/// files to read.
+fn carry_work(plan: &Plan) -> BTreeMap<HostName, (Vec<String>, Vec<String>)> {
+    let mut out: BTreeMap<HostName, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for (from, source) in plan.carried_psks() {
+        out.entry(from).or_default().1.push(source);
+    }
+    for hp in &plan.hosts {
+        for c in &hp.changes {
+            if let crate::plan::Op::RotatePsk { path } = &c.op {
+                out.entry(hp.host.clone()).or_default().0.push(path.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Vets the keys `learnt` from the hosts (step 1's, or those made in provisioning) and pins

@@ -102,6 +102,10 @@ pub enum HostError {
         /// What the host said afterwards.
         after: RollbackSeen,
     },
+    /// A preshared key this host's changes carry could not be read from the other end of its
+    /// pair, so nothing was changed here.
+    #[error("nothing was changed: {0}")]
+    NotCarried(String),
     /// The gather after applying failed.
     #[error("confirming: {0}")]
     Confirming(Box<HostError>),

@@ -74,6 +74,7 @@ impl<C: Connector> Engine<C> {
         prepared: BTreeMap<HostName, Prepared<C::Remote>>,
         mut checks: BTreeMap<HostName, Check>,
         keys: &PinnedKeys,
+        carried: std::sync::Arc<crate::psk::Carried>,
         settings: &ExecuteSettings,
     ) -> BTreeMap<HostName, HostOutcome> {
         let by_host: BTreeMap<HostName, HostPlan> = plan
@@ -87,25 +88,57 @@ impl<C: Connector> Engine<C> {
                 jobs.insert(h, (p, hp.clone(), check));
             }
         }
+        // A key rotation: the hub's change script first, the others the moment it is done
+        // (a peer offering a key the hub does not hold yet, or the hub's new key to a peer
+        // that does not know it, waits WireGuard's 5 s before the next handshake attempt).
+        let rotating = plan
+            .hosts
+            .iter()
+            .flat_map(|h| &h.changes)
+            .any(|c| matches!(c.op, crate::plan::Op::SwitchKey { .. }));
+        let (first, rest): (BTreeMap<_, _>, BTreeMap<_, _>) = jobs
+            .into_iter()
+            .partition(|(_, (_, hp, _))| rotating && hp.role == "hub");
+        let (open, gate) = tokio::sync::watch::channel(first.is_empty());
+        let open = std::sync::Arc::new(open);
+        let run = Run {
+            keys: keys.clone(),
+            carried,
+            settings: settings.clone(),
+        };
+        let (a, b) = tokio::join!(
+            self.apply_jobs(first, &run, Gate::Opens(open)),
+            self.apply_jobs(rest, &run, Gate::Waits(gate)),
+        );
+        a.into_iter().chain(b).collect()
+    }
+
+    /// Steps 2 and 3 on each of `jobs`, in parallel, behind or in front of `gate`.
+    async fn apply_jobs(
+        &self,
+        jobs: BTreeMap<HostName, (Prepared<C::Remote>, HostPlan, Check)>,
+        run: &Run,
+        gate: Gate,
+    ) -> BTreeMap<HostName, HostOutcome> {
         let connector = self.connector.clone();
         let progress = self.progress.clone();
         let timings = self.timings.clone();
         self.for_each_host(jobs, |h, (p, hp, check)| {
-            let (connector, progress, keys, settings, timings) = (
+            let (connector, progress, run, gate, timings) = (
                 connector.clone(),
                 progress.clone(),
-                keys.clone(),
-                settings.clone(),
+                run.clone(),
+                gate.clone(),
                 timings.clone(),
             );
             async move {
                 progress.update(h.as_str(), "applying");
                 let ctx = HostRun {
                     host: &h,
-                    settings: &settings,
+                    run: &run,
                     timings: timings.as_deref(),
                 };
-                let r = apply_host(&*connector, &ctx, p, &hp, &check, &keys).await;
+                let r = apply_host(&*connector, &ctx, p, &hp, &check, &gate).await;
                 let outcome = match r {
                     Ok(0) => HostOutcome::Converged {
                         applied: hp.changes.len(),
@@ -118,6 +151,39 @@ impl<C: Connector> Engine<C> {
             }
         })
         .await
+    }
+}
+
+/// What every host's steps 2 and 3 share: the pins (to name peers in the check after apply),
+/// the preshared keys the changes carry, and the settings.
+#[derive(Clone)]
+struct Run {
+    keys: PinnedKeys,
+    carried: std::sync::Arc<crate::psk::Carried>,
+    settings: ExecuteSettings,
+}
+
+/// The order of a rotation's change scripts: the hub's opens the gate when it is done, the
+/// others wait for it (an open gate for everybody otherwise).
+#[derive(Clone)]
+enum Gate {
+    Opens(std::sync::Arc<tokio::sync::watch::Sender<bool>>),
+    Waits(tokio::sync::watch::Receiver<bool>),
+}
+
+impl Gate {
+    async fn pass(&self) {
+        if let Gate::Waits(w) = self {
+            let mut w = w.clone();
+            // A dropped sender (the hub's task ended) opens it too.
+            let _ = w.wait_for(|open| *open).await;
+        }
+    }
+
+    fn open(&self) {
+        if let Gate::Opens(o) = self {
+            o.send_replace(true);
+        }
     }
 }
 
@@ -156,7 +222,7 @@ fn step_failure(out: &RemoteOutput, hp: &HostPlan) -> HostError {
 /// Who steps 2 and 3 run on, with which settings, timed where.
 struct HostRun<'a> {
     host: &'a HostName,
-    settings: &'a ExecuteSettings,
+    run: &'a Run,
     timings: Option<&'a Timings>,
 }
 
@@ -182,9 +248,11 @@ async fn apply_host<C: Connector>(
     prepared: Prepared<C::Remote>,
     hp: &HostPlan,
     check: &Check,
-    keys: &PinnedKeys,
+    gate: &Gate,
 ) -> Result<usize, HostError> {
-    let (host, settings, timings) = (ctx.host, ctx.settings, ctx.timings);
+    let (host, timings) = (ctx.host, ctx.timings);
+    let (keys, carried, settings) = (&ctx.run.keys, &*ctx.run.carried, &ctx.run.settings);
+    gate.pass().await;
     let remote = prepared.remote;
     let gather = facts::gather_script(&check.spec);
     let guard = hp.guard.as_ref().filter(|_| !hp.changes.is_empty());
@@ -197,7 +265,11 @@ async fn apply_host<C: Connector>(
         if let Some(g) = guard {
             s.push_str(&guard::arm(&settings.run_id, &hp.changes, g, timeout));
         }
-        s.push_str(&steps::changes(&hp.changes, steps::OnFailure::Stop));
+        s.push_str(&steps::changes_carrying(
+            &hp.changes,
+            steps::OnFailure::Stop,
+            carried,
+        ));
         if guard.is_some() {
             s.push_str(&guard::applied(&settings.run_id));
         }
@@ -210,7 +282,9 @@ async fn apply_host<C: Connector>(
         let run = timings::run(&remote, &s, timings, host, "changes: start", |l| {
             step_label(hp, l)
         });
-        match tokio::time::timeout(wait, run).await {
+        let ran = tokio::time::timeout(wait, run).await;
+        gate.open();
+        match ran {
             Ok(Ok(out)) if out.success() => {}
             Ok(Ok(out)) => error = Some(step_failure(&out, hp)),
             Ok(Err(source)) => {
@@ -225,6 +299,8 @@ async fn apply_host<C: Connector>(
             }
         }
     }
+
+    gate.open();
 
     let finished = match guard {
         // Confirm over a new connection: if the change cut meshctl off, the host rolls back.

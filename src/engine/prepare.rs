@@ -35,12 +35,22 @@ impl<C: Connector> Engine<C> {
     pub async fn prepare(
         &self,
         specs: &BTreeMap<HostName, GatherSpec>,
+        work: &BTreeMap<HostName, steps::KeyWork>,
         lock: &Lock,
     ) -> BTreeMap<HostName, Result<Prepared<C::Remote>, HostError>> {
         let connector = self.connector.clone();
         let progress = self.progress.clone();
         let timings = self.timings.clone();
-        self.for_each_host(specs.clone(), |h, spec| {
+        let items: BTreeMap<HostName, (GatherSpec, steps::KeyWork)> = specs
+            .iter()
+            .map(|(h, s)| {
+                (
+                    h.clone(),
+                    (s.clone(), work.get(h).cloned().unwrap_or_default()),
+                )
+            })
+            .collect();
+        self.for_each_host(items, |h, (spec, work)| {
             let (connector, progress, lock, timings) = (
                 connector.clone(),
                 progress.clone(),
@@ -56,7 +66,8 @@ impl<C: Connector> Engine<C> {
                 }
                 let remote = remote?;
                 progress.update(h.as_str(), "locking and gathering");
-                let result = prepare_one(&h, &remote, &spec, &lock, timings.as_deref()).await;
+                let result =
+                    prepare_one(&h, &remote, &spec, &work, &lock, timings.as_deref()).await;
                 match result {
                     Ok((public_key, live)) => {
                         progress.finish(h.as_str(), "locked and gathered");
@@ -90,6 +101,46 @@ impl<C: Connector> Engine<C> {
         p.remote.close().await;
     }
 
+    /// Between step 1 and step 2, once the plan is confirmed: on each host the plan carries
+    /// preshared keys from (the hub), rotates the keys `rotate` names and reads the ones to
+    /// carry, over its prepared connection. The keys are held in memory only; a host whose keys
+    /// could not be read is named with why (never with what it sent).
+    pub async fn carry(
+        &self,
+        prepared: &BTreeMap<HostName, Prepared<C::Remote>>,
+        wanted: &BTreeMap<HostName, (Vec<String>, Vec<String>)>,
+    ) -> (crate::psk::Carried, BTreeMap<HostName, String>) {
+        use zeroize::Zeroize as _;
+        let mut carried = crate::psk::Carried::default();
+        let mut failed = BTreeMap::new();
+        for (h, (rotate, read)) in wanted {
+            let Some(p) = prepared.get(h) else {
+                failed.insert(h.clone(), format!("{h} could not be prepared"));
+                continue;
+            };
+            match p.remote.run(&steps::carry(rotate, read)).await {
+                Ok(mut out) => {
+                    let r = if out.success() {
+                        carried.read(h, &out.stdout, read)
+                    } else {
+                        Err(format!(
+                            "{h}: reading the preshared keys failed: {}",
+                            out.stderr.lines().last().unwrap_or("no output")
+                        ))
+                    };
+                    out.stdout.zeroize();
+                    if let Err(e) = r {
+                        failed.insert(h.clone(), e);
+                    }
+                }
+                Err(e) => {
+                    failed.insert(h.clone(), e.to_string());
+                }
+            }
+        }
+        (carried, failed)
+    }
+
     /// Releases every lock taken in step 1 (apply stops before changing anything).
     pub async fn release_all(
         &self,
@@ -109,15 +160,17 @@ async fn prepare_one<R: Remote>(
     host: &HostName,
     remote: &R,
     spec: &GatherSpec,
+    work: &steps::KeyWork,
     lock: &Lock,
     timings: Option<&Timings>,
 ) -> Result<(Option<WgKey>, LiveHost), HostError> {
     let key_path = crate::desired::key_path(&spec.interface);
-    let s = steps::prepare(
+    let s = steps::prepare_with(
         &lock.holder,
         lock.break_lock,
         &key_path,
         spec.interface.as_str(),
+        work,
         &facts::gather_script(spec),
     );
     let label = |line: &str| match line {

@@ -35,6 +35,8 @@ pub(crate) struct Job<R> {
     pub installs: Vec<(Manager, Vec<String>)>,
     pub key_path: String,
     pub interface: String,
+    /// What step 1 would have made with `wg` besides the key (a fresh hub's preshared keys).
+    pub work: steps::KeyWork,
 }
 
 impl<C: Connector> Engine<C> {
@@ -49,7 +51,8 @@ impl<C: Connector> Engine<C> {
             let progress = progress.clone();
             async move {
                 progress.update(h.as_str(), "installing packages");
-                let script = steps::provision(&job.installs, &job.key_path, &job.interface);
+                let script =
+                    steps::provision(&job.installs, &job.key_path, &job.interface, &job.work);
                 let r = match job.prepared.remote.run(&script).await {
                     Ok(out) => read(&out, &job.installs),
                     Err(e) => Err(HostError::Transport(e)),

@@ -60,6 +60,7 @@ fn opts() -> ApplyOptions {
             run_id: "run-1".into(),
             guard_timeout_secs: 5,
         },
+        rotate: None,
     }
 }
 
@@ -94,6 +95,13 @@ impl Operator for Scripted {
     }
     fn warn(&self, text: &str) {
         self.warned.lock().unwrap().push(text.to_owned());
+    }
+    fn record_rotation(&self, host: &HostName, _old: &WgKey, new: &WgKey) -> anyhow::Result<()> {
+        self.pinned
+            .lock()
+            .unwrap()
+            .push(BTreeMap::from([(host.clone(), new.clone())]));
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@
 
 mod files;
 mod firewall;
+mod psk;
 mod records;
 mod routes;
 mod script;
@@ -29,7 +30,7 @@ mod tests;
 
 use ipnet::Ipv6Net;
 
-use crate::names::InterfaceName;
+use crate::names::{InterfaceName, WgKey};
 use crate::state::{ChainId, HostState, LiveHost};
 
 /// What to gather on one host: derived by the lead from the host's desired [`HostState`].
@@ -55,6 +56,10 @@ pub struct GatherSpec {
     /// too, so an entry stays known as meshctl's after the inventory dropped its range.
     /// With neither this nor `ndp_range`, no entry is gathered.
     pub ndp_listed_in: Option<String>,
+    /// The pairs' preshared key files: (the peer's public key where known, the file on this
+    /// host). The host compares each peer's live preshared key with its file itself and
+    /// reports only "same" or not, and a SHA-256 of each file; empty: not looked at.
+    pub psks: Vec<(Option<WgKey>, String)>,
 }
 
 impl GatherSpec {
@@ -87,9 +92,19 @@ impl GatherSpec {
                 chains.push(id);
             }
         }
+        let psks = desired
+            .interface
+            .iter()
+            .flat_map(|i| i.peers.values())
+            .filter_map(|p| match &p.preshared_key {
+                Some(crate::state::Psk::File(path)) => Some((p.public_key.clone(), path.clone())),
+                _ => None,
+            })
+            .collect();
         Self {
             interface,
             key_file,
+            psks,
             sysctls: desired.sysctls.keys().cloned().collect(),
             chains,
             files: desired.files.keys().cloned().collect(),
@@ -180,7 +195,12 @@ pub fn parse(output: &str, spec: &GatherSpec) -> Result<LiveHost, FactError> {
         ..LiveHost::default()
     };
     live.state.interface = wireguard::parse(&recs, spec)?;
+    if let Some(wg) = live.state.interface.as_mut() {
+        psk::parse_live(&recs, spec, wg)?;
+    }
+    live.psk_files = psk::parse_files(&recs, spec)?;
     live.key_file_mode = wireguard::parse_key_file_mode(&recs, spec)?;
+    live.next_public_key = wireguard::parse_next_key(&recs)?;
     live.state.routes = routes::parse_routes(&recs, &mut live.warnings)?;
     live.state.rules = routes::parse_rules(&recs, &mut live.warnings)?;
     let mut contents = files::contents(&recs)?;

@@ -339,12 +339,73 @@ m_line() {
 }
 "#;
 
+/// The preshared key helpers, added only when the spec names preshared key files.
+///
+/// `m_psk IF KEY PATH ...`: one `wg show IF preshared-keys`, read into the shell and never
+/// printed: for every live peer `KEY<TAB>none` or `KEY<TAB>set`, then `KEY<TAB>same` for each
+/// spec peer whose live key equals its file's content (read with the shell's own `read`, no
+/// process). `m_pskf PATH ...`: one `stat` and one `sha256sum` over the files that exist.
+const PSK_PROLOGUE: &str = r#"m_psk() {
+  m_if=$1; shift
+  m_out=$(wg show "$m_if" preshared-keys </dev/null 2>/dev/null)
+  m_prc=$?
+  printf '@@meshctl begin psk.live@@\n'
+  if [ "$m_prc" = 0 ]; then
+    set -f
+    IFS=$m_nl
+    for m_l in $m_out; do
+      case $m_l in
+        *"$m_tab(none)") printf '%s\tnone\n' "${m_l%%"$m_tab"*}" ;;
+        *"$m_tab"*) printf '%s\tset\n' "${m_l%%"$m_tab"*}" ;;
+      esac
+    done
+    unset IFS
+    set +f
+    while [ $# -ge 2 ]; do
+      m_k=$1 m_f=$2
+      shift 2
+      case $m_out in *"$m_k$m_tab"*) ;; *) continue ;; esac
+      m_v=${m_out#*"$m_k$m_tab"}
+      m_v=${m_v%%"$m_nl"*}
+      m_c=
+      [ -r "$m_f" ] && IFS= read -r m_c <"$m_f"
+      if [ -n "$m_c" ] && [ "$m_c" = "$m_v" ]; then printf '%s\tsame\n' "$m_k"; fi
+    done
+  fi
+  printf '@@meshctl end psk.live rc=%s@@\n' "$m_prc"
+  m_out= m_v= m_c=
+}
+m_pskf() {
+  m_ex=
+  for m_f do
+    if [ -e "$m_f" ]; then m_ex=$m_ex$m_f$m_nl; fi
+  done
+  set -f
+  IFS=$m_nl
+  for m_w in modes sha; do
+    printf '@@meshctl begin psk.%s@@\n' "$m_w"
+    m_rc=0
+    if [ -n "$m_ex" ]; then
+      case $m_w in
+        modes) stat -L -c '%a %n' -- $m_ex </dev/null ;;
+        sha) sha256sum -- $m_ex </dev/null ;;
+      esac
+      m_rc=$?
+    fi
+    printf '@@meshctl end psk.%s rc=%s@@\n' "$m_w" "$m_rc"
+  done
+  unset IFS
+  set +f
+}
+"#;
+
 /// The sed script that blanks `PrivateKey` / `PresharedKey` values on the host, before the
 /// content is encoded and sent. Key names match case-insensitively and with whitespace anywhere
 /// inside them (wg's own parser drops all whitespace), wherever they appear in a line (so a
 /// commented-out key is blanked too); everything after the `=` is replaced:
 /// `PrivateKey = abc` → `PrivateKey = (redacted)`. `PrivateKeyFile=` (a path) is kept. Any
-/// other key-shaped token outside a `PublicKey` line is blanked as well.
+/// other key-shaped token outside a `PublicKey` line (or meshctl's own line loading a peer's
+/// preshared key from its file, which names the peer's public key) is blanked as well.
 pub(crate) fn redact_sed() -> String {
     fn pattern(word: &str) -> String {
         let mut p = String::new();
@@ -365,9 +426,13 @@ pub(crate) fn redact_sed() -> String {
     // A key can hide elsewhere too: `PostUp = echo KEY | wg set %i private-key /dev/stdin`.
     // Anything shaped like a WireGuard key (43 base64 characters and `=`) is blanked, except on
     // `PublicKey` lines, which meshctl compares.
+    // meshctl's own `PostUp = wg set %i peer KEY preshared-key /etc/wireguard/psk/NAME.psk`
+    // names a peer's public key (exactly that form: the preshared key comes from a file of
+    // meshctl's, so nothing else on such a line can be a secret).
     parts.push(format!(
-        r"/^[[:space:]]*{}=/!s|[A-Za-z0-9+/]\{{43\}}=|(redacted)|g",
-        pattern("publickey")
+        r"/^[[:space:]]*{}=/!{{/^PostUp = wg set %i peer [A-Za-z0-9+\/]\{{43\}}= preshared-key {}\/[a-z0-9-]*\.psk$/!s|[A-Za-z0-9+/]\{{43\}}=|(redacted)|g}}",
+        pattern("publickey"),
+        crate::psk::DIR.replace('/', r"\/")
     ));
     parts.join(";")
 }
@@ -472,9 +537,29 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
 
     // wireguard: the seven `wg.*` records from one `wg show IF` (its pretty form, with keys
     // hidden; `m_wg` prints only the fields below, never the `private key:` line)
+    // Preshared keys by file path: only paths meshctl makes (checked like managed files).
+    let psks: Vec<&(Option<crate::names::WgKey>, String)> =
+        spec.psks.iter().filter(|(_, p)| file_path_ok(p)).collect();
+    if !psks.is_empty() {
+        s.push_str(PSK_PROLOGUE);
+    }
     s.push_str("if [ \"$m_link\" = 0 ]; then\n");
     let _ = writeln!(s, "m_wg {iface}");
+    if !psks.is_empty() {
+        let pairs: Vec<String> = psks
+            .iter()
+            .filter_map(|(k, p)| {
+                k.as_ref()
+                    .map(|k| format!("{} {}", quote(k.as_str()), quote(p)))
+            })
+            .collect();
+        let _ = writeln!(s, "m_psk {iface} {}", pairs.join(" "));
+    }
     s.push_str("fi\n");
+    if !psks.is_empty() {
+        let paths: Vec<String> = psks.iter().map(|(_, p)| quote(p)).collect();
+        let _ = writeln!(s, "m_pskf {}", paths.join(" "));
+    }
 
     // firewall: one *-save per family that has chains in the spec, and the legacy tables
     let mut legacy: Vec<String> = Vec::new();
@@ -536,6 +621,15 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
         );
     }
     let _ = writeln!(s, "m_files {key_file} {}", files_args.join(" "));
+    if file_path_ok(&spec.key_file) {
+        // A key rotation in progress (`meshctl rotate`): the public half of the next key, made
+        // by step 1 beside the key file. No record, and no process, when there is none.
+        let next = quote(&crate::desired::next_key_path(&spec.key_file));
+        let _ = writeln!(
+            s,
+            "if [ -s {next} ]; then\n  printf '@@meshctl begin nextkey@@\\n'; wg pubkey <{next}; m_rc=$?\n  printf '@@meshctl end nextkey rc=%s@@\\n' \"$m_rc\"\nfi"
+        );
+    }
 
     // services, only under systemd: one `systemctl is-enabled`
     if !spec.services.is_empty() {

@@ -102,7 +102,17 @@ fn script_never_asks_for_a_private_key() {
     }
     // The key file appears exactly twice: to `stat` (its mode) and as the first argument of
     // the files helper, which takes it off before `tail` and `sed` see the list.
-    let uses: Vec<&str> = script.lines().filter(|l| l.contains("hub.key")).collect();
+    // (The next key of a rotation, beside it, is only ever given to `wg pubkey`.)
+    let next = crate::desired::next_key_path("/tmp/fxkeys/hub.key");
+    let (nexts, uses): (Vec<&str>, Vec<&str>) = script
+        .lines()
+        .filter(|l| l.contains("hub.key"))
+        .partition(|l| l.contains(&next));
+    assert_eq!(nexts.len(), 2, "{nexts:?}");
+    assert!(
+        nexts[1].contains(&format!("wg pubkey <{next};")),
+        "{nexts:?}"
+    );
     assert_eq!(uses.len(), 2, "{uses:?}");
     assert!(uses[0].starts_with("m_st=$(stat -L -c "), "{uses:?}");
     assert!(
@@ -183,6 +193,8 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
          PrivateKeyFile = /etc/wireguard/wg0.key\nPrivate Key={secret}\n[Peer]\n\
          PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nPresharedKey\t=\t{psk}\n\
          presharedKEY={psk}\nEndpoint = vps.example.org:51820\n\
+         PostUp = wg set %i peer xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg= preshared-key /etc/wireguard/psk/nas.psk\n\
+         PostUp = wg set %i peer {secret} preshared-key /etc/wireguard/psk/nas.psk x\n\
          PostUp = echo {secret} | wg set %i private-key /dev/stdin"
     );
     let conf = dir.path().join("wg0.conf");
@@ -203,6 +215,7 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
         resolve: vec![],
         ndp_range: None,
         ndp_listed_in: None,
+        psks: vec![],
     };
     let mut spec_ok = spec.clone();
     spec_ok.files.pop();
@@ -217,6 +230,8 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
          Private Key= (redacted)\n[Peer]\n\
          PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nPresharedKey\t= (redacted)\n\
          presharedKEY= (redacted)\nEndpoint = vps.example.org:51820\n\
+         PostUp = wg set %i peer xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg= preshared-key /etc/wireguard/psk/nas.psk\n\
+         PostUp = wg set %i peer (redacted) preshared-key /etc/wireguard/psk/nas.psk x\n\
          PostUp = echo (redacted) | wg set %i private-key /dev/stdin"
     );
     assert!(!got.content.contains(secret));
@@ -290,6 +305,7 @@ systemctl() {
         resolve: resolve.iter().map(|s| s.to_string()).collect(),
         ndp_range: None,
         ndp_listed_in: None,
+        psks: vec![],
     };
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let calls = |prelude: &str, spec: &GatherSpec| {
@@ -1129,6 +1145,7 @@ fn gather_for_real_in_a_scratch_netns() {
         resolve: vec!["localhost".into()],
         ndp_range: Some("2001:db8:10:0:100::/72".parse().unwrap()),
         ndp_listed_in: None,
+        psks: vec![],
     };
     let before: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -1255,6 +1272,7 @@ fn sysctls_read_whole_under_dash_bash_and_busybox() {
         resolve: vec![],
         ndp_range: None,
         ndp_listed_in: None,
+        psks: vec![],
     };
     let script = gather_script(&spec);
     let expected = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();

@@ -108,6 +108,7 @@ pub(crate) fn parse(
                 allowed_ips: BTreeSet::new(),
                 endpoint: None,
                 persistent_keepalive: None,
+                preshared_key: None,
             },
         );
     }
@@ -185,6 +186,21 @@ pub(crate) fn parse_key_file_mode(
         }
     };
     Ok(mode)
+}
+
+/// The public key of the next private key of a rotation in progress (`nextkey`, printed only
+/// when that file exists).
+pub(crate) fn parse_next_key(recs: &Records<'_>) -> Result<Option<WgKey>, FactError> {
+    let Some(rec) = recs.get("nextkey") else {
+        return Ok(None);
+    };
+    if rec.rc != 0 {
+        return Err(failed(rec, "nextkey", "wg pubkey"));
+    }
+    match rec.lines().next() {
+        Some((n, line)) => Ok(Some(key(line.trim(), "nextkey", n)?)),
+        None => Err(malformed("nextkey", rec.line, "no public key")),
+    }
 }
 
 /// The first line of a record as an octal mode (`stat -c %a` prints `600`).

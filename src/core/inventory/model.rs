@@ -46,6 +46,9 @@ pub struct Network {
     pub dns: Vec<IpAddr>,
     /// `mtu`: the WireGuard interface's MTU (1280-9000); `None`: wg-quick's default.
     pub mtu: Option<u16>,
+    /// `preshared_keys`: every pair of peers (the hub and each host) has a preshared key,
+    /// unless the host says `preshared_key: false`.
+    pub preshared_keys: bool,
 }
 
 /// The public IPv6 plan: the hub's prefix and the slice handed to VPN hosts.
@@ -121,6 +124,9 @@ pub struct Host {
     /// `None`: everything (no policy for this host).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow: Option<Vec<AllowTarget>>,
+    /// `preshared_key`: this host's own say on whether its pair with the hub has a preshared
+    /// key; `None`: `network.preshared_keys` decides (see [`Inventory::has_psk`]).
+    pub preshared_key: Option<bool>,
 }
 
 /// One entry of a host's `allow:` list, checked against the inventory.
@@ -277,6 +283,13 @@ impl Inventory {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether the pair of `host` and the hub has a preshared key (never for the hub itself,
+    /// which is the other end of every pair).
+    pub fn has_psk(&self, host: &Host) -> bool {
+        !matches!(host.role, Role::Hub(_))
+            && host.preshared_key.unwrap_or(self.network.preshared_keys)
     }
 
     /// The file of pinned public keys beside the inventory (`lab.yaml` → `lab.keys.yaml`).

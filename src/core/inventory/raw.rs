@@ -48,6 +48,9 @@ pub struct RawNetwork {
     /// `mtu`: the WireGuard MTU, 1280-9000 (default: wg-quick's).
     #[serde(default)]
     pub mtu: Option<Spanned<u16>>,
+    /// `preshared_keys`: a preshared key for every pair of peers (default false).
+    #[serde(default)]
+    pub preshared_keys: Option<Spanned<bool>>,
 }
 
 /// The `network.ipv6` section as written; all three keys are required.
@@ -124,6 +127,10 @@ pub struct RawHost {
     /// `internet`); absent: everything, as without a policy.
     #[serde(default)]
     pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `preshared_key`: whether this host's pair with the hub has a preshared key (default:
+    /// `network.preshared_keys`; not for the hub, which is in every pair).
+    #[serde(default)]
+    pub preshared_key: Option<Spanned<bool>>,
     // hub
     /// `endpoint` (hub, required): the DNS name or address the others dial.
     #[serde(default)]

@@ -204,6 +204,7 @@ fn network(raw: &Spanned<RawNetwork>, c: &mut Collector) -> Network {
             .map(|d| d.value.iter().map(|a| a.value).collect())
             .unwrap_or_default(),
         mtu: n.mtu.as_ref().map(|m| m.value),
+        preshared_keys: n.preshared_keys.as_ref().is_some_and(|p| p.value),
     }
 }
 
@@ -257,6 +258,9 @@ fn only_for(field: &str) -> &'static str {
         "lan" => "gateways",
         "tunnel" => "clients",
         "keepalive" => "gateways and clients (the hub is the one everyone dials)",
+        "preshared_key" => {
+            "gateways and clients (the hub is in every pair: use `network.preshared_keys`)"
+        }
         _ => "the hub",
     }
 }
@@ -315,6 +319,7 @@ fn host(
             not_for_role(&h.lan, "lan", role_n, name, c);
             not_for_role(&h.tunnel, "tunnel", role_n, name, c);
             not_for_role(&h.keepalive, "keepalive", role_n, name, c);
+            not_for_role(&h.preshared_key, "preshared_key", role_n, name, c);
             let endpoint = match &h.endpoint {
                 None => {
                     missing("endpoint", "the DNS name or address the others dial", c);
@@ -482,6 +487,7 @@ fn host(
         guard,
         guard_explicit,
         allow: None,
+        preshared_key: h.preshared_key.as_ref().map(|p| p.value),
     })
 }
 

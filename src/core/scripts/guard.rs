@@ -40,7 +40,9 @@ pub fn arm(run_id: &str, changes: &[Change], plan: &GuardPlan, timeout_secs: u64
     let paths: Vec<&str> = changes
         .iter()
         .filter_map(|c| match &c.op {
-            Op::WriteFile { path, .. } | Op::RemoveFile { path } => Some(path.as_str()),
+            Op::WriteFile { path, .. } | Op::RemoveFile { path } | Op::WritePsk { path, .. } => {
+                Some(path.as_str())
+            }
             _ => None,
         })
         .collect();

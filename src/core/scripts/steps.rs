@@ -70,6 +70,35 @@ pub fn prepare(
     interface: &str,
     gather: &str,
 ) -> String {
+    prepare_with(
+        holder,
+        break_lock,
+        key_path,
+        interface,
+        &KeyWork::default(),
+        gather,
+    )
+}
+
+/// What step 1 makes besides the host's own key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyWork {
+    /// Preshared key files to generate where they are missing (on the hub).
+    pub psk_files: Vec<String>,
+    /// `meshctl rotate`: make the next private key beside the key file (kept when a rotation
+    /// that did not finish left one), whose public key the gather then reports.
+    pub next_key: bool,
+}
+
+/// [`prepare`], also making what `work` names before the gather sees it.
+pub fn prepare_with(
+    holder: &str,
+    break_lock: bool,
+    key_path: &str,
+    interface: &str,
+    work: &KeyWork,
+    gather: &str,
+) -> String {
     let mut s = String::from("set -u\numask 077\n");
     // The shell's tests first: a process less on every host where the directory exists.
     writeln!(s, "[ -d {RUN_DIR} ] || mkdir -p {RUN_DIR}").ok();
@@ -87,14 +116,40 @@ pub fn prepare(
     // and `provision` makes the key after the prompt.
     writeln!(
         s,
-        "if command -v wg >/dev/null 2>&1; then\n{}echo {MARK_PUBKEY}\nwg pubkey < {} || exit 1\nelse\necho {MARK_PUBKEY}\necho {}\nfi",
+        "if command -v wg >/dev/null 2>&1; then\n{}{}echo {MARK_PUBKEY}\nwg pubkey < {} || exit 1\nelse\necho {MARK_PUBKEY}\necho {}\nfi",
         key_block(key_path, interface),
+        key_work(key_path, work),
         quote(key_path),
         quote(NO_KEY)
     )
     .ok();
     s.push_str(gather);
     s.push_str("\ntrap - EXIT\n");
+    s
+}
+
+/// What step 1 makes besides the host's own key (`work`): the next key of a rotation, the
+/// pairs' preshared keys where missing. Needs `wg`; never prints a key.
+fn key_work(key_path: &str, work: &KeyWork) -> String {
+    let mut s = String::new();
+    if work.next_key {
+        let next = quote(&crate::desired::next_key_path(key_path));
+        writeln!(
+            s,
+            "if [ ! -s {next} ]; then\n  wg genkey > {next}.meshctl-new && chmod 600 {next}.meshctl-new && mv -f {next}.meshctl-new {next} || {{ rm -f {next}.meshctl-new; echo 'cannot generate the next key' >&2; exit 1; }}\nfi"
+        )
+        .ok();
+    }
+    // The pairs' preshared keys, only where missing: never printed here.
+    for p in &work.psk_files {
+        writeln!(
+            s,
+            "[ -s {} ] || {{ {}; }} || {{ echo 'cannot generate a preshared key: is wireguard-tools installed?' >&2; exit 1; }}",
+            quote(p),
+            spell::psk_generate(p)
+        )
+        .ok();
+    }
     s
 }
 
@@ -116,12 +171,13 @@ fn key_block(key_path: &str, interface: &str) -> String {
 /// After the prompt, on a host whose plan installs packages or that has no key yet (it had
 /// no `wg` in step 1), under the lock step 1 took: install the packages (non-interactively,
 /// waiting for a package manager lock another process holds), then make the key and print
-/// the public key, as step 1 does. An install that fails prints [`MARK_INSTALL_FAILED`] and
+/// the public key, as step 1 does (and what `work` names, which step 1 made nowhere without `wg`). An install that fails prints [`MARK_INSTALL_FAILED`] and
 /// its index after the manager's own output and stops: nothing else is touched.
 pub fn provision(
     installs: &[(crate::packages::Manager, Vec<String>)],
     key_path: &str,
     interface: &str,
+    work: &KeyWork,
 ) -> String {
     let mut s = String::from("set -u\numask 022\n");
     for (i, (manager, packages)) in installs.iter().enumerate() {
@@ -136,12 +192,36 @@ pub fn provision(
     }
     s.push_str("umask 077\n");
     s.push_str(&key_block(key_path, interface));
+    // What step 1 could not make without `wg` (a fresh hub's preshared keys).
+    s.push_str(&key_work(key_path, work));
     writeln!(
         s,
         "echo {MARK_PUBKEY}\nwg pubkey < {} || exit 1",
         quote(key_path)
     )
     .ok();
+    s
+}
+
+/// Between step 1 and step 2 on a hub, once the plan is confirmed: replaces the preshared keys
+/// to rotate (`rotate`), then prints each key of `read` after a [`crate::psk::MARK_CARRIED`]
+/// line naming its file, for apply to carry to the other end of its pair. The only script
+/// whose output holds a secret: the engine reads it into memory and zeroizes the output.
+pub fn carry(rotate: &[String], read: &[String]) -> String {
+    let mut s = String::from("set -u\numask 077\n");
+    for p in rotate {
+        writeln!(s, "{} || exit 1", spell::psk_generate(p)).ok();
+    }
+    for p in read {
+        writeln!(
+            s,
+            "echo {} {}\ncat {} || exit 1",
+            crate::psk::MARK_CARRIED,
+            quote(p),
+            quote(p)
+        )
+        .ok();
+    }
     s
 }
 
@@ -166,15 +246,18 @@ fn rank(op: &Op) -> u8 {
         Op::InstallPackages { .. } => 0,
         Op::WriteFile { .. } => 0,
         Op::GenerateKey { .. } | Op::FixKeyMode { .. } => 1,
+        // A pair's key file is in place before the peer that loads it is set.
+        Op::GeneratePsk { .. } | Op::RotatePsk { .. } | Op::WritePsk { .. } => 1,
         Op::RestoreChains { .. } | Op::RestoreRules { .. } => 2,
         Op::AddJump { .. } => 3,
         Op::SetSysctl { .. } => 4,
         Op::CreateInterface { .. } | Op::StartService { .. } | Op::TakeOverInterface { .. } => 5,
         Op::AddAddress { .. }
         | Op::DelAddress { .. }
+        | Op::SwitchKey { .. }
         | Op::SetListenPort { .. }
         | Op::SetFwmark { .. } => 6,
-        Op::SetPeer { .. } | Op::RemovePeer { .. } => 7,
+        Op::SetPeer { .. } | Op::RemovePeer { .. } | Op::LoadPsk { .. } => 7,
         Op::ReplaceRoute { .. } | Op::DelRoute { .. } => 8,
         // After the routes: a rule sending traffic to the tunnel's table finds its route there.
         Op::AddRule { .. } | Op::DelRule { .. } => 8,
@@ -198,6 +281,16 @@ pub enum OnFailure {
 /// Step 2: the script that applies `changes`, in a safe order, saying which step failed and
 /// then stopping or going on as `on_failure` says.
 pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
+    changes_carrying(changes, on_failure, &crate::psk::Carried::default())
+}
+
+/// [`changes`], with the preshared keys its `write_psk` ops carry (here, inside the script on
+/// stdin, is the only place a carried key travels to its host).
+pub fn changes_carrying(
+    changes: &[Change],
+    on_failure: OnFailure,
+    carried: &crate::psk::Carried,
+) -> String {
     // Steps are announced by their index in `changes`: the script holds only what the ops
     // say, and the caller names a failed step from its own plan.
     let mut ordered: Vec<(usize, &Change)> = changes.iter().enumerate().collect();
@@ -228,7 +321,7 @@ pub fn changes(changes: &[Change], on_failure: OnFailure) -> String {
     };
     let mut steps: Vec<(usize, &Op, String)> = Vec::new();
     for (i, c) in ordered {
-        if let Some(cmd) = command(&c.op, &mut restored, &mut created) {
+        if let Some(cmd) = command(&c.op, &mut restored, &mut created, carried) {
             steps.push((i, &c.op, cmd));
         }
     }
@@ -368,13 +461,35 @@ fn command(
     op: &Op,
     restored: &mut BTreeSet<Family>,
     created: &mut BTreeSet<String>,
+    carried: &crate::psk::Carried,
 ) -> Option<String> {
     // Set by the `wg-quick up` of this script from the config just written (or in sync).
     let by_wg_quick = |interface: &str| created.contains(interface);
     Some(match op {
         Op::GenerateKey { .. } => return None, // done by `prepare` or `provision`
         Op::InstallPackages { .. } => return None, // done by `provision`
+        Op::GeneratePsk { .. } => return None, // done by `prepare` (or `carry` on a fresh hub)
+        Op::RotatePsk { .. } => return None,   // done by `carry`, before this script
+        Op::WritePsk { path, from, source } => match carried.get(from, source) {
+            // A fixed delimiter: one made from the content would say something about it.
+            Some(key) => format!(
+                "{} && write_file {} '' 077 <<'MESHCTL_PSK_EOF'\n{key}\nMESHCTL_PSK_EOF",
+                spell::psk_dir(path),
+                quote(path)
+            ),
+            None => format!(
+                "echo {} >&2; false",
+                quote(&format!("the preshared key from {from} was not carried"))
+            ),
+        },
+        Op::LoadPsk {
+            interface,
+            public_key,
+            path,
+            ..
+        } => spell::wg_psk_load(interface, public_key.as_ref()?.as_str(), path.as_deref()),
         Op::FixKeyMode { path } => spell::key_chmod(path),
+        Op::SwitchKey { interface, path } => spell::key_switch(interface, path),
         Op::CreateInterface { interface } => {
             created.insert(interface.clone());
             format!("{APPLYING_ENV}=1 {}", spell::wg_quick_up(interface))
@@ -610,8 +725,15 @@ mod tests {
             ],
             "/etc/wireguard/wg0.key",
             "wg0",
+            &KeyWork {
+                psk_files: vec!["/etc/wireguard/psk/laptop.psk".into()],
+                next_key: false,
+            },
         );
         assert!(parses(&s), "{s}");
+        // A fresh hub's preshared keys are made after the install, with the key.
+        let psk = s.find("/etc/wireguard/psk/laptop.psk").unwrap();
+        assert!(psk > s.find("wg genkey").unwrap(), "{s}");
         let apt = s.find("apt-get").unwrap();
         let apk = s.find("apk add").unwrap();
         let key = s.find("wg genkey").unwrap();

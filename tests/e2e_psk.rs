@@ -1,0 +1,253 @@
+//! End to end: preshared keys on real lab hosts (wireguard-go). With `network.preshared_keys:
+//! true`, apply gives every pair a key: made on the hub, carried to the laptop and the NAS,
+//! 0600 files in a 0700 directory on both ends, the same key live on both sides, none in any
+//! `wg0.conf`. A key removed by hand from the hub's interface is planned and loaded again; a
+//! stale key on the laptop's side (live and in its file) really breaks the handshake — so the
+//! key is in use — until apply carries the hub's key back. A canary key put into the hub's
+//! file travels to the laptop and appears in no output of meshctl and in no file on the
+//! controller. Each test builds its own lab (needs root; never skips).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use support::{TestLab, ok, own_inventory, pings_within, text};
+
+/// A throw-away preshared key made for this test only.
+const CANARY_PSK: &str = "6SE6nmZzSxJQG7A9G9zCnTq7vzjaA4/3XRpoVVZU2cY=";
+const NAS: &str = "10.8.0.2";
+const HUB: &str = "10.8.0.1";
+
+/// The lab's inventory with preshared keys on, in a directory of the test's own.
+pub fn psk_inventory(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let (dir, inv) = own_inventory(name);
+    let text = std::fs::read_to_string(&inv).unwrap();
+    assert_eq!(text.matches("  mtu: 1420\n").count(), 1);
+    std::fs::write(
+        &inv,
+        text.replace("  mtu: 1420\n", "  mtu: 1420\n  preshared_keys: true\n"),
+    )
+    .unwrap();
+    (dir, inv)
+}
+
+/// The forms a leaked key could take: base64, its 8-character prefix, hex prefixes.
+fn forms(key: &str) -> Vec<String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        key.to_owned(),
+        key[..8].to_owned(),
+        hex[..16].to_owned(),
+        hex[..16].to_uppercase(),
+    ]
+}
+
+fn assert_clean(what: &str, haystack: &str) {
+    for f in forms(CANARY_PSK) {
+        assert!(
+            !haystack.contains(&f),
+            "{what} contains the canary preshared key (as {f:?}):\n{haystack}"
+        );
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut queue = vec![dir.to_path_buf()];
+    while let Some(d) = queue.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                queue.push(e.path());
+            } else if t.is_file()
+                && let Ok(bytes) = std::fs::read(e.path())
+            {
+                found.push((e.path(), String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    found
+}
+
+/// `host`'s live preshared key for its peer with public key `peer` (read on the host by the
+/// test, never by meshctl).
+fn live_psk(lab: &TestLab, host: &str, peer: &str) -> String {
+    let out = ok(lab, host, "wg show wg0 preshared-keys");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{peer}\t")))
+        .unwrap_or_else(|| panic!("{host}: no peer {peer}:\n{out}"))
+        .trim()
+        .to_owned()
+}
+
+fn pubkey(lab: &TestLab, host: &str) -> String {
+    ok(lab, host, "wg show wg0 public-key").trim().to_owned()
+}
+
+fn apply(lab: &TestLab, outputs: &mut Vec<(String, String)>, args: &[&str]) -> String {
+    let out = lab.meshctl(args);
+    let t = text(&out);
+    assert!(out.status.success(), "{args:?}:\n{t}");
+    outputs.push((format!("{args:?}"), t.clone()));
+    t
+}
+
+#[test]
+fn preshared_keys_are_made_carried_in_use_repaired_and_never_leave_in_any_output() {
+    let (dir, inv) = psk_inventory("psk-e2e");
+    let lab = TestLab::up("e2e_psk", &inv);
+    let mut outputs = Vec::new();
+
+    apply(&lab, &mut outputs, &["apply", "--yes", "--no-verify"]);
+    ok(
+        &lab,
+        "fritzbox",
+        "ip route replace 10.8.0.0/24 via 192.168.178.10",
+    );
+    let (vps, laptop, nas) = (
+        pubkey(&lab, "vps"),
+        pubkey(&lab, "laptop"),
+        pubkey(&lab, "nas"),
+    );
+    // Both ends hold the same key, live and in their 0600 files; the configs hold none.
+    for (peer, key, file) in [("laptop", &laptop, "laptop"), ("nas", &nas, "nas")] {
+        let hub_side = live_psk(&lab, "vps", key);
+        assert_ne!(hub_side, "(none)", "the hub's pair with {peer} has a key");
+        assert_eq!(
+            live_psk(&lab, peer, &vps),
+            hub_side,
+            "{peer}: both ends agree"
+        );
+        assert_eq!(
+            ok(&lab, "vps", &format!("cat /etc/wireguard/psk/{file}.psk")).trim(),
+            hub_side
+        );
+        assert_eq!(
+            ok(&lab, peer, "cat /etc/wireguard/psk/vps.psk").trim(),
+            hub_side
+        );
+        for h in ["vps", peer] {
+            let modes = ok(
+                &lab,
+                h,
+                "stat -c '%a %n' /etc/wireguard/psk /etc/wireguard/psk/*.psk",
+            );
+            assert!(
+                modes.starts_with("700 /etc/wireguard/psk\n"),
+                "{h}: {modes}"
+            );
+            assert!(
+                modes.lines().skip(1).all(|l| l.starts_with("600 ")),
+                "{h}: {modes}"
+            );
+            let conf = ok(&lab, h, "cat /etc/wireguard/wg0.conf");
+            assert!(!conf.contains(&hub_side), "{h}: wg0.conf holds the key");
+            assert!(!conf.contains("PresharedKey"), "{h}: {conf}");
+        }
+    }
+    assert!(pings_within(&lab, "laptop", NAS, 30), "laptop → nas");
+    let second = apply(&lab, &mut outputs, &["apply", "--yes", "--no-verify"]);
+    assert!(
+        second.contains("Plan: 0 to add, 0 to change, 0 to remove"),
+        "{second}"
+    );
+
+    // Removed by hand from the hub's interface: the plan sees it, apply loads it again.
+    ok(
+        &lab,
+        "vps",
+        &format!("wg set wg0 peer {laptop} preshared-key /dev/null"),
+    );
+    let plan = lab.meshctl(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    assert!(
+        text(&plan).contains("~ preshared key for laptop (set): none → from its file"),
+        "{}",
+        text(&plan)
+    );
+    outputs.push(("plan".into(), text(&plan)));
+    apply(&lab, &mut outputs, &["apply", "--yes", "--no-verify"]);
+    assert_eq!(
+        live_psk(&lab, "vps", &laptop),
+        live_psk(&lab, "laptop", &vps)
+    );
+
+    // A stale key on the laptop's side, live and in its file, with its session gone: the
+    // handshake fails, so the key is really in use ...
+    ok(
+        &lab,
+        "laptop",
+        "umask 077; s=$(wg genpsk); printf '%s\\n' \"$s\" > /etc/wireguard/psk/vps.psk; \
+         wg showconf wg0 | sed \"s|^PresharedKey = .*|PresharedKey = $s|\" > /root/stale.conf \
+         && wg setconf wg0 /root/stale.conf && rm /root/stale.conf",
+    );
+    assert!(
+        !lab.exec("laptop", &format!("ping -c 4 -W 2 {HUB}"))
+            .status
+            .success(),
+        "a stale preshared key still passes traffic"
+    );
+    let handshake = ok(&lab, "laptop", "wg show wg0 latest-handshakes");
+    assert!(
+        handshake.contains(&format!("{vps}\t0")),
+        "no handshake with a stale key: {handshake}"
+    );
+    // ... and apply carries the hub's key back.
+    let plan = lab.meshctl(&["plan"]);
+    assert!(
+        text(&plan)
+            .contains("preshared key file /etc/wireguard/psk/vps.psk (set, carried from vps)"),
+        "{}",
+        text(&plan)
+    );
+    apply(&lab, &mut outputs, &["-v", "apply", "--yes", "--no-verify"]);
+    assert!(pings_within(&lab, "laptop", HUB, 30), "repaired");
+
+    // A canary key in the hub's file travels to the laptop and nowhere else.
+    ok(
+        &lab,
+        "vps",
+        &format!("umask 077; printf '%s\\n' {CANARY_PSK} > /etc/wireguard/psk/laptop.psk"),
+    );
+    let saved = dir.path().join("saved.json");
+    let saved = saved.to_str().unwrap();
+    for args in [
+        &["plan"][..],
+        &["plan", "--json"],
+        &["plan", "--format", "markdown"],
+        &["-v", "plan", "-o", saved],
+        &["status"],
+    ] {
+        let out = lab.meshctl(args);
+        outputs.push((format!("{args:?}"), text(&out)));
+    }
+    apply(&lab, &mut outputs, &["-v", "apply", saved, "--yes"]);
+    assert_eq!(live_psk(&lab, "laptop", &vps), CANARY_PSK, "carried");
+    assert_eq!(live_psk(&lab, "vps", &laptop), CANARY_PSK, "loaded");
+    assert_eq!(
+        ok(&lab, "laptop", "cat /etc/wireguard/psk/vps.psk").trim(),
+        CANARY_PSK
+    );
+    let after = apply(&lab, &mut outputs, &["apply", "--yes"]);
+    assert!(
+        after.contains("Plan: 0 to add, 0 to change, 0 to remove")
+            && after.contains("Applied and verified."),
+        "{after}"
+    );
+    for (what, out) in &outputs {
+        assert_clean(&format!("the output of meshctl {what}"), out);
+    }
+    let files: Vec<(PathBuf, String)> = files_under(dir.path())
+        .into_iter()
+        .chain(files_under(&lab.dir))
+        .collect();
+    assert!(files.iter().any(|(p, _)| p.ends_with("saved.json")));
+    assert!(files.iter().any(|(p, _)| p.ends_with("lab.keys.yaml")));
+    for (path, content) in &files {
+        assert_clean(&path.display().to_string(), content);
+    }
+}
