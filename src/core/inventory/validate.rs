@@ -8,7 +8,7 @@
 //! endpoint, the network name) are held to strict allowlists here. Messages show such values
 //! with control characters escaped, and never show a key at all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
@@ -95,7 +95,8 @@ pub fn validate(raw: RawInventory, file: &str, path: PathBuf) -> Result<Inventor
         }
     }
     let routers = routers(&raw, &raw_hosts, &mut c);
-    let lab = lab_settings(raw.lab.as_ref().map(|l| &l.value), &network, &mut c);
+    let mut lab = lab_settings(raw.lab.as_ref().map(|l| &l.value), &network, &mut c);
+    lab.machines = lab_machines(raw.lab.as_ref().map(|l| &l.value), &raw_hosts, &mut c);
 
     c.finish()?;
     Ok(Inventory {
@@ -1207,7 +1208,61 @@ fn lab_settings(raw: Option<&RawLab>, net: &Network, c: &mut Collector) -> LabSe
         internet6,
         hub_public4,
         hub_public6,
+        machines: BTreeSet::new(),
     }
+}
+
+/// `lab.machines`: each a host of the inventory that meshctl reaches over SSH (a machine is
+/// booted to be managed), named once.
+fn lab_machines(
+    raw: Option<&RawLab>,
+    hosts: &[(&Key, &Spanned<RawHost>)],
+    c: &mut Collector,
+) -> BTreeSet<HostName> {
+    let mut machines = BTreeSet::new();
+    let Some(list) = raw.and_then(|l| l.machines.as_ref()) else {
+        return machines;
+    };
+    for name in &list.value {
+        let Some((_, host)) = hosts.iter().find(|(k, _)| k.value == name.value) else {
+            let help = match did_you_mean(&name.value, hosts.iter().map(|(k, _)| k.value.as_str())) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "name hosts of `hosts:` that have an `ssh:` target".into(),
+            };
+            c.error(
+                name.referenced,
+                format!(
+                    "lab machine {} is not a host of the inventory{}",
+                    quoted(&name.value),
+                    lookalike(&name.value)
+                ),
+                help,
+            );
+            continue;
+        };
+        if host.value.ssh.is_none() {
+            c.error(
+                name.referenced,
+                format!(
+                    "lab machine `{}` has no `ssh:` target: a lab machine is managed over SSH",
+                    shown(&name.value)
+                ),
+                "give the host an `ssh:` target, or leave it out of `lab.machines`",
+            );
+            continue;
+        }
+        // A host name that does not parse is reported at the host itself.
+        if let Ok(n) = HostName::parse(&name.value)
+            && !machines.insert(n)
+        {
+            c.error(
+                name.referenced,
+                format!("lab machine `{}` is named twice", shown(&name.value)),
+                "name each machine once",
+            );
+        }
+    }
+    machines
 }
 
 #[cfg(test)]
