@@ -1225,7 +1225,8 @@ fn lab_machines(
     };
     for name in &list.value {
         let Some((_, host)) = hosts.iter().find(|(k, _)| k.value == name.value) else {
-            let help = match did_you_mean(&name.value, hosts.iter().map(|(k, _)| k.value.as_str())) {
+            let help = match did_you_mean(&name.value, hosts.iter().map(|(k, _)| k.value.as_str()))
+            {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => "name hosts of `hosts:` that have an `ssh:` target".into(),
             };
@@ -1298,6 +1299,48 @@ mod tests {
         let text = lab_yaml_with("  internet4: 255.255.255.0/24\n");
         let inv = super::super::parse(&text, "lab.yaml", path).expect("255.255.255.0/24 loads");
         assert_eq!(inv.lab.hub_public4, Ipv4Addr::new(255, 255, 255, 10));
+    }
+
+    #[test]
+    fn lab_machines_name_managed_hosts_once() {
+        let path = std::path::Path::new("lab.yaml");
+        let with = |list: &str| {
+            let text = include_str!("../../../inventory/lab.yaml").replace(
+                "  hub_public6: 2001:db8:10::1/64\n",
+                &format!("  hub_public6: 2001:db8:10::1/64\n  machines: {list}\n"),
+            );
+            super::super::parse(&text, "lab.yaml", path)
+        };
+        let inv = with("[vps, nas]").expect("machines load");
+        let names: Vec<&str> = inv.lab.machines.iter().map(|h| h.as_str()).collect();
+        assert_eq!(names, ["nas", "vps"]);
+        assert!(with("[]").unwrap().lab.machines.is_empty());
+
+        // The line of `machines:` in lab.yaml, for the expected locations.
+        let line = include_str!("../../../inventory/lab.yaml")
+            .lines()
+            .position(|l| l.starts_with("  hub_public6:"))
+            .unwrap()
+            + 2;
+        let err = with("[vps, nsa]").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("lab.yaml:{line}:19"))
+                && err.contains("lab machine \"nsa\" is not a host of the inventory")
+                && err.contains("did you mean `nas`?"),
+            "{err}"
+        );
+        let err = with("[phone]").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("lab.yaml:{line}:14"))
+                && err.contains("lab machine `phone` has no `ssh:` target"),
+            "{err}"
+        );
+        let err = with("[vps, vps]").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("lab.yaml:{line}:19"))
+                && err.contains("lab machine `vps` is named twice"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -124,7 +124,11 @@ pub fn teardown(dir: &Path, quiet: bool) -> anyhow::Result<(usize, usize)> {
             .values()
             .filter_map(|h| h.sshd_pid)
             .map(|p| (p, s.dir.clone()))
-            .chain(s.mirror.as_ref().and_then(|m| m.pid.map(|p| (p, m.dir.clone()))))
+            .chain(
+                s.mirror
+                    .as_ref()
+                    .and_then(|m| m.pid.map(|p| (p, m.dir.clone()))),
+            )
             .filter(|(p, dir)| {
                 std::fs::read(format!("/proc/{p}/cmdline"))
                     .map(|c| String::from_utf8_lossy(&c).contains(&*dir.to_string_lossy()))

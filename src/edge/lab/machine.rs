@@ -91,9 +91,7 @@ pub fn supervisor_script(layout: &Layout, host: &str, ns: &str) -> String {
 
 /// `/etc/hosts` of machine `host` (sudo looks its own name up).
 pub fn etc_hosts(host: &str) -> String {
-    format!(
-        "127.0.0.1\tlocalhost\n127.0.1.1\t{host}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    )
+    format!("127.0.0.1\tlocalhost\n127.0.1.1\t{host}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 }
 
 fn write(root: &Path, path: &str, text: &str, mode: u32) -> anyhow::Result<()> {
@@ -242,9 +240,14 @@ pub fn system_state(layout: &Layout, host: &str) -> Option<String> {
 
 /// Waits until machine `host` has booted (`running`, or `degraded`: a unit failed, which is the
 /// machine's business) and its sshd answers through the lab's ssh_config; returns how long it
-/// took. Fails with the end of its console when it does not within [`BOOT_TIMEOUT`].
-pub fn wait_booted(layout: &Layout, host: &str, supervisor: u32) -> anyhow::Result<Duration> {
-    let started = Instant::now();
+/// took since `started` (its supervisor's start). Fails with the end of its console when it does
+/// not within [`BOOT_TIMEOUT`].
+pub fn wait_booted(
+    layout: &Layout,
+    host: &str,
+    supervisor: u32,
+    started: Instant,
+) -> anyhow::Result<Duration> {
     let deadline = started + BOOT_TIMEOUT;
     let console = || {
         let text = std::fs::read_to_string(layout.console_log(host)).unwrap_or_default();
@@ -279,15 +282,7 @@ pub fn wait_booted(layout: &Layout, host: &str, supervisor: u32) -> anyhow::Resu
     let config = config.to_string_lossy();
     loop {
         let ok = sys::status_with_timeout(
-            &[
-                "ssh",
-                "-F",
-                &config,
-                "-o",
-                "ConnectTimeout=5",
-                host,
-                "true",
-            ],
+            &["ssh", "-F", &config, "-o", "ConnectTimeout=5", host, "true"],
             Duration::from_secs(10),
         )?;
         if ok == Some(true) {
@@ -394,7 +389,9 @@ mod tests {
         ));
         assert!(s.contains("echo \"$child\" > /work/lab/run/vps.nspawn.pid\n"));
         assert!(s.contains("[ \"$rc\" -eq 133 ] || exit \"$rc\"\n"));
-        assert!(s.contains("trap 'kill -TERM \"$child\" 2>/dev/null; wait \"$child\"; exit 0' TERM"));
+        assert!(
+            s.contains("trap 'kill -TERM \"$child\" 2>/dev/null; wait \"$child\"; exit 0' TERM")
+        );
     }
 
     #[test]

@@ -22,9 +22,13 @@ pub const PACKAGES: &[&str] = &["wireguard-tools", "wireguard-go", "iptables"];
 /// The port the mirror listens on (on `inet`'s address).
 pub const PORT: u16 = 80;
 
+/// Bumped when [`fetch`] or [`index`] change, so that a new recipe builds a new cache entry.
+const RECIPE_VERSION: u32 = 2;
+
 /// The cache entry's name, stamped with the root file system it was resolved against.
 pub fn cache_name(rootfs_name: &str) -> String {
-    let digest = Sha256::digest(format!("{rootfs_name} {}", PACKAGES.join(",")).as_bytes());
+    let digest =
+        Sha256::digest(format!("{RECIPE_VERSION} {rootfs_name} {}", PACKAGES.join(",")).as_bytes());
     let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     format!("mirror-{}-{hex}", rootfs::SUITE)
 }
@@ -132,8 +136,15 @@ fn index(dir: &Path) -> anyhow::Result<()> {
         );
     }
     std::fs::write(dir.join("Packages"), &out.stdout)?;
+    // apt wants a Date in the C locale's RFC 1123 form.
+    let date = Command::new("date")
+        .args(["-u", "+%a, %d %b %Y %H:%M:%S UTC"])
+        .env("LC_ALL", "C")
+        .output()
+        .context("cannot run date")?;
+    let date = String::from_utf8_lossy(&date.stdout).trim().to_owned();
     let mut release = format!(
-        "Origin: meshctl-lab\nLabel: meshctl-lab\nSuite: {suite}\nCodename: {suite}\n\
+        "Origin: meshctl-lab\nLabel: meshctl-lab\nSuite: {suite}\nCodename: {suite}\nDate: {date}\n\
          Architectures: all amd64 arm64\nDescription: the packages a fresh lab machine needs\n\
          SHA256:\n",
         suite = rootfs::SUITE
@@ -173,7 +184,9 @@ pub fn serve(mirror: &Path, ns: &str, addr: &str, log: &Path) -> anyhow::Result<
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let probe = sys::status_with_timeout(
-            &["ip", "netns", "exec", ns, "nc", "-z", "-w", "1", addr, &port],
+            &[
+                "ip", "netns", "exec", ns, "nc", "-z", "-w", "1", addr, &port,
+            ],
             Duration::from_secs(3),
         )?;
         if probe == Some(true) {

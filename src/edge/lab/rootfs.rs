@@ -130,7 +130,13 @@ fn write(root: &Path, path: &str, text: &str, mode: u32) -> anyhow::Result<()> {
 fn customize(root: &Path) -> anyhow::Result<()> {
     in_root(
         root,
-        &["useradd", "--create-home", "--shell", "/bin/bash", LOGIN_USER],
+        &[
+            "useradd",
+            "--create-home",
+            "--shell",
+            "/bin/bash",
+            LOGIN_USER,
+        ],
     )?;
     write(
         root,
@@ -146,11 +152,7 @@ fn customize(root: &Path) -> anyhow::Result<()> {
     )?;
     for entry in std::fs::read_dir(root.join("etc/ssh"))? {
         let entry = entry?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with("ssh_host_")
-        {
+        if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
             std::fs::remove_file(entry.path())?;
         }
     }
@@ -162,7 +164,10 @@ fn customize(root: &Path) -> anyhow::Result<()> {
             std::fs::remove_file(entry.path())?;
         }
     }
-    for f in ["var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin"] {
+    for f in [
+        "var/cache/apt/pkgcache.bin",
+        "var/cache/apt/srcpkgcache.bin",
+    ] {
         let _ = std::fs::remove_file(root.join(f));
     }
     let sources_d = root.join("etc/apt/sources.list.d");

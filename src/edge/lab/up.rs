@@ -7,7 +7,9 @@ use anyhow::{Context as _, bail};
 
 use super::config::{self, Layout, SshHost};
 use super::rootfs::LOGIN_USER;
-use super::state::{HostKind, LabHost, LabState, MachineState, MirrorState, STATE_FILE, STATE_VERSION};
+use super::state::{
+    HostKind, LabHost, LabState, MachineState, MirrorState, STATE_FILE, STATE_VERSION,
+};
 use super::sys::{self, NEEDED_FOR_UP};
 use super::topology::{self, NetHost, Topology};
 use super::{machine, mirror, rootfs};
@@ -59,7 +61,10 @@ pub fn up(inventory: &Path, dir: &Path, machines: &[String]) -> anyhow::Result<u
     }
 
     let layout = Layout::new(&dir);
-    let mirror = match (&machine_files, topo.hosts.iter().find(|h| h.kind == HostKind::Inet)) {
+    let mirror = match (
+        &machine_files,
+        topo.hosts.iter().find(|h| h.kind == HostKind::Inet),
+    ) {
         (Some((_, repo)), Some(inet)) => {
             let addr = inet.addresses[0].split('/').next().unwrap_or_default();
             Some(MirrorState {
@@ -163,7 +168,11 @@ fn add_machines(inv: &mut Inventory, names: &[String]) -> anyhow::Result<()> {
                 format!(
                     "--machine {name}: no such host in {} (hosts: {})",
                     inv.path.display(),
-                    inv.hosts.keys().map(|h| h.as_str()).collect::<Vec<_>>().join(", ")
+                    inv.hosts
+                        .keys()
+                        .map(|h| h.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })?;
         if !host.is_managed() {
@@ -348,8 +357,9 @@ fn build(
             if h.machine {
                 let rootfs = rootfs_dir.context("a machine without a root file system")?;
                 machine::prepare(layout, &h.name, rootfs, &sources)?;
+                let since = Instant::now();
                 let supervisor = machine::start(layout, &h.name, &h.namespace)?;
-                Ok(Started::Machine(supervisor))
+                Ok(Started::Machine(supervisor, since))
             } else if h.sshd {
                 start_sshd(layout, h, &sshd).map(Started::Sshd)
             } else {
@@ -359,16 +369,18 @@ fn build(
         .with_context(|| format!("lab host {}", h.name))
     });
     let mut first_error = None;
+    let mut boot_started = std::collections::BTreeMap::new();
     for (h, pid) in topo.hosts.iter().zip(pids) {
         let Some(entry) = state.hosts.get_mut(&h.name) else {
             continue;
         };
         match pid {
             Ok(Started::Sshd(pid)) => entry.sshd_pid = Some(pid),
-            Ok(Started::Machine(pid)) => {
+            Ok(Started::Machine(pid, since)) => {
                 if let Some(m) = entry.machine.as_mut() {
                     m.supervisor_pid = Some(pid);
                 }
+                boot_started.insert(h.name.clone(), since);
             }
             Ok(Started::Nothing) => {}
             Err(e) => {
@@ -421,15 +433,18 @@ fn build(
         );
         state.save(&layout.dir)?;
     }
-    let machines: Vec<(String, u32)> = state
+    let machines: Vec<(String, u32, Instant)> = state
         .hosts
         .iter()
-        .filter_map(|(n, h)| Some((n.clone(), h.machine.as_ref()?.supervisor_pid?)))
+        .filter_map(|(n, h)| {
+            let pid = h.machine.as_ref()?.supervisor_pid?;
+            Some((n.clone(), pid, *boot_started.get(n)?))
+        })
         .collect();
-    let booted = sys::parallel(&machines, WORKERS, |(name, supervisor)| {
-        machine::wait_booted(layout, name, *supervisor)
+    let booted = sys::parallel(&machines, WORKERS, |(name, supervisor, since)| {
+        machine::wait_booted(layout, name, *supervisor, *since)
     });
-    for ((name, _), took) in machines.iter().zip(booted) {
+    for ((name, _, _), took) in machines.iter().zip(booted) {
         let took = took?;
         if let Some(m) = state.hosts.get_mut(name).and_then(|h| h.machine.as_mut()) {
             m.boot_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
@@ -443,8 +458,8 @@ fn build(
 enum Started {
     /// A namespace host's sshd (its pid).
     Sshd(u32),
-    /// A machine's supervisor (its pid).
-    Machine(u32),
+    /// A machine's supervisor (its pid) and when it was started.
+    Machine(u32, Instant),
     /// Nothing: a host not managed over SSH.
     Nothing,
 }
