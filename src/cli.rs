@@ -398,6 +398,12 @@ pub enum LabCommand {
         /// Where the lab keeps its state (keys, ssh_config, pids).
         #[arg(long, default_value = ".meshctl-lab")]
         dir: PathBuf,
+        /// Boot this host as a Debian machine with systemd (as the inventory's `lab.machines`
+        /// does): a fresh VPS-like host whose login is `admin` with sudo. Repeat or separate
+        /// with commas. The root file system and package mirror are built once and cached in
+        /// /var/cache/meshctl-lab ($MESHCTL_LAB_CACHE).
+        #[arg(long = "machine", value_name = "HOST", value_delimiter = ',')]
+        machines: Vec<String>,
     },
     /// Remove every namespace and process the lab made (also after a crashed run).
     Down {

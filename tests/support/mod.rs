@@ -69,6 +69,19 @@ impl TestLab {
     /// `target/test-labs/<name>`, after removing whatever a previous run left there.
     /// Panics with a clear message when it cannot (not root, a package missing, ...).
     pub fn up(name: &str, inventory: &Path) -> TestLab {
+        Self::up_with(name, inventory, &[])
+    }
+
+    /// [`TestLab::up`] with `machines` booted as Debian machines with systemd (`lab up
+    /// --machine`): their login is `admin` (sudo), so the inventory must log in as `admin@`
+    /// there (see [`machine_inventory`]). The first run on a machine builds the cached root file
+    /// system and package mirror (minutes); later runs reuse them.
+    pub fn up_machines(name: &str, inventory: &Path, machines: &[&str]) -> TestLab {
+        let args: Vec<String> = machines.iter().map(|m| format!("--machine={m}")).collect();
+        Self::up_with(name, inventory, &args)
+    }
+
+    fn up_with(name: &str, inventory: &Path, extra: &[String]) -> TestLab {
         assert!(
             is_root(),
             "lab test {name} needs root (it builds network namespaces): run the tests as root, e.g. `ci/test`"
@@ -95,6 +108,7 @@ impl TestLab {
             .arg(&lab.inventory)
             .arg("--dir")
             .arg(&lab.dir)
+            .args(extra)
             .output()
             .expect("run meshctl lab up");
         assert_success(&out, &format!("meshctl lab up for test {name}"));
@@ -192,6 +206,55 @@ pub fn own_inventory(name: &str) -> (tempfile::TempDir, PathBuf) {
     )
     .expect("copy inventory/lab.yaml");
     (dir, inv)
+}
+
+/// [`own_inventory`] for a lab whose `machines` are booted machines: their ssh targets log in
+/// as the machines' `admin` (root cannot log in there).
+pub fn machine_inventory(name: &str, machines: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let (dir, inv) = own_inventory(name);
+    let mut text = std::fs::read_to_string(&inv).expect("read the inventory copy");
+    for m in machines {
+        let (from, to) = (format!("ssh: root@{m}\n"), format!("ssh: admin@{m}\n"));
+        assert!(text.contains(&from), "inventory/lab.yaml has no `{from}`");
+        text = text.replace(&from, &to);
+    }
+    std::fs::write(&inv, text).expect("write the inventory copy");
+    (dir, inv)
+}
+
+impl TestLab {
+    /// The pid of the systemd-nspawn of machine `host`'s current boot.
+    pub fn nspawn_pid(&self, host: &str) -> Option<u32> {
+        meshctl::lab::machine::nspawn_pid(&meshctl::lab::Layout::new(&self.dir), host)
+    }
+
+    /// Reboots machine `host` from inside (`sudo -n systemctl reboot` over SSH, as a user
+    /// would) and waits until it is back: a new boot, systemd running, sshd letting admin in.
+    pub fn reboot(&self, host: &str) {
+        let before = self.nspawn_pid(host).expect("the machine runs");
+        // ssh may or may not see the exit status before the connection drops.
+        let _ = self.ssh(host, "sudo -n systemctl reboot");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "machine {host} did not come back within 180s after a reboot"
+            );
+            if let Some(now) = self.nspawn_pid(host)
+                && now != before
+                && self
+                    .ssh(
+                        host,
+                        "systemctl is-system-running | grep -qx -e running -e degraded",
+                    )
+                    .status
+                    .success()
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
 }
 
 /// A command's stdout and stderr together, for assertion messages and searches.

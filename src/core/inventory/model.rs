@@ -2,7 +2,7 @@
 //! `validate`, so names are allowlisted, addresses sit inside their networks and nothing
 //! overlaps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
@@ -260,6 +260,9 @@ pub struct LabSettings {
     pub hub_public4: Ipv4Addr,
     /// `lab.hub_public6`: the hub's public IPv6 address with its prefix (default `::1` of `network.ipv6.prefix`).
     pub hub_public6: Ipv6Net,
+    /// `lab.machines`: managed hosts the lab boots as Debian machines with systemd instead of
+    /// namespace hosts (default none).
+    pub machines: BTreeSet<HostName>,
 }
 
 impl Inventory {

@@ -201,6 +201,9 @@ pub struct RawLab {
     /// `hub_public6`: the hub's public IPv6 address and prefix in the lab (default `::1` of `network.ipv6.prefix`).
     #[serde(default)]
     pub hub_public6: Option<Spanned<Ipv6Net>>,
+    /// `machines`: the hosts `lab up` boots as Debian machines with systemd (default none).
+    #[serde(default)]
+    pub machines: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A mapping key with its location, ordered by its text (so it can key a map).

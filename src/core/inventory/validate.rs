@@ -8,7 +8,7 @@
 //! endpoint, the network name) are held to strict allowlists here. Messages show such values
 //! with control characters escaped, and never show a key at all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
@@ -95,7 +95,8 @@ pub fn validate(raw: RawInventory, file: &str, path: PathBuf) -> Result<Inventor
         }
     }
     let routers = routers(&raw, &raw_hosts, &mut c);
-    let lab = lab_settings(raw.lab.as_ref().map(|l| &l.value), &network, &mut c);
+    let mut lab = lab_settings(raw.lab.as_ref().map(|l| &l.value), &network, &mut c);
+    lab.machines = lab_machines(raw.lab.as_ref().map(|l| &l.value), &raw_hosts, &mut c);
 
     c.finish()?;
     Ok(Inventory {
@@ -1213,7 +1214,62 @@ fn lab_settings(raw: Option<&RawLab>, net: &Network, c: &mut Collector) -> LabSe
         internet6,
         hub_public4,
         hub_public6,
+        machines: BTreeSet::new(),
     }
+}
+
+/// `lab.machines`: each a host of the inventory that meshctl reaches over SSH (a machine is
+/// booted to be managed), named once.
+fn lab_machines(
+    raw: Option<&RawLab>,
+    hosts: &[(&Key, &Spanned<RawHost>)],
+    c: &mut Collector,
+) -> BTreeSet<HostName> {
+    let mut machines = BTreeSet::new();
+    let Some(list) = raw.and_then(|l| l.machines.as_ref()) else {
+        return machines;
+    };
+    for name in &list.value {
+        let Some((_, host)) = hosts.iter().find(|(k, _)| k.value == name.value) else {
+            let help = match did_you_mean(&name.value, hosts.iter().map(|(k, _)| k.value.as_str()))
+            {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "name hosts of `hosts:` that have an `ssh:` target".into(),
+            };
+            c.error(
+                name.referenced,
+                format!(
+                    "lab machine {} is not a host of the inventory{}",
+                    quoted(&name.value),
+                    lookalike(&name.value)
+                ),
+                help,
+            );
+            continue;
+        };
+        if host.value.ssh.is_none() {
+            c.error(
+                name.referenced,
+                format!(
+                    "lab machine `{}` has no `ssh:` target: a lab machine is managed over SSH",
+                    shown(&name.value)
+                ),
+                "give the host an `ssh:` target, or leave it out of `lab.machines`",
+            );
+            continue;
+        }
+        // A host name that does not parse is reported at the host itself.
+        if let Ok(n) = HostName::parse(&name.value)
+            && !machines.insert(n)
+        {
+            c.error(
+                name.referenced,
+                format!("lab machine `{}` is named twice", shown(&name.value)),
+                "name each machine once",
+            );
+        }
+    }
+    machines
 }
 
 #[cfg(test)]
@@ -1249,6 +1305,48 @@ mod tests {
         let text = lab_yaml_with("  internet4: 255.255.255.0/24\n");
         let inv = super::super::parse(&text, "lab.yaml", path).expect("255.255.255.0/24 loads");
         assert_eq!(inv.lab.hub_public4, Ipv4Addr::new(255, 255, 255, 10));
+    }
+
+    #[test]
+    fn lab_machines_name_managed_hosts_once() {
+        let path = std::path::Path::new("lab.yaml");
+        let with = |list: &str| {
+            let text = include_str!("../../../inventory/lab.yaml").replace(
+                "  hub_public6: 2001:db8:10::1/64\n",
+                &format!("  hub_public6: 2001:db8:10::1/64\n  machines: {list}\n"),
+            );
+            super::super::parse(&text, "lab.yaml", path)
+        };
+        let inv = with("[vps, nas]").expect("machines load");
+        let names: Vec<&str> = inv.lab.machines.iter().map(|h| h.as_str()).collect();
+        assert_eq!(names, ["nas", "vps"]);
+        assert!(with("[]").unwrap().lab.machines.is_empty());
+
+        // The line of `machines:` in lab.yaml, for the expected locations.
+        let line = include_str!("../../../inventory/lab.yaml")
+            .lines()
+            .position(|l| l.starts_with("  hub_public6:"))
+            .unwrap()
+            + 2;
+        let err = with("[vps, nsa]").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("lab.yaml:{line}:19"))
+                && err.contains("lab machine \"nsa\" is not a host of the inventory")
+                && err.contains("did you mean `nas`?"),
+            "{err}"
+        );
+        let err = with("[phone]").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("lab.yaml:{line}:14"))
+                && err.contains("lab machine `phone` has no `ssh:` target"),
+            "{err}"
+        );
+        let err = with("[vps, vps]").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("lab.yaml:{line}:19"))
+                && err.contains("lab machine `vps` is named twice"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -58,6 +58,22 @@ impl Layout {
     pub fn sshd_pidfile(&self, host: &str) -> PathBuf {
         self.dir.join("run").join(format!("{host}.sshd.pid"))
     }
+    /// Everything of lab machine `host`: its overlay (`upper`, `work`, `root`) and supervisor.
+    pub fn machine_dir(&self, host: &str) -> PathBuf {
+        self.dir.join("machines").join(host)
+    }
+    /// The pid of the systemd-nspawn of machine `host`'s current boot (its supervisor writes it).
+    pub fn nspawn_pidfile(&self, host: &str) -> PathBuf {
+        self.dir.join("run").join(format!("{host}.nspawn.pid"))
+    }
+    /// The console of machine `host` (systemd's boot messages) and its supervisor's lines.
+    pub fn console_log(&self, host: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{host}.console.log"))
+    }
+    /// The package mirror's access log.
+    pub fn mirror_log(&self) -> PathBuf {
+        self.dir.join("logs").join("mirror.log")
+    }
     /// sshd's log (LogLevel VERBOSE): one `Accepted publickey` line per connection and one
     /// `Starting session:` line per remote execution.
     pub fn sshd_log(&self, host: &str) -> PathBuf {
@@ -103,6 +119,8 @@ pub struct SshHost {
     pub aliases: Vec<String>,
     /// The network namespace whose sshd the block reaches.
     pub namespace: String,
+    /// The login user: `root` on a namespace host, the machine's login user on a machine.
+    pub user: String,
 }
 
 /// The client's ssh_config: `ssh -F <dir>/ssh_config root@vps` reaches the lab's `vps`.
@@ -116,7 +134,7 @@ pub fn ssh_config(layout: &Layout, prefix: &str, hosts: &[SshHost]) -> String {
             s,
             "\nHost {aliases}\n  \
                HostKeyAlias {name}\n  \
-               User root\n  \
+               User {user}\n  \
                IdentityFile {key}\n  \
                IdentitiesOnly yes\n  \
                ProxyCommand ip netns exec {ns} nc 127.0.0.1 22\n  \
@@ -130,6 +148,7 @@ pub fn ssh_config(layout: &Layout, prefix: &str, hosts: &[SshHost]) -> String {
             name = h.name,
             key = layout.client_key().display(),
             ns = h.namespace,
+            user = h.user,
             known = layout.known_hosts().display(),
         );
     }
@@ -236,11 +255,13 @@ Subsystem sftp internal-sftp
                 name: "vps".into(),
                 aliases: vec!["vps".into()],
                 namespace: "m12345-vps".into(),
+                user: "root".into(),
             },
             SshHost {
                 name: "nas".into(),
                 aliases: vec!["nas".into(), "nas.home.example".into()],
                 namespace: "m12345-nas".into(),
+                user: "admin".into(),
             },
         ];
         assert_eq!(
@@ -262,7 +283,7 @@ Host vps
 
 Host nas nas.home.example
   HostKeyAlias nas
-  User root
+  User admin
   IdentityFile /work/lab/id_ed25519
   IdentitiesOnly yes
   ProxyCommand ip netns exec m12345-nas nc 127.0.0.1 22

@@ -41,7 +41,7 @@ pub fn lab_namespaces(dir: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// Sends `signal` to `pids` (the `kill` program: no libc here).
-fn kill(signal: &str, pids: &[u32]) {
+pub(super) fn kill(signal: &str, pids: &[u32]) {
     if pids.is_empty() {
         return;
     }
@@ -52,7 +52,7 @@ fn kill(signal: &str, pids: &[u32]) {
 }
 
 /// Waits until none of `pids` is alive; returns those still alive after `timeout`.
-fn wait_gone(pids: &[u32], timeout: Duration) -> Vec<u32> {
+pub(super) fn wait_gone(pids: &[u32], timeout: Duration) -> Vec<u32> {
     let deadline = Instant::now() + timeout;
     loop {
         let left: Vec<u32> = pids.iter().copied().filter(|p| sys::alive(*p)).collect();
@@ -91,27 +91,50 @@ fn remove_namespace(ns: &str) -> anyhow::Result<usize> {
 /// `(namespaces removed, processes stopped)`.
 pub fn teardown(dir: &Path, quiet: bool) -> anyhow::Result<(usize, usize)> {
     let namespaces = lab_namespaces(dir)?;
-    let results = sys::parallel(&namespaces, 8, |ns| remove_namespace(ns));
     let mut stopped = 0;
     let mut errors = Vec::new();
+    // Machines first: told to power off, they stop their own services; killed from outside
+    // with their namespace, they would not unmount their copies.
+    if let (Some(prefix), Some(cdir)) = (prefix(dir), canonical(dir)) {
+        let recorded: Vec<u32> = state::load(dir)
+            .map(|s| {
+                s.hosts
+                    .values()
+                    .filter_map(|h| h.machine.as_ref().and_then(|m| m.supervisor_pid))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match super::machine::stop_all(&cdir, &prefix, &recorded) {
+            Ok(n) => stopped += n,
+            Err(e) => errors.push(format!("machines: {e:#}")),
+        }
+    }
+    let results = sys::parallel(&namespaces, 8, |ns| remove_namespace(ns));
     for (ns, r) in namespaces.iter().zip(results) {
         match r {
             Ok(n) => stopped += n,
             Err(e) => errors.push(format!("{ns}: {e:#}")),
         }
     }
-    // An sshd whose namespace is gone already (deleted by hand) still holds it: stop it too,
-    // when its command line shows it is this lab's.
+    // An sshd (or the mirror) whose namespace is gone already (deleted by hand) still holds it:
+    // stop it too, when its command line shows it is this lab's.
     if let Ok(s) = state::load(dir) {
         let pids: Vec<u32> = s
             .hosts
             .values()
             .filter_map(|h| h.sshd_pid)
-            .filter(|p| {
+            .map(|p| (p, s.dir.clone()))
+            .chain(
+                s.mirror
+                    .as_ref()
+                    .and_then(|m| m.pid.map(|p| (p, m.dir.clone()))),
+            )
+            .filter(|(p, dir)| {
                 std::fs::read(format!("/proc/{p}/cmdline"))
-                    .map(|c| String::from_utf8_lossy(&c).contains(&*s.dir.to_string_lossy()))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&*dir.to_string_lossy()))
                     .unwrap_or(false)
             })
+            .map(|(p, _)| p)
             .collect();
         stopped += stop(&pids);
     }

@@ -11,7 +11,8 @@ use super::config::Layout;
 use super::state;
 use super::sys;
 
-/// Runs `command` in lab host `host`: for a host with sshd, in that sshd's network, mount (and
+/// Runs `command` in lab host `host`: on a machine, inside it (every namespace of its systemd:
+/// its own programs and files, as root); for a host with sshd, in that sshd's network, mount (and
 /// UTS) namespace (so `wg show` finds wireguard-go's socket in the host's own /run/wireguard);
 /// otherwise in its network namespace. Returns the command's exit code.
 pub fn exec(dir: &Path, host: &str, command: &[String]) -> anyhow::Result<u8> {
@@ -19,6 +20,15 @@ pub fn exec(dir: &Path, host: &str, command: &[String]) -> anyhow::Result<u8> {
     let st = state::load(dir)?;
     let h = st.host(host)?;
     let mut argv: Vec<String> = match h.sshd_pid {
+        _ if h.machine.is_some() => {
+            let leader = super::machine::leader(&Layout::new(&st.dir), host).with_context(|| {
+                format!(
+                    "lab machine {host} is not running (it may be rebooting; else rebuild the lab with `meshctl lab up --dir {}`)",
+                    dir.display()
+                )
+            })?;
+            super::machine::nsenter_argv(leader)
+        }
         Some(pid) if sys::alive(pid) => {
             vec![
                 "nsenter".into(),

@@ -7,9 +7,13 @@
 //! through the generated `<dir>/ssh_config`. Everything the lab made is recorded in
 //! `<dir>/lab.json` (`state`), which `down`, `exec`, `status` and the tests read.
 
+pub mod cache;
 pub mod config;
 pub mod down;
 pub mod exec;
+pub mod machine;
+pub mod mirror;
+pub mod rootfs;
 pub mod state;
 pub mod sys;
 pub mod topology;
@@ -27,7 +31,11 @@ pub use state::{HostKind, LabHost, LabState, load};
 /// Runs a lab subcommand; returns the process exit code.
 pub fn run(cmd: LabCommand) -> anyhow::Result<u8> {
     match cmd {
-        LabCommand::Up { inventory, dir } => up::up(&inventory, &dir),
+        LabCommand::Up {
+            inventory,
+            dir,
+            machines,
+        } => up::up(&inventory, &dir, &machines),
         LabCommand::Down { dir } => down::down(&dir),
         LabCommand::Status { dir } => exec::status(&dir),
         LabCommand::Exec { dir, host, command } => exec::exec(&dir, &host, &command),

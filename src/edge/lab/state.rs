@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub const STATE_FILE: &str = "lab.json";
 
 /// Version of the `lab.json` layout; bumped when a field changes meaning.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// What one lab directory made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,34 @@ pub struct LabState {
     pub complete: bool,
     /// Every lab host by name: inventory hosts and routers, plus `internet`, `inet`, `homepc`.
     pub hosts: BTreeMap<String, LabHost>,
+    /// The package mirror on `inet`, when the lab has machines.
+    #[serde(default)]
+    pub mirror: Option<MirrorState>,
+}
+
+/// The lab's package mirror (see `mirror`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorState {
+    /// What the machines' apt source points at, e.g. `http://198.51.100.200:80`.
+    pub url: String,
+    /// The cached repository it serves.
+    pub dir: PathBuf,
+    /// The HTTP server's pid (in `inet`'s namespace).
+    pub pid: Option<u32>,
+}
+
+/// A lab host that is a machine (see `machine`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineState {
+    /// The root file system it boots (the overlay's merged tree).
+    pub root: PathBuf,
+    /// The supervisor's pid: it runs systemd-nspawn again after a reboot from inside.
+    pub supervisor_pid: Option<u32>,
+    /// systemd-nspawn's pid at the first boot (each reboot starts a new one: the current one
+    /// is in `run/<host>.nspawn.pid`).
+    pub nspawn_pid: Option<u32>,
+    /// From start to systemd `running` and sshd answering, first boot.
+    pub boot_ms: Option<u64>,
 }
 
 /// One host of the lab (one network namespace).
@@ -46,6 +74,9 @@ pub struct LabHost {
     pub ssh: bool,
     /// The sshd's pid once started; `lab exec` enters its network and mount namespace.
     pub sshd_pid: Option<u32>,
+    /// Set when the host is a booted machine (its sshd is the machine's own; no `sshd_pid`).
+    #[serde(default)]
+    pub machine: Option<MachineState>,
 }
 
 /// What a lab host stands for.

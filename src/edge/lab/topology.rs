@@ -38,8 +38,11 @@ pub struct NetHost {
     pub kind: HostKind,
     /// The network namespace's name, `<prefix>-<name>`.
     pub namespace: String,
-    /// Runs its own sshd (the inventory gave it an `ssh:` target).
+    /// Reached over SSH (the inventory gave it an `ssh:` target): its own sshd, or the
+    /// machine's when `machine`.
     pub sshd: bool,
+    /// Booted as a Debian machine with systemd (`lab.machines`) instead of a namespace host.
+    pub machine: bool,
     /// The inventory names the host is reached by in ssh_config (its name and its `ssh:` host).
     pub ssh_aliases: Vec<String>,
     /// Addresses on the uplink, with prefix length (`10.0.0.2/24`).
@@ -219,6 +222,7 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
         kind: HostKind::Internet,
         namespace: internet_ns.clone(),
         sshd: false,
+        machine: false,
         ssh_aliases: vec![],
         addresses: vec![
             format!("{gw4}/{len4}"),
@@ -241,6 +245,7 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
         setup: vec![],
     });
 
+    let is_machine = |h: &crate::inventory::Host| h.is_managed() && lab.machines.contains(&h.name);
     let aliases = |h: &crate::inventory::Host| {
         let mut v = vec![h.name.to_string()];
         if let Some(t) = &h.ssh
@@ -262,6 +267,7 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
         kind: HostKind::Hub,
         namespace: ns(hub.name.as_str()),
         sshd: hub.is_managed(),
+        machine: is_machine(hub),
         ssh_aliases: aliases(hub),
         addresses: vec![format!("{hub4}/{len4}"), hub6.to_string()],
         init: vec![],
@@ -279,6 +285,7 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
             kind: HostKind::Router,
             namespace: router_ns.clone(),
             sshd: false,
+            machine: false,
             ssh_aliases: vec![],
             addresses: vec![format!("{wan4}/{len4}"), format!("{}/{lan_len}", r.address)],
             init: vec![
@@ -313,6 +320,7 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
                 kind: HostKind::Gateway,
                 namespace: ns(gw.name.as_str()),
                 sshd: gw.is_managed(),
+                machine: is_machine(gw),
                 ssh_aliases: aliases(gw),
                 addresses: vec![format!("{}/{lan_len}", g.lan.address)],
                 init: vec![],
@@ -328,6 +336,7 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
             kind: HostKind::LanHost,
             namespace: ns(&pc),
             sshd: false,
+            machine: false,
             ssh_aliases: vec![],
             addresses: vec![format!("{pc4}/{lan_len}")],
             init: vec![],
@@ -350,6 +359,7 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
             kind: HostKind::Gateway,
             namespace: ns(h.name.as_str()),
             sshd: h.is_managed(),
+            machine: is_machine(h),
             ssh_aliases: aliases(h),
             addresses: vec![
                 format!("{wan4}/{len4}"),
@@ -380,6 +390,7 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
             kind: HostKind::Client,
             namespace: ns(h.name.as_str()),
             sshd: true,
+            machine: is_machine(h),
             ssh_aliases: aliases(h),
             addresses: vec![format!("{a}/{len4}")],
             init: vec![],
@@ -400,6 +411,7 @@ pub fn plan(inv: &Inventory, prefix: &str) -> anyhow::Result<Topology> {
         kind: HostKind::Inet,
         namespace: ns(INET),
         sshd: false,
+        machine: false,
         ssh_aliases: vec![],
         addresses: vec![
             format!("{inet4}/{len4}"),

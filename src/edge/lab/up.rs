@@ -6,20 +6,38 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use super::config::{self, Layout, SshHost};
-use super::state::{LabHost, LabState, STATE_FILE, STATE_VERSION};
+use super::rootfs::LOGIN_USER;
+use super::state::{
+    HostKind, LabHost, LabState, MachineState, MirrorState, STATE_FILE, STATE_VERSION,
+};
 use super::sys::{self, NEEDED_FOR_UP};
 use super::topology::{self, NetHost, Topology};
+use super::{machine, mirror, rootfs};
+use crate::inventory::Inventory;
+use crate::names::HostName;
 
 /// How many hosts are worked on at once (mostly waiting on `ip` and `sshd`, not on the CPU).
 const WORKERS: usize = 8;
 
-/// Builds the lab of `inventory` in `dir`; a lab already up there is torn down and rebuilt.
-pub fn up(inventory: &Path, dir: &Path) -> anyhow::Result<u8> {
+/// Builds the lab of `inventory` in `dir`, with the hosts of `lab.machines` and `machines` as
+/// booted machines; a lab already up there is torn down and rebuilt.
+pub fn up(inventory: &Path, dir: &Path, machines: &[String]) -> anyhow::Result<u8> {
     let started = Instant::now();
     sys::require_root()?;
     sys::require_tun()?;
     sys::require_programs(NEEDED_FOR_UP)?;
-    let inv = crate::files::load_inventory(inventory)?;
+    let mut inv = crate::files::load_inventory(inventory)?;
+    add_machines(&mut inv, machines)?;
+    check_machine_logins(&inv)?;
+    // Built (once, cached) before anything of the lab exists: the first time takes minutes.
+    let machine_files = if inv.lab.machines.is_empty() {
+        None
+    } else {
+        sys::require_programs(machine::NEEDED)?;
+        let root = rootfs::ensure()?;
+        let repo = mirror::ensure(&root)?;
+        Some((root, repo))
+    };
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create lab directory {}", dir.display()))?;
     let dir = dir
@@ -43,6 +61,20 @@ pub fn up(inventory: &Path, dir: &Path) -> anyhow::Result<u8> {
     }
 
     let layout = Layout::new(&dir);
+    let mirror = match (
+        &machine_files,
+        topo.hosts.iter().find(|h| h.kind == HostKind::Inet),
+    ) {
+        (Some((_, repo)), Some(inet)) => {
+            let addr = inet.addresses[0].split('/').next().unwrap_or_default();
+            Some(MirrorState {
+                url: format!("http://{addr}"),
+                dir: repo.clone(),
+                pid: None,
+            })
+        }
+        _ => None,
+    };
     let mut state = LabState {
         version: STATE_VERSION,
         prefix: prefix.clone(),
@@ -61,16 +93,24 @@ pub fn up(inventory: &Path, dir: &Path) -> anyhow::Result<u8> {
                     addresses: h.addresses.clone(),
                     ssh: h.sshd,
                     sshd_pid: None,
+                    machine: h.machine.then(|| MachineState {
+                        root: machine::root(&layout, &h.name),
+                        supervisor_pid: None,
+                        nspawn_pid: None,
+                        boot_ms: None,
+                    }),
                 };
                 (h.name.clone(), host)
             })
             .collect(),
+        mirror,
     };
     // Recorded before anything exists, so that `lab down` after a crash knows what to remove.
     clean_files(&layout)?;
     state.save(&dir)?;
 
-    match build(&topo, &layout, &mut state) {
+    let rootfs_dir = machine_files.as_ref().map(|(r, _)| r.as_path());
+    match build(&topo, &layout, &mut state, rootfs_dir) {
         Ok(()) => {}
         Err(e) => {
             let _ = super::down::teardown(&dir, true);
@@ -100,10 +140,72 @@ pub fn up(inventory: &Path, dir: &Path) -> anyhow::Result<u8> {
         topo.hosts.len(),
         started.elapsed().as_secs_f64()
     );
+    for (name, h) in &state.hosts {
+        if let Some(m) = &h.machine {
+            println!(
+                "  machine {name}: Debian {} with systemd, booted in {:.1}s, login {LOGIN_USER} (sudo)",
+                rootfs::SUITE,
+                m.boot_ms.unwrap_or(0) as f64 / 1000.0
+            );
+        }
+    }
+    if let Some(m) = &state.mirror {
+        println!("  package mirror: {} (from {})", m.url, m.dir.display());
+    }
     if let Some(first) = managed.first() {
         println!("  ssh -F {} {first} true", layout.ssh_config().display());
     }
     Ok(0)
+}
+
+/// Adds the hosts named by `lab up --machine` to the inventory's `lab.machines`.
+fn add_machines(inv: &mut Inventory, names: &[String]) -> anyhow::Result<()> {
+    for name in names {
+        let host = HostName::parse(name)
+            .ok()
+            .and_then(|n| inv.hosts.get(&n))
+            .with_context(|| {
+                format!(
+                    "--machine {name}: no such host in {} (hosts: {})",
+                    inv.path.display(),
+                    inv.hosts
+                        .keys()
+                        .map(|h| h.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        if !host.is_managed() {
+            bail!(
+                "--machine {name}: the host has no `ssh:` target in {}; a lab machine is managed over SSH",
+                inv.path.display()
+            );
+        }
+        let n = host.name.clone();
+        inv.lab.machines.insert(n);
+    }
+    Ok(())
+}
+
+/// A machine lets only its login user in: an inventory that logs in as someone else would fail
+/// at every command, so say it now.
+fn check_machine_logins(inv: &Inventory) -> anyhow::Result<()> {
+    for name in &inv.lab.machines {
+        let Some(target) = inv.hosts.get(name).and_then(|h| h.ssh.as_ref()) else {
+            continue;
+        };
+        if let Some(user) = target.user.as_deref()
+            && user != LOGIN_USER
+        {
+            bail!(
+                "host {name} is a lab machine, which lets only {LOGIN_USER} log in (root cannot, as on a \
+                 cloud image), but its ssh target in {} is {target}: use `ssh: {LOGIN_USER}@{}`",
+                inv.path.display(),
+                target.host
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The lab directory ends up in configs and shell lines unquoted: allow plain path characters.
@@ -169,7 +271,12 @@ fn first_error(results: Vec<anyhow::Result<()>>) -> anyhow::Result<()> {
         .map(|_| ())
 }
 
-fn build(topo: &Topology, layout: &Layout, state: &mut LabState) -> anyhow::Result<()> {
+fn build(
+    topo: &Topology,
+    layout: &Layout,
+    state: &mut LabState,
+    rootfs_dir: Option<&Path>,
+) -> anyhow::Result<()> {
     let sshd = sys::which("sshd").context("sshd not found")?;
     std::fs::create_dir_all("/run/sshd")
         .context("cannot create /run/sshd (sshd's privilege separation directory)")?;
@@ -187,7 +294,7 @@ fn build(topo: &Topology, layout: &Layout, state: &mut LabState) -> anyhow::Resu
     first_error(sys::parallel(&keys, WORKERS, |(path, comment)| {
         keygen(path, comment)
     }))?;
-    for h in &managed {
+    for h in managed.iter().filter(|h| !h.machine) {
         let path = layout.sshd_config(&h.name);
         std::fs::write(&path, config::sshd_config(layout, &h.name))
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -208,8 +315,13 @@ fn build(topo: &Topology, layout: &Layout, state: &mut LabState) -> anyhow::Resu
         run_in(&h.namespace, &script).with_context(|| format!("lab host {}", h.name))
     }))?;
 
-    // Stage 2: links, addresses, routes; then each managed host's sshd.
-    let pids = sys::parallel(&topo.hosts, WORKERS, |h| -> anyhow::Result<Option<u32>> {
+    // Stage 2: links, addresses, routes; then each managed host's sshd, or its machine.
+    let sources = state
+        .mirror
+        .as_ref()
+        .map(|m| mirror::sources_list(&m.url))
+        .unwrap_or_default();
+    let pids = sys::parallel(&topo.hosts, WORKERS, |h| -> anyhow::Result<Started> {
         (|| {
             if let Some(u) = &h.uplink {
                 sys::run(&[
@@ -242,19 +354,44 @@ fn build(topo: &Topology, layout: &Layout, state: &mut LabState) -> anyhow::Resu
                 script.extend(h.setup.iter().cloned());
                 run_in(&h.namespace, &script)?;
             }
-            if h.sshd {
-                start_sshd(layout, h, &sshd).map(Some)
+            if h.machine {
+                let rootfs = rootfs_dir.context("a machine without a root file system")?;
+                machine::prepare(layout, &h.name, rootfs, &sources)?;
+                let since = Instant::now();
+                let supervisor = machine::start(layout, &h.name, &h.namespace)?;
+                Ok(Started::Machine(supervisor, since))
+            } else if h.sshd {
+                start_sshd(layout, h, &sshd).map(Started::Sshd)
             } else {
-                Ok(None)
+                Ok(Started::Nothing)
             }
         })()
         .with_context(|| format!("lab host {}", h.name))
     });
+    let mut first_error = None;
+    let mut boot_started = std::collections::BTreeMap::new();
     for (h, pid) in topo.hosts.iter().zip(pids) {
-        let pid = pid?;
-        if let Some(entry) = state.hosts.get_mut(&h.name) {
-            entry.sshd_pid = pid;
+        let Some(entry) = state.hosts.get_mut(&h.name) else {
+            continue;
+        };
+        match pid {
+            Ok(Started::Sshd(pid)) => entry.sshd_pid = Some(pid),
+            Ok(Started::Machine(pid, since)) => {
+                if let Some(m) = entry.machine.as_mut() {
+                    m.supervisor_pid = Some(pid);
+                }
+                boot_started.insert(h.name.clone(), since);
+            }
+            Ok(Started::Nothing) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
+    }
+    // Saved before waiting for anything: `lab down` finds every supervisor started so far.
+    state.save(&layout.dir)?;
+    if let Some(e) = first_error {
+        return Err(e);
     }
 
     // The client side: known_hosts with every host key, ssh_config with every managed host.
@@ -273,6 +410,7 @@ fn build(topo: &Topology, layout: &Layout, state: &mut LabState) -> anyhow::Resu
             name: h.name.clone(),
             aliases: h.ssh_aliases.clone(),
             namespace: h.namespace.clone(),
+            user: if h.machine { LOGIN_USER } else { "root" }.to_owned(),
         })
         .collect();
     std::fs::write(
@@ -280,7 +418,50 @@ fn build(topo: &Topology, layout: &Layout, state: &mut LabState) -> anyhow::Resu
         config::ssh_config(layout, &topo.prefix, &ssh_hosts),
     )
     .with_context(|| format!("cannot write {}", layout.ssh_config().display()))?;
+
+    // The machines' package mirror on inet, then every machine booted (they boot meanwhile).
+    if let Some(m) = state.mirror.as_mut() {
+        let inet = topo
+            .hosts
+            .iter()
+            .find(|h| h.kind == HostKind::Inet)
+            .context("the lab has no inet host for its package mirror")?;
+        let addr = m.url.trim_start_matches("http://").to_owned();
+        m.pid = Some(
+            mirror::serve(&m.dir, &inet.namespace, &addr, &layout.mirror_log())
+                .context("lab host inet: the package mirror")?,
+        );
+        state.save(&layout.dir)?;
+    }
+    let machines: Vec<(String, u32, Instant)> = state
+        .hosts
+        .iter()
+        .filter_map(|(n, h)| {
+            let pid = h.machine.as_ref()?.supervisor_pid?;
+            Some((n.clone(), pid, *boot_started.get(n)?))
+        })
+        .collect();
+    let booted = sys::parallel(&machines, WORKERS, |(name, supervisor, since)| {
+        machine::wait_booted(layout, name, *supervisor, *since)
+    });
+    for ((name, _, _), took) in machines.iter().zip(booted) {
+        let took = took?;
+        if let Some(m) = state.hosts.get_mut(name).and_then(|h| h.machine.as_mut()) {
+            m.boot_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+            m.nspawn_pid = machine::nspawn_pid(layout, name);
+        }
+    }
     Ok(())
+}
+
+/// What stage 2 started on a host.
+enum Started {
+    /// A namespace host's sshd (its pid).
+    Sshd(u32),
+    /// A machine's supervisor (its pid) and when it was started.
+    Machine(u32, Instant),
+    /// Nothing: a host not managed over SSH.
+    Nothing,
 }
 
 /// Runs shell lines inside a namespace (the values in them were validated by the inventory).
