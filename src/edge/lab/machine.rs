@@ -67,9 +67,12 @@ pub fn supervisor_script(layout: &Layout, host: &str, ns: &str) -> String {
            boot=$((boot + 1))\n  \
            echo \"meshctl lab: boot $boot of {host}\"\n  "
     );
+    // nspawn mounts /proc/sys read-only, also with a network namespace of its own; a rented
+    // VPS lets root set its network sysctls (forwarding, proxy_ndp), so /proc/sys/net is
+    // writable here too (only that: the machine shares the controller's kernel).
     let _ = write!(
         s,
-        "systemd-nspawn --quiet --directory={root} --boot --register=no --keep-unit \
+        "SYSTEMD_NSPAWN_API_VFS_WRITABLE=network systemd-nspawn --quiet --directory={root} --boot --register=no --keep-unit \
          --machine={ns} --hostname={host} --network-namespace-path=/run/netns/{ns} \
          --bind=/dev/net/tun --capability=CAP_NET_ADMIN --console=pipe \
          --resolv-conf=off --timezone=off --link-journal=no </dev/null &\n  ",
@@ -382,7 +385,7 @@ mod tests {
     fn the_supervisor_boots_again_only_after_a_reboot() {
         let s = supervisor_script(&Layout::new("/work/lab"), "vps", "m12345-vps");
         assert!(s.contains(
-            "systemd-nspawn --quiet --directory=/work/lab/machines/vps/root --boot --register=no \
+            "SYSTEMD_NSPAWN_API_VFS_WRITABLE=network systemd-nspawn --quiet --directory=/work/lab/machines/vps/root --boot --register=no \
              --keep-unit --machine=m12345-vps --hostname=vps \
              --network-namespace-path=/run/netns/m12345-vps --bind=/dev/net/tun \
              --capability=CAP_NET_ADMIN --console=pipe"
