@@ -5,7 +5,11 @@
 //! stale key on the laptop's side (live and in its file) really breaks the handshake — so the
 //! key is in use — until apply carries the hub's key back. A canary key put into the hub's
 //! file travels to the laptop and appears in no output of meshctl and in no file on the
-//! controller. Each test builds its own lab (needs root; never skips).
+//! controller. `meshctl rotate vps --psk` while the laptop pings the NAS through the hub: the
+//! pings go on (within 1 s of loss), every managed peer has the hub's new key, the pins file
+//! records old → new, the pairs' keys are new on both ends, and neither the old nor the new
+//! keys appear in any output or controller file. Each test builds its own lab (needs root;
+//! never skips).
 
 mod support;
 
@@ -47,10 +51,15 @@ fn forms(key: &str) -> Vec<String> {
 }
 
 fn assert_clean(what: &str, haystack: &str) {
-    for f in forms(CANARY_PSK) {
+    assert_without(what, haystack, CANARY_PSK);
+}
+
+/// `haystack` holds `key` in none of its [`forms`].
+fn assert_without(what: &str, haystack: &str, key: &str) {
+    for f in forms(key) {
         assert!(
             !haystack.contains(&f),
-            "{what} contains the canary preshared key (as {f:?}):\n{haystack}"
+            "{what} contains a preshared key (as {f:?}):\n{haystack}"
         );
     }
 }
@@ -249,5 +258,125 @@ fn preshared_keys_are_made_carried_in_use_repaired_and_never_leave_in_any_output
     assert!(files.iter().any(|(p, _)| p.ends_with("lab.keys.yaml")));
     for (path, content) in &files {
         assert_clean(&path.display().to_string(), content);
+    }
+}
+
+/// `N packets transmitted, M received` of a finished `ping`'s summary, as (N, M).
+fn ping_counts(summary: &str) -> Option<(u32, u32)> {
+    let line = summary
+        .lines()
+        .find(|l| l.contains("packets transmitted"))?;
+    let mut nums = line.split([' ', ',']).filter_map(|w| w.parse::<u32>().ok());
+    Some((nums.next()?, nums.next()?))
+}
+
+#[test]
+fn rotating_the_hub_with_its_preshared_keys_keeps_the_pings_flowing() {
+    let (dir, inv) = psk_inventory("psk-rotate");
+    let lab = TestLab::up("e2e_psk_rotate", &inv);
+    let mut outputs = Vec::new();
+    apply(&lab, &mut outputs, &["apply", "--yes", "--no-verify"]);
+    ok(
+        &lab,
+        "fritzbox",
+        "ip route replace 10.8.0.0/24 via 192.168.178.10",
+    );
+    let (old_hub, laptop, nas) = (
+        pubkey(&lab, "vps"),
+        pubkey(&lab, "laptop"),
+        pubkey(&lab, "nas"),
+    );
+    let old_psks = [live_psk(&lab, "vps", &laptop), live_psk(&lab, "vps", &nas)];
+    assert!(pings_within(&lab, "laptop", NAS, 30), "laptop → nas");
+
+    // The laptop pings the NAS through the hub every 100 ms while the hub's key and both
+    // pairs' preshared keys are replaced.
+    ok(
+        &lab,
+        "laptop",
+        &format!("(ping -i 0.1 -W 1 -c 150 {NAS} > /tmp/rotate-pings 2>&1 </dev/null &)"),
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let rotated = apply(
+        &lab,
+        &mut outputs,
+        &["rotate", "vps", "--psk", "--yes", "--no-verify"],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let counts = loop {
+        let summary = ok(&lab, "laptop", "cat /tmp/rotate-pings");
+        if let Some(c) = ping_counts(&summary) {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ping never finished:\n{summary}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let (sent, received) = counts;
+    eprintln!("rotation of the hub: {} of {sent} pings (100 ms apart) lost", sent - received);
+    assert_eq!(sent, 150);
+    assert!(
+        sent - received <= 10,
+        "{} of {sent} pings lost across the rotation (more than 1 s)",
+        sent - received
+    );
+
+    // Every managed peer has the hub's new key, and only it.
+    let new_hub = pubkey(&lab, "vps");
+    assert_ne!(new_hub, old_hub);
+    for peer in ["laptop", "nas"] {
+        let peers = ok(&lab, peer, "wg show wg0 peers");
+        assert!(
+            peers.contains(&new_hub) && !peers.contains(&old_hub),
+            "{peer}: {peers}"
+        );
+    }
+    // The pins file says what changed, for a reviewer of the commit.
+    let pins = std::fs::read_to_string(dir.path().join("lab.keys.yaml")).unwrap();
+    assert!(
+        pins.contains(&format!("# rotated vps: \"{old_hub}\" -> \"{new_hub}\"")),
+        "{pins}"
+    );
+    assert!(pins.contains(&format!("vps: \"{new_hub}\"")), "{pins}");
+    // The phone's config holds the hub's key: it must be handed out again.
+    assert!(
+        rotated.contains("Hand out the config of phone again: `meshctl client phone --qr`"),
+        "{rotated}"
+    );
+    // The pairs' preshared keys are new, the same on both ends, and in use.
+    let new_psks = [live_psk(&lab, "vps", &laptop), live_psk(&lab, "vps", &nas)];
+    for (i, peer) in ["laptop", "nas"].iter().enumerate() {
+        assert_ne!(
+            new_psks[i], old_psks[i],
+            "{peer}: the pair's key was replaced"
+        );
+        assert_eq!(
+            live_psk(&lab, peer, &new_hub),
+            new_psks[i],
+            "{peer}: both ends agree"
+        );
+    }
+    assert!(
+        pings_within(&lab, "laptop", NAS, 10),
+        "still passes traffic"
+    );
+    let plan = lab.meshctl(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    outputs.push(("plan".into(), text(&plan)));
+
+    // No preshared key, old or new, in any output or controller file.
+    let files: Vec<(PathBuf, String)> = files_under(dir.path())
+        .into_iter()
+        .chain(files_under(&lab.dir))
+        .collect();
+    for key in old_psks.iter().chain(&new_psks) {
+        for (what, out) in &outputs {
+            assert_without(&format!("the output of meshctl {what}"), out, key);
+        }
+        for (path, content) in &files {
+            assert_without(&path.display().to_string(), content, key);
+        }
     }
 }
