@@ -191,8 +191,37 @@ fn a_key_meshctl_made_is_never_rotated_silently() {
     );
     assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
 
-    // Asked for: a new key, pinned.
+    // Asked for: a new key, pinned, and the rotation recorded and told as `meshctl rotate`
+    // tells it (old -> new).
+    let old = pinned
+        .lines()
+        .find_map(|l| l.strip_prefix("phone: "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
     let rotated = client(dir.path(), &["phone", "--new-key"]);
     assert!(rotated.status.success());
-    assert_ne!(keys(), pinned);
+    let now = keys();
+    let new = now
+        .lines()
+        .find_map(|l| l.strip_prefix("phone: "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    assert_ne!(new, old);
+    assert!(
+        now.contains(&format!(
+            "# rotated phone: \"{old}\" -> \"{new}\" (meshctl client --new-key"
+        )),
+        "{now}"
+    );
+    let told = String::from_utf8_lossy(&rotated.stderr);
+    assert!(
+        told.contains(&format!(
+            "Rotated the key of phone: public key {}… → {}…",
+            &old[..8],
+            &new[..8]
+        )),
+        "{told}"
+    );
 }

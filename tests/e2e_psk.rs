@@ -315,7 +315,10 @@ fn rotating_the_hub_with_its_preshared_keys_keeps_the_pings_flowing() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     };
     let (sent, received) = counts;
-    eprintln!("rotation of the hub: {} of {sent} pings (100 ms apart) lost", sent - received);
+    eprintln!(
+        "rotation of the hub: {} of {sent} pings (100 ms apart) lost",
+        sent - received
+    );
     assert_eq!(sent, 150);
     assert!(
         sent - received <= 10,

@@ -76,12 +76,28 @@ pub async fn run(args: ClientArgs, verbose: bool) -> anyhow::Result<u8> {
         }
         None => print!("{}", config.as_str()),
     }
+    let mut rotated: Option<WgKey> = None;
     if host.public_key.is_none()
         && let Some(k) = &public_key
     {
         let path = inv.keys_path();
         let mut pinned = crate::files::read_pins(&path)?;
-        pinned.keys.insert(name.clone(), k.clone());
+        // A replaced key is recorded as `meshctl rotate` records one (old -> new), so a reviewer
+        // of the pins file's commit sees it.
+        match pinned.keys.get(&name).cloned() {
+            Some(old) if &old != k => {
+                pinned.rotate(
+                    &name,
+                    &old,
+                    k,
+                    &format!("meshctl client --new-key, unix time {}", unix_now()),
+                );
+                rotated = Some(old);
+            }
+            _ => {
+                pinned.keys.insert(name.clone(), k.clone());
+            }
+        }
         crate::files::save_pins(&pinned, &path).with_context(|| {
             format!("the config was handed out, but pinning its public key in {} failed: fix that and run again with --new-key", path.display())
         })?;
@@ -103,7 +119,14 @@ pub async fn run(args: ClientArgs, verbose: bool) -> anyhow::Result<u8> {
             }
         }
     }
-    if private_key.is_some() {
+    if let (Some(old), Some(new)) = (&rotated, &public_key) {
+        eprintln!(
+            "Rotated the key of {name}: public key {} → {} (pinned, and the rotation recorded, in {}). Run `meshctl apply` so the hub learns it. This config holds the private key: keep it safe.",
+            old.short(),
+            new.short(),
+            inv.keys_path().display()
+        );
+    } else if private_key.is_some() {
         eprintln!(
             "A new key was generated for {name}; its public key is pinned. Run `meshctl apply` so the hub learns it. This config holds the private key: keep it safe."
         );
@@ -113,6 +136,14 @@ pub async fn run(args: ClientArgs, verbose: bool) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// Seconds since the epoch, for the pins file's record of a rotation.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The pair's preshared key, read from the hub's file now (one connection, one execution), held
