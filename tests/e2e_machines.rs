@@ -13,7 +13,8 @@ use support::{TestLab, ok, pings_within, text};
 
 /// Writes the starting inventory the way a user would, with `meshctl init` flags for the lab's
 /// topology (the hub's public address and /64, the NAS's LAN and router, the laptop, a phone),
-/// then adds what only the lab reads: its `lab:` section, copied from `inventory/lab.yaml`.
+/// then adds preshared keys and what only the lab reads: its `lab:` section, copied from
+/// `inventory/lab.yaml`.
 fn init_inventory(dir: &Path) -> PathBuf {
     let inv = dir.join("meshctl.yaml");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
@@ -47,7 +48,12 @@ fn init_inventory(dir: &Path) -> PathBuf {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.yaml"))
             .unwrap();
     let lab_section = &reference[reference.find("\nlab:\n").expect("a lab: section")..];
-    let mut yaml = std::fs::read_to_string(&inv).unwrap();
+    // Preshared keys too: a fresh hub has no `wg` in step 1, so it makes them after its install.
+    let mut yaml = std::fs::read_to_string(&inv).unwrap().replacen(
+        "network:\n",
+        "network:\n  preshared_keys: true\n",
+        1,
+    );
     yaml.push_str(lab_section);
     std::fs::write(&inv, yaml).unwrap();
     inv
@@ -170,6 +176,19 @@ fn a_fresh_vps_and_nas_in_one_apply_survive_reboots_through_sudo() {
         "{applied}"
     );
     add_router_route(&lab, &applied);
+    // The pairs' preshared keys: made on the hub after its install, the same on both ends.
+    let hub_key = ok(&lab, "vps", "wg show wg0 public-key");
+    let nas_key = ok(&lab, "nas", "wg show wg0 public-key");
+    let psk_of = |host: &str, peer: &str| {
+        let all = ok(&lab, host, "wg show wg0 preshared-keys");
+        all.lines()
+            .find_map(|l| l.strip_prefix(&format!("{}\t", peer.trim())))
+            .unwrap_or_else(|| panic!("{host}: no peer {peer}: {all}"))
+            .to_owned()
+    };
+    let pair = psk_of("vps", &nas_key);
+    assert_ne!(pair, "(none)");
+    assert_eq!(psk_of("nas", &hub_key), pair);
     assert_network_works(&lab, "after the apply");
     let (code, shown) = plan(&lab);
     assert_eq!(code, Some(0), "converged after one apply:\n{shown}");
