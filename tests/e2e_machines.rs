@@ -254,6 +254,30 @@ fn a_fresh_vps_and_nas_in_one_apply_survive_reboots_through_sudo() {
         "{shown}"
     );
 
+    // The NAS's interface brought up by hand, without its unit: the plan says the unit takes it
+    // over, and after the apply the unit owns it (one owner, not two fighting).
+    ok(
+        &lab,
+        "nas",
+        "systemctl stop wg-quick@wg0 && wg-quick up wg0 >/dev/null 2>&1",
+    );
+    let (code, shown) = plan(&lab);
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(
+        shown.contains("~ wg-quick@wg0 takes over wg0 (up without it: down, then started by it)"),
+        "{shown}"
+    );
+    let out = lab.meshctl(&["apply", "--yes"]);
+    let t = text(&out);
+    assert!(t.contains("3 host(s) converged, 0 failed."), "{t}");
+    assert_eq!(
+        ok(&lab, "nas", "systemctl is-active wg-quick@wg0").trim(),
+        "active"
+    );
+    assert_network_works(&lab, "after the take-over");
+    let (code, shown) = plan(&lab);
+    assert_eq!(code, Some(0), "{shown}");
+
     // A login that lost sudo fails clearly, for that host alone.
     ok(&lab, "nas", "rm -f /etc/sudoers.d/*");
     let out = lab.meshctl(&["apply", "--yes"]);
