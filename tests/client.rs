@@ -193,21 +193,18 @@ fn a_key_meshctl_made_is_never_rotated_silently() {
 
     // Asked for: a new key, pinned, and the rotation recorded and told as `meshctl rotate`
     // tells it (old -> new).
-    let old = pinned
-        .lines()
-        .find_map(|l| l.strip_prefix("phone: "))
-        .unwrap()
-        .trim_matches('"')
-        .to_owned();
+    let phone_key = |pins: &str| {
+        pins.lines()
+            .find_map(|l| l.strip_prefix("phone: "))
+            .unwrap()
+            .trim_matches('"')
+            .to_owned()
+    };
+    let old = phone_key(&pinned);
     let rotated = client(dir.path(), &["phone", "--new-key"]);
     assert!(rotated.status.success());
     let now = keys();
-    let new = now
-        .lines()
-        .find_map(|l| l.strip_prefix("phone: "))
-        .unwrap()
-        .trim_matches('"')
-        .to_owned();
+    let new = phone_key(&now);
     assert_ne!(new, old);
     assert!(
         now.contains(&format!(

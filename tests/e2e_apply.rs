@@ -8,7 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{TestLab, assert_success, ok, own_inventory, pings_within, rule_packets, text};
+use support::{
+    TestLab, add_router_route, assert_success, ok, own_inventory, pings_within, rule_packets, text,
+};
 
 /// Pings `addr` from `host` (a few tries: the first handshake takes a moment).
 fn pings(lab: &TestLab, host: &str, addr: &str) -> bool {
@@ -51,22 +53,6 @@ fn hub_sessions(lab: &TestLab) -> Vec<(String, String, String)> {
             (k, h, t)
         })
         .collect()
-}
-
-/// The manual step meshctl printed for the router, carried out the way a user would.
-fn add_router_route(lab: &TestLab, apply_output: &str) {
-    let line = apply_output
-        .lines()
-        .find(|l| l.contains("fritzbox: add the static IPv4 route"))
-        .unwrap_or_else(|| panic!("no manual step for fritzbox in:\n{apply_output}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let route = words[words.iter().position(|w| *w == "route").unwrap() + 1];
-    let via = words[words.iter().position(|w| *w == "via").unwrap() + 1];
-    ok(
-        lab,
-        "fritzbox",
-        &format!("ip route replace {route} via {via}"),
-    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{TestLab, ok, pings_within, text};
+use support::{TestLab, add_router_route, ok, pings_within, text};
 
 /// Writes the starting inventory the way a user would, with `meshctl init` flags for the lab's
 /// topology (the hub's public address and /64, the NAS's LAN and router, the laptop, a phone),
@@ -57,22 +57,6 @@ fn init_inventory(dir: &Path) -> PathBuf {
     yaml.push_str(lab_section);
     std::fs::write(&inv, yaml).unwrap();
     inv
-}
-
-/// The manual step meshctl printed for the home router, done the way a user would.
-fn add_router_route(lab: &TestLab, apply_output: &str) {
-    let line = apply_output
-        .lines()
-        .find(|l| l.contains("fritzbox: add the static IPv4 route"))
-        .unwrap_or_else(|| panic!("no manual step for fritzbox in:\n{apply_output}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let route = words[words.iter().position(|w| *w == "route").unwrap() + 1];
-    let via = words[words.iter().position(|w| *w == "via").unwrap() + 1];
-    ok(
-        lab,
-        "fritzbox",
-        &format!("ip route replace {route} via {via}"),
-    );
 }
 
 /// ci/demo's reachability checks: over the tunnels, into the home LAN and back, out to the

@@ -105,18 +105,23 @@ fn apply(lab: &TestLab, outputs: &mut Vec<(String, String)>, args: &[&str]) -> S
     t
 }
 
+/// The first apply, and the home router's static route (its manual step).
+fn first_apply(lab: &TestLab, outputs: &mut Vec<(String, String)>) {
+    apply(lab, outputs, &["apply", "--yes", "--no-verify"]);
+    ok(
+        lab,
+        "fritzbox",
+        "ip route replace 10.8.0.0/24 via 192.168.178.10",
+    );
+}
+
 #[test]
 fn preshared_keys_are_made_carried_in_use_repaired_and_never_leave_in_any_output() {
     let (dir, inv) = psk_inventory("psk-e2e");
     let lab = TestLab::up("e2e_psk", &inv);
     let mut outputs = Vec::new();
 
-    apply(&lab, &mut outputs, &["apply", "--yes", "--no-verify"]);
-    ok(
-        &lab,
-        "fritzbox",
-        "ip route replace 10.8.0.0/24 via 192.168.178.10",
-    );
+    first_apply(&lab, &mut outputs);
     let (vps, laptop, nas) = (
         pubkey(&lab, "vps"),
         pubkey(&lab, "laptop"),
@@ -275,12 +280,7 @@ fn rotating_the_hub_with_its_preshared_keys_keeps_the_pings_flowing() {
     let (dir, inv) = psk_inventory("psk-rotate");
     let lab = TestLab::up("e2e_psk_rotate", &inv);
     let mut outputs = Vec::new();
-    apply(&lab, &mut outputs, &["apply", "--yes", "--no-verify"]);
-    ok(
-        &lab,
-        "fritzbox",
-        "ip route replace 10.8.0.0/24 via 192.168.178.10",
-    );
+    first_apply(&lab, &mut outputs);
     let (old_hub, laptop, nas) = (
         pubkey(&lab, "vps"),
         pubkey(&lab, "laptop"),

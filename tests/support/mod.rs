@@ -271,6 +271,22 @@ pub fn ok(lab: &TestLab, host: &str, cmd: &str) -> String {
     assert_success(&lab.exec(host, cmd), &format!("{host}: {cmd}"))
 }
 
+/// The manual step meshctl printed for the router, carried out the way a user would.
+pub fn add_router_route(lab: &TestLab, apply_output: &str) {
+    let line = apply_output
+        .lines()
+        .find(|l| l.contains("fritzbox: add the static IPv4 route"))
+        .unwrap_or_else(|| panic!("no manual step for fritzbox in:\n{apply_output}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let route = words[words.iter().position(|w| *w == "route").unwrap() + 1];
+    let via = words[words.iter().position(|w| *w == "via").unwrap() + 1];
+    ok(
+        lab,
+        "fritzbox",
+        &format!("ip route replace {route} via {via}"),
+    );
+}
+
 /// Pings `addr` from `host` until it answers or `secs` have passed: right after an apply, the
 /// NAS (behind NAT) joins when its keepalive makes it handshake, which a loaded machine delays.
 pub fn pings_within(lab: &TestLab, host: &str, addr: &str, secs: u64) -> bool {
