@@ -66,7 +66,7 @@ pub(crate) const TOOLS: &[&str] = &[
 ///   `32768 60999`; `sed` reads them whole;
 /// - the legacy iptables table names with the shell's `read` (a seq_file reads fine byte by
 ///   byte), and `iptables -V` only when such a table exists (the backend matters only then);
-/// - one `getent ahosts` for all names and one `systemctl is-enabled` for all units, split
+/// - one `getent ahosts` for all names and one `systemctl show` for all units, split
 ///   into the per-item records here; when the split is ambiguous (a name did not resolve, a unit
 ///   printed nothing) they fall back to one command per item, so the records keep their forms.
 const PROLOGUE: &str = r#"# meshctl gather: reads only, writes nothing
@@ -631,7 +631,7 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
         );
     }
 
-    // services, only under systemd: one `systemctl is-enabled`
+    // services, only under systemd: one `systemctl show` (enabled and active)
     if !spec.services.is_empty() {
         s.push_str("if [ \"$m_systemd\" = 0 ]; then\n");
         let _ = writeln!(s, "m_units {}", indexed(&spec.services));
