@@ -152,13 +152,30 @@ fn a_fresh_vps_and_nas_in_one_apply_survive_reboots_through_sudo() {
             "{section}"
         );
     }
-    let out = lab.meshctl(&["apply", "--yes"]);
+    let timings = dir.path().join("timings.json");
+    let out = lab.meshctl(&["apply", "--yes", "--timings", timings.to_str().unwrap()]);
     let applied = text(&out);
     assert!(out.status.success(), "apply failed:\n{applied}");
     assert!(
         applied.contains("3 host(s) converged, 0 failed."),
         "{applied}"
     );
+    // `--timings` shows where a fresh host's time goes: its install among the phases.
+    let timings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&timings).unwrap()).unwrap();
+    for host in ["vps", "nas"] {
+        let phases: Vec<&str> = timings["hosts"][host]
+            .as_array()
+            .unwrap_or_else(|| panic!("no phases of {host}: {timings}"))
+            .iter()
+            .filter_map(|p| p["phase"].as_str())
+            .collect();
+        assert!(
+            phases.contains(&"provision: install wireguard-tools wireguard-go iptables (apt)")
+                && phases.contains(&"provision: key"),
+            "{host}: {phases:?}"
+        );
+    }
     add_router_route(&lab, &applied);
     // The pairs' preshared keys: made on the hub after its install, the same on both ends.
     let hub_key = ok(&lab, "vps", "wg show wg0 public-key");

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Connector, Engine, HostError, Prepared, Remote};
+use super::{Connector, Engine, HostError, Prepared};
 use crate::names::{HostName, WgKey};
 use crate::packages::Manager;
 use crate::plan::{HostPlan, Op};
@@ -47,13 +47,40 @@ impl<C: Connector> Engine<C> {
         jobs: BTreeMap<HostName, Job<C::Remote>>,
     ) -> BTreeMap<HostName, (Prepared<C::Remote>, Result<WgKey, HostError>)> {
         let progress = self.progress.clone();
+        let timings = self.timings.clone();
         self.for_each_host(jobs, |h, job| {
-            let progress = progress.clone();
+            let (progress, timings) = (progress.clone(), timings.clone());
             async move {
                 progress.update(h.as_str(), "installing packages");
                 let script =
                     steps::provision(&job.installs, &job.key_path, &job.interface, &job.work);
-                let r = match job.prepared.remote.run(&script).await {
+                // `--timings`: each install by its manager, then the key.
+                let label = |line: &str| {
+                    let i: usize = line
+                        .strip_prefix(steps::MARK_INSTALL)?
+                        .trim()
+                        .parse()
+                        .ok()?;
+                    let (manager, packages) = job.installs.get(i)?;
+                    Some(format!(
+                        "provision: install {} ({})",
+                        packages.join(" "),
+                        manager.name()
+                    ))
+                };
+                let label = |line: &str| match line {
+                    steps::MARK_PUBKEY => Some("provision: key".to_owned()),
+                    l => label(l),
+                };
+                let run = super::timings::run(
+                    &job.prepared.remote,
+                    &script,
+                    timings.as_deref(),
+                    &h,
+                    "provision: start",
+                    label,
+                );
+                let r = match run.await {
                     Ok(out) => read(&out, &job.installs),
                     Err(e) => Err(HostError::Transport(e)),
                 };
