@@ -767,7 +767,7 @@ fn under_systemd_the_unit_brings_the_interface_up_and_takes_over_a_hand_made_one
         "{text}"
     );
     assert!(
-        text.contains("  + enable wg-quick@wg0 at boot (brings wg0 up; its PostUp restores the firewall chains, routes and sysctls)\n"),
+        text.contains("  + enable wg-quick@wg0 at boot (brings wg0 up; its PostUp restores the firewall chains and the sysctls)\n"),
         "{text}"
     );
     // wg0 up by a hand-made `wg-quick up` (the unit inactive): taken over by the unit.

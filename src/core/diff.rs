@@ -187,6 +187,33 @@ pub fn diff_host(desired: &HostState, live: &LiveHost, pinned: &PinnedKeys) -> H
 /// `wg-quick up` behind its back), takes over one that is up without it, and is enabled at
 /// boot, when its PostUp restores the rest. A unit that is already active keeps the interface;
 /// its changes are made live (`wg set`, `ip`) as everywhere.
+/// What the boot script (the interface's `PostUp`) puts back at boot, for the enable line:
+/// only what this host has.
+fn boot_restores(desired: &HostState) -> String {
+    let psks = desired
+        .interface
+        .as_ref()
+        .is_some_and(|w| w.peers.values().any(|p| p.preshared_key.is_some()));
+    let parts: Vec<&str> = [
+        (psks, "the preshared keys"),
+        (!desired.firewall.chains.is_empty(), "the firewall chains"),
+        (!desired.sysctls.is_empty(), "the sysctls"),
+        (
+            !desired.routes.is_empty() || !desired.rules.is_empty(),
+            "the routes",
+        ),
+        (!desired.ndp_proxies.is_empty(), "the NDP answers"),
+    ]
+    .into_iter()
+    .filter_map(|(has, what)| has.then_some(what))
+    .collect();
+    match parts.split_last() {
+        None => String::new(),
+        Some((last, [])) => format!("; its PostUp restores {last}"),
+        Some((last, rest)) => format!("; its PostUp restores {} and {last}", rest.join(", ")),
+    }
+}
+
 fn services(desired: &HostState, l: &HostState, d: &mut HostDiff) {
     let wg = desired.interface.as_ref().map(|w| w.name.to_string());
     for (unit, want) in &desired.services {
@@ -218,10 +245,10 @@ fn services(desired: &HostState, l: &HostState, d: &mut HostDiff) {
             }
         }
         if want.enabled && !have.is_some_and(|s| s.enabled) {
-            let what = if owns.is_some() {
+            let what = if let Some(w) = owns {
                 format!(
-                    "enable {unit} at boot (brings {} up; its PostUp restores the firewall chains, routes and sysctls)",
-                    owns.map(String::as_str).unwrap_or_default()
+                    "enable {unit} at boot (brings {w} up{})",
+                    boot_restores(desired)
                 )
             } else {
                 format!("enable {unit} at boot")
