@@ -288,8 +288,21 @@ fn rotating_the_hub_with_its_preshared_keys_keeps_the_pings_flowing() {
     );
     let old_psks = [live_psk(&lab, "vps", &laptop), live_psk(&lab, "vps", &nas)];
     assert!(pings_within(&lab, "laptop", NAS, 30), "laptop → nas");
+    // The phone gets its config (meshctl makes its key), and the hub learns it.
+    let phone_conf = |name: &str| {
+        let path = dir.path().join(name);
+        let out = lab.meshctl(&["client", "phone", "--new-key", "-o", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+        std::fs::read_to_string(path).unwrap()
+    };
+    let handed_out = phone_conf("phone-1.conf");
+    assert!(
+        handed_out.contains(&format!("PublicKey = {old_hub}")),
+        "{handed_out}"
+    );
+    apply(&lab, &mut outputs, &["apply", "--yes", "--no-verify"]);
 
-    // The laptop pings the NAS through the hub every 100 ms while the hub's key and both
+    // The laptop pings the NAS through the hub every 100 ms while the hub's key and all three
     // pairs' preshared keys are replaced.
     ok(
         &lab,
@@ -343,11 +356,25 @@ fn rotating_the_hub_with_its_preshared_keys_keeps_the_pings_flowing() {
         "{pins}"
     );
     assert!(pins.contains(&format!("vps: \"{new_hub}\"")), "{pins}");
-    // The phone's config holds the hub's key: it must be handed out again.
+    // The phone's config holds the hub's key: it must be handed out again, with a new key of
+    // its own (meshctl kept no copy of the old one). Done as told, the phone's new config has
+    // the hub's new key, and the hub learns the phone's.
     assert!(
-        rotated.contains("Hand out the config of phone again: `meshctl client phone --qr`"),
+        rotated.contains(
+            "Hand out the config of phone again: `meshctl client phone --new-key --qr`, then `meshctl apply`"
+        ),
         "{rotated}"
     );
+    let again = phone_conf("phone-2.conf");
+    assert!(again.contains(&format!("PublicKey = {new_hub}")), "{again}");
+    let private = |conf: &str| {
+        conf.lines()
+            .find(|l| l.starts_with("PrivateKey = "))
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(private(&again), private(&handed_out));
+    apply(&lab, &mut outputs, &["apply", "--yes", "--no-verify"]);
     // The pairs' preshared keys are new, the same on both ends, and in use.
     let new_psks = [live_psk(&lab, "vps", &laptop), live_psk(&lab, "vps", &nas)];
     for (i, peer) in ["laptop", "nas"].iter().enumerate() {

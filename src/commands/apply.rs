@@ -113,7 +113,14 @@ pub async fn run_rotating(
                 let psk = rotate.as_ref().is_some_and(|r| r.psk);
                 print!(
                     "{}",
-                    crate::psk::rotation_summary(&inputs.inventory, host, old, new, psk)
+                    crate::psk::rotation_summary(
+                        &inputs.inventory,
+                        &inputs.keys,
+                        host,
+                        old,
+                        new,
+                        psk
+                    )
                 );
             }
             let all_converged = plan

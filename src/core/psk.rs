@@ -206,6 +206,7 @@ pub fn unmanaged_rotated(inv: &Inventory, work: &PskWork) -> Vec<HostName> {
 /// preshared key, is inside it) — worded like `meshctl client NAME --new-key`.
 pub fn rotation_summary(
     inv: &Inventory,
+    keys: &crate::keys::PinnedKeys,
     host: &HostName,
     old: &crate::names::WgKey,
     new: &crate::names::WgKey,
@@ -238,11 +239,25 @@ pub fn rotation_summary(
             again.push(h);
         }
     }
+    let holds = if is_hub(inv, host) {
+        "hub's key"
+    } else {
+        "preshared key"
+    };
     for h in again {
-        s.push_str(&format!(
-            "Hand out the config of {h} again: `meshctl client {h} --qr` (it holds the {} of its pair).\n",
-            if is_hub(inv, host) { "hub's key" } else { "preshared key" }
-        ));
+        // A key made on the device stays; one meshctl made was handed out with its private
+        // half, of which meshctl keeps no copy: that config comes with a new key. A client
+        // never handed out has nothing to replace.
+        let made_on_device = inv.hosts.get(&h).is_some_and(|x| x.public_key.is_some());
+        if made_on_device {
+            s.push_str(&format!(
+                "Hand out the config of {h} again: `meshctl client {h} --qr` (it holds the {holds} of its pair).\n"
+            ));
+        } else if keys.get(&h).is_some() {
+            s.push_str(&format!(
+                "Hand out the config of {h} again: `meshctl client {h} --new-key --qr`, then `meshctl apply` (it holds the {holds} of its pair; meshctl keeps no copy of its private key, so it comes with a new one).\n"
+            ));
+        }
     }
     s
 }
