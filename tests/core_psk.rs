@@ -330,12 +330,29 @@ fn rotating_the_hubs_keys_replaces_every_pair_and_names_the_phone() {
         ),
         vec![host("phone")]
     );
+    // Its key was made by meshctl (pinned, no `public_key:`): its config comes with a new key.
     assert!(
-        plan.manual_steps
-            .iter()
-            .any(|s| s.subject == "phone" && s.text.contains("meshctl client phone --qr")),
+        plan.manual_steps.iter().any(|s| s.subject == "phone"
+            && s.text
+                .contains("`meshctl client phone --new-key --qr`, then `meshctl apply`")),
         "{:?}",
         plan.manual_steps
+    );
+    // A key made on the device stays: `client phone --qr`. One never handed out: nothing.
+    let device = Case::new(&with_psk(&[(
+        "    address: 10.8.0.11\n",
+        &format!("    address: 10.8.0.11\n    public_key: {PHONE}\n"),
+    )]));
+    let inv = &device.fx.inputs.inventory;
+    assert_eq!(
+        psk::hand_out_again(inv, &device.fx.inputs.keys, &host("phone")).as_deref(),
+        Some("`meshctl client phone --qr`")
+    );
+    let mut unpinned = case.fx.inputs.keys.clone();
+    unpinned.keys.remove(&host("phone"));
+    assert_eq!(
+        psk::hand_out_again(&case.fx.inputs.inventory, &unpinned, &host("phone")),
+        None
     );
     // Rotating one host's pair touches that pair only.
     let plan = case.plan_with(PskWork {

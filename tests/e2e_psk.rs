@@ -361,7 +361,7 @@ fn rotating_the_hub_with_its_preshared_keys_keeps_the_pings_flowing() {
     // the hub's new key, and the hub learns the phone's.
     assert!(
         rotated.contains(
-            "Hand out the config of phone again: `meshctl client phone --new-key --qr`, then `meshctl apply`"
+            "Hand out the config of phone again (it holds the hub's key of its pair): `meshctl client phone --new-key --qr`, then `meshctl apply`"
         ),
         "{rotated}"
     );

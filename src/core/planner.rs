@@ -227,7 +227,7 @@ pub fn build(
         hosts.push(hp);
     }
     let mut manual_steps = manual_steps(inv, &inputs.keys);
-    manual_steps.extend(psk_hand_outs(inv, &hosts));
+    manual_steps.extend(psk_hand_outs(inv, &inputs.keys, &hosts));
     Plan {
         version: PLAN_VERSION,
         network: inv.network.name.clone(),
@@ -241,7 +241,7 @@ pub fn build(
 
 /// An unmanaged client whose preshared key the hub sets, makes or rotates in this plan needs
 /// its config again (the key is only in there).
-fn psk_hand_outs(inv: &Inventory, hosts: &[HostPlan]) -> Vec<ManualStep> {
+fn psk_hand_outs(inv: &Inventory, keys: &PinnedKeys, hosts: &[HostPlan]) -> Vec<ManualStep> {
     let (hub, _) = inv.hub();
     let Some(hp) = hosts.iter().find(|h| h.host == hub.name) else {
         return vec![];
@@ -257,12 +257,14 @@ fn psk_hand_outs(inv: &Inventory, hosts: &[HostPlan]) -> Vec<ManualStep> {
                 _ => false,
             })
         })
-        .map(|h| ManualStep {
-            subject: h.name.to_string(),
-            text: format!(
-                "its preshared key is new: once applied, hand out its config again with `meshctl client {} --qr`",
-                h.name
-            ),
+        .filter_map(|h| {
+            let how = crate::psk::hand_out_again(inv, keys, &h.name)?;
+            Some(ManualStep {
+                subject: h.name.to_string(),
+                text: format!(
+                    "its preshared key is new: once applied, hand out its config again with {how}"
+                ),
+            })
         })
         .collect()
 }

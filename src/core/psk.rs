@@ -245,21 +245,35 @@ pub fn rotation_summary(
         "preshared key"
     };
     for h in again {
-        // A key made on the device stays; one meshctl made was handed out with its private
-        // half, of which meshctl keeps no copy: that config comes with a new key. A client
-        // never handed out has nothing to replace.
-        let made_on_device = inv.hosts.get(&h).is_some_and(|x| x.public_key.is_some());
-        if made_on_device {
+        if let Some(how) = hand_out_again(inv, keys, &h) {
             s.push_str(&format!(
-                "Hand out the config of {h} again: `meshctl client {h} --qr` (it holds the {holds} of its pair).\n"
-            ));
-        } else if keys.get(&h).is_some() {
-            s.push_str(&format!(
-                "Hand out the config of {h} again: `meshctl client {h} --new-key --qr`, then `meshctl apply` (it holds the {holds} of its pair; meshctl keeps no copy of its private key, so it comes with a new one).\n"
+                "Hand out the config of {h} again (it holds the {holds} of its pair): {how}.\n"
             ));
         }
     }
     s
+}
+
+/// How an unmanaged client gets its config again once the hub's key or its pair's preshared
+/// key changed: a key made on the device stays (`client NAME --qr`); one meshctl made was
+/// handed out with its private half, of which meshctl keeps no copy, so that config comes
+/// with a new key (`--new-key`, then apply). `None` for a client never handed out: there is
+/// nothing out there to replace.
+pub fn hand_out_again(
+    inv: &Inventory,
+    keys: &crate::keys::PinnedKeys,
+    h: &HostName,
+) -> Option<String> {
+    let host = inv.hosts.get(h)?;
+    if host.public_key.is_some() {
+        Some(format!("`meshctl client {h} --qr`"))
+    } else if keys.get(h).is_some() {
+        Some(format!(
+            "`meshctl client {h} --new-key --qr`, then `meshctl apply` (meshctl keeps no copy of the private key it handed out, so the config comes with a new one)"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Whether `host` is the hub of `inv`.
