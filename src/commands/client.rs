@@ -90,7 +90,7 @@ pub async fn run(args: ClientArgs, verbose: bool) -> anyhow::Result<u8> {
                     &name,
                     &old,
                     k,
-                    &format!("meshctl client --new-key, unix time {}", unix_now()),
+                    &crate::files::rotation_stamp("meshctl client --new-key"),
                 );
                 rotated = Some(old);
             }
@@ -136,14 +136,6 @@ pub async fn run(args: ClientArgs, verbose: bool) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
-}
-
-/// Seconds since the epoch, for the pins file's record of a rotation.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The pair's preshared key, read from the hub's file now (one connection, one execution), held

@@ -104,6 +104,16 @@ pub fn save_pins(pins: &PinnedKeys, path: &Path) -> Result<(), KeysError> {
     })
 }
 
+/// When and by what a rotation was made, for its record in the pins file (`PinnedKeys::rotate`):
+/// `BY, unix time N`. Here, not in the pure core, because it reads the clock.
+pub fn rotation_stamp(by: &str) -> String {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{by}, unix time {since}")
+}
+
 /// Writes a saved plan (JSON, sealed with its checksum), 0600: it names the network's layout.
 pub fn save_plan(plan: &Plan, path: &Path) -> std::io::Result<()> {
     write_atomically(path, crate::saved_plan::seal(plan).as_bytes(), 0o600)

@@ -79,15 +79,11 @@ impl Operator for Terminal {
         let context = || format!("recording the rotation in {}", self.keys_path.display());
         let mut pins = crate::files::read_pins(&self.keys_path)
             .map_err(|e| anyhow::Error::new(e).context(context()))?;
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         pins.rotate(
             host,
             old,
             new,
-            &format!("meshctl rotate, unix time {since}"),
+            &crate::files::rotation_stamp("meshctl rotate"),
         );
         crate::files::save_pins(&pins, &self.keys_path)
             .map_err(|e| anyhow::Error::new(e).context(context()))
