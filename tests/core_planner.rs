@@ -5,46 +5,25 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use meshctl::desired::Desired;
-use meshctl::names::{HostName, InterfaceName, WgKey};
+use meshctl::names::{InterfaceName, WgKey};
 use meshctl::packages::Manager;
 use meshctl::plan::{Action, Counts, HostStatus, Op, Plan};
-use meshctl::planner::{self, Gathered};
+use meshctl::planner;
 use meshctl::render::{self, Style};
 use meshctl::saved_plan::{self, SavedPlanError};
 use meshctl::state::{
-    ChainId, Family, Jump, LiveHost, ManagedFile, NdpProxy, Peer, Route, ServiceState, WgInterface,
+    ChainId, Family, Jump, ManagedFile, NdpProxy, Peer, Route, ServiceState, WgInterface,
 };
 use support::core::*;
 
 /// One case: the fixture, the desired states and the live states gathered.
-struct Case {
-    fx: Fixture,
-    desired: BTreeMap<HostName, Desired>,
-    live: BTreeMap<HostName, Gathered>,
-}
-
 impl Case {
     /// The reference topology (`inventory/example.yaml`), every key pinned, every managed host
     /// converged.
     fn converged() -> Self {
         Self::from_fixture(Fixture::repo("example.yaml", &ALL_HOST_KEYS))
-    }
-
-    fn from_fixture(fx: Fixture) -> Self {
-        let desired = fx.desired();
-        let live = desired
-            .iter()
-            .map(|(h, d)| (h.clone(), Ok(converged(h.as_str(), d))))
-            .collect();
-        Self { fx, desired, live }
-    }
-
-    fn live(&mut self, name: &str) -> &mut LiveHost {
-        self.live.get_mut(&host(name)).unwrap().as_mut().unwrap()
     }
 
     fn wg(&mut self, name: &str) -> &mut WgInterface {
@@ -54,10 +33,6 @@ impl Case {
     /// A live peer of `name`, found by public key (live peers are keyed by it).
     fn peer(&mut self, name: &str, key: &str) -> &mut Peer {
         self.wg(name).peers.get_mut(key).unwrap()
-    }
-
-    fn plan(&self) -> Plan {
-        planner::build(&self.fx.inputs, &self.desired, &self.live)
     }
 
     /// Builds the plan, snapshots its text and JSON under `name`, checks the JSON round-trips

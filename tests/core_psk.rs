@@ -8,19 +8,12 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use meshctl::desired::Desired;
 use meshctl::names::HostName;
 use meshctl::plan::{Action, Op, Plan};
 use meshctl::planner::{self, Gathered};
 use meshctl::psk::{self, PskWork};
-use meshctl::state::{LiveHost, Psk};
+use meshctl::state::Psk;
 use support::core::*;
-
-struct Case {
-    fx: Fixture,
-    desired: BTreeMap<HostName, Desired>,
-    live: BTreeMap<HostName, Gathered>,
-}
 
 fn with_psk(extra: &[(&str, &str)]) -> String {
     let mut text = edit(
@@ -36,21 +29,7 @@ fn with_psk(extra: &[(&str, &str)]) -> String {
 
 impl Case {
     fn new(text: &str) -> Self {
-        let fx = Fixture::new("home.yaml", text, &ALL_HOST_KEYS, None);
-        let desired = fx.desired();
-        let live = desired
-            .iter()
-            .map(|(h, d)| (h.clone(), Ok(converged(h.as_str(), d))))
-            .collect();
-        Self { fx, desired, live }
-    }
-
-    fn live(&mut self, name: &str) -> &mut LiveHost {
-        self.live.get_mut(&host(name)).unwrap().as_mut().unwrap()
-    }
-
-    fn plan(&self) -> Plan {
-        planner::build(&self.fx.inputs, &self.desired, &self.live)
+        Self::from_fixture(Fixture::new("home.yaml", text, &ALL_HOST_KEYS, None))
     }
 
     fn plan_with(&self, work: PskWork) -> Plan {

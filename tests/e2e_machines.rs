@@ -9,7 +9,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{TestLab, add_router_route, ok, pings_within, text};
+use support::{TestLab, add_router_route, live_psk, ok, pings_within, pubkey, text};
 
 /// Writes the starting inventory the way a user would, with `meshctl init` flags for the lab's
 /// topology (the hub's public address and /64, the NAS's LAN and router, the laptop, a phone),
@@ -178,18 +178,10 @@ fn a_fresh_vps_and_nas_in_one_apply_survive_reboots_through_sudo() {
     }
     add_router_route(&lab, &applied);
     // The pairs' preshared keys: made on the hub after its install, the same on both ends.
-    let hub_key = ok(&lab, "vps", "wg show wg0 public-key");
-    let nas_key = ok(&lab, "nas", "wg show wg0 public-key");
-    let psk_of = |host: &str, peer: &str| {
-        let all = ok(&lab, host, "wg show wg0 preshared-keys");
-        all.lines()
-            .find_map(|l| l.strip_prefix(&format!("{}\t", peer.trim())))
-            .unwrap_or_else(|| panic!("{host}: no peer {peer}: {all}"))
-            .to_owned()
-    };
-    let pair = psk_of("vps", &nas_key);
+    let (hub_key, nas_key) = (pubkey(&lab, "vps"), pubkey(&lab, "nas"));
+    let pair = live_psk(&lab, "vps", &nas_key);
     assert_ne!(pair, "(none)");
-    assert_eq!(psk_of("nas", &hub_key), pair);
+    assert_eq!(live_psk(&lab, "nas", &hub_key), pair);
     assert_network_works(&lab, "after the apply");
     let (code, shown) = plan(&lab);
     assert_eq!(code, Some(0), "converged after one apply:\n{shown}");

@@ -13,10 +13,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use base64::Engine as _;
-use support::{TestLab, ok, own_inventory, pings_within, text};
+use support::leaks::{assert_without, files_under};
+use support::{TestLab, live_psk, ok, own_inventory, pings_within, pubkey, text};
 
 /// A throw-away preshared key made for this test only.
 const CANARY_PSK: &str = "6SE6nmZzSxJQG7A9G9zCnTq7vzjaA4/3XRpoVVZU2cY=";
@@ -36,65 +36,8 @@ pub fn psk_inventory(name: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, inv)
 }
 
-/// The forms a leaked key could take: base64, its 8-character prefix, hex prefixes.
-fn forms(key: &str) -> Vec<String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(key)
-        .unwrap();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    vec![
-        key.to_owned(),
-        key[..8].to_owned(),
-        hex[..16].to_owned(),
-        hex[..16].to_uppercase(),
-    ]
-}
-
 fn assert_clean(what: &str, haystack: &str) {
-    assert_without(what, haystack, CANARY_PSK);
-}
-
-/// `haystack` holds `key` in none of its [`forms`].
-fn assert_without(what: &str, haystack: &str, key: &str) {
-    for f in forms(key) {
-        assert!(
-            !haystack.contains(&f),
-            "{what} contains a preshared key (as {f:?}):\n{haystack}"
-        );
-    }
-}
-
-fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
-    let mut found = Vec::new();
-    let mut queue = vec![dir.to_path_buf()];
-    while let Some(d) = queue.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() {
-                queue.push(e.path());
-            } else if t.is_file()
-                && let Ok(bytes) = std::fs::read(e.path())
-            {
-                found.push((e.path(), String::from_utf8_lossy(&bytes).into_owned()));
-            }
-        }
-    }
-    found
-}
-
-/// `host`'s live preshared key for its peer with public key `peer` (read on the host by the
-/// test, never by meshctl).
-fn live_psk(lab: &TestLab, host: &str, peer: &str) -> String {
-    let out = ok(lab, host, "wg show wg0 preshared-keys");
-    out.lines()
-        .find_map(|l| l.strip_prefix(&format!("{peer}\t")))
-        .unwrap_or_else(|| panic!("{host}: no peer {peer}:\n{out}"))
-        .trim()
-        .to_owned()
-}
-
-fn pubkey(lab: &TestLab, host: &str) -> String {
-    ok(lab, host, "wg show wg0 public-key").trim().to_owned()
+    assert_without(what, haystack, "the canary preshared key", CANARY_PSK);
 }
 
 fn apply(lab: &TestLab, outputs: &mut Vec<(String, String)>, args: &[&str]) -> String {
@@ -403,10 +346,15 @@ fn rotating_the_hub_with_its_preshared_keys_keeps_the_pings_flowing() {
         .collect();
     for key in old_psks.iter().chain(&new_psks) {
         for (what, out) in &outputs {
-            assert_without(&format!("the output of meshctl {what}"), out, key);
+            assert_without(
+                &format!("the output of meshctl {what}"),
+                out,
+                "a preshared key",
+                key,
+            );
         }
         for (path, content) in &files {
-            assert_without(&path.display().to_string(), content, key);
+            assert_without(&path.display().to_string(), content, "a preshared key", key);
         }
     }
 }

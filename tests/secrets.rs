@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use base64::Engine as _;
 use meshctl::scripts::steps;
+use support::leaks::{assert_without, files_under};
 use support::{TestLab, assert_success, ok, own_inventory, text};
 
 /// Throw-away keys made for this test only (never used anywhere else).
@@ -27,54 +27,11 @@ const CANARY_PSK: &str = "2ODcZkRJa3zyls+96SOPp57RPz6Pf2WFRGmQoR6pSm8=";
 /// A peer of the hand-made config (its public key only).
 const FOREIGN_PEER: &str = "5oGyCrunmUJuPDmSvZDeSLDSEe5Ke5fRwfeoj2xhTk0=";
 
-/// The forms a leaked key could take: base64, its 8-character prefix (what `WgKey::short`
-/// prints), and the hex of its bytes (lower and upper case, 16-digit prefixes).
-fn forms(key: &str) -> Vec<String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(key.trim())
-        .expect("a base64 key");
-    assert_eq!(bytes.len(), 32, "a WireGuard key");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    vec![
-        key.trim().to_owned(),
-        key.trim()[..8].to_owned(),
-        hex[..16].to_owned(),
-        hex[..16].to_uppercase(),
-    ]
-}
-
 /// Asserts that no form of any of `keys` occurs in `haystack`.
 fn assert_clean(what: &str, haystack: &str, keys: &[(&str, String)]) {
     for (name, key) in keys {
-        for f in forms(key) {
-            assert!(
-                !haystack.contains(&f),
-                "{what} contains {name} (as {f:?}):\n{haystack}"
-            );
-        }
+        assert_without(what, haystack, name, key);
     }
-}
-
-/// Every regular file under `dir`, with its content (lossy).
-fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
-    let mut found = Vec::new();
-    let mut queue = vec![dir.to_path_buf()];
-    while let Some(d) = queue.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() {
-                queue.push(e.path());
-            } else if t.is_file()
-                && let Ok(bytes) = std::fs::read(e.path())
-            {
-                found.push((e.path(), String::from_utf8_lossy(&bytes).into_owned()));
-            }
-        }
-    }
-    found
 }
 
 fn wg_pubkey(private: &str) -> String {

@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 pub mod core;
+pub mod leaks;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -285,6 +286,22 @@ pub fn add_router_route(lab: &TestLab, apply_output: &str) {
         "fritzbox",
         &format!("ip route replace {route} via {via}"),
     );
+}
+
+/// `host`'s live preshared key for its peer with public key `peer` (read on the host by the
+/// test, never by meshctl).
+pub fn live_psk(lab: &TestLab, host: &str, peer: &str) -> String {
+    let out = ok(lab, host, "wg show wg0 preshared-keys");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{peer}\t")))
+        .unwrap_or_else(|| panic!("{host}: no peer {peer}:\n{out}"))
+        .trim()
+        .to_owned()
+}
+
+/// `host`'s public key, from its live interface.
+pub fn pubkey(lab: &TestLab, host: &str) -> String {
+    ok(lab, host, "wg show wg0 public-key").trim().to_owned()
 }
 
 /// Pings `addr` from `host` until it answers or `secs` have passed: right after an apply, the
