@@ -78,17 +78,6 @@ fn host_counts(plan: &Plan, name: &str) -> Counts {
         .counts()
 }
 
-fn ops(plan: &Plan, name: &str) -> Vec<Op> {
-    plan.hosts
-        .iter()
-        .find(|h| h.host.as_str() == name)
-        .unwrap()
-        .changes
-        .iter()
-        .map(|c| c.op.clone())
-        .collect()
-}
-
 fn wg0() -> InterfaceName {
     InterfaceName::parse("wg0").unwrap()
 }

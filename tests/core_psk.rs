@@ -41,17 +41,6 @@ impl Case {
     }
 }
 
-fn ops(plan: &Plan, name: &str) -> Vec<Op> {
-    plan.hosts
-        .iter()
-        .find(|h| h.host.as_str() == name)
-        .unwrap()
-        .changes
-        .iter()
-        .map(|c| c.op.clone())
-        .collect()
-}
-
 fn resources(plan: &Plan, name: &str) -> Vec<String> {
     plan.hosts
         .iter()
