@@ -292,9 +292,30 @@ pub fn wait_booted(
             return Ok(started.elapsed());
         }
         if Instant::now() > deadline {
+            // One more try, bounded, for ssh's own words: why it does not get in.
+            let why = sys::output(
+                &[
+                    "timeout",
+                    "10",
+                    "ssh",
+                    "-F",
+                    &config,
+                    "-o",
+                    "ConnectTimeout=5",
+                    "-o",
+                    "BatchMode=yes",
+                    host,
+                    "true",
+                ],
+                None,
+            )
+            .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+            .unwrap_or_else(|e| e.to_string());
             bail!(
-                "lab machine {host} booted but its sshd does not let {LOGIN_USER} in within {}s",
-                BOOT_TIMEOUT.as_secs()
+                "lab machine {host} booted but its sshd does not let {LOGIN_USER} in within {}s (ssh: {why}); its console ({}):\n{}",
+                BOOT_TIMEOUT.as_secs(),
+                layout.console_log(host).display(),
+                console()
             );
         }
         std::thread::sleep(Duration::from_millis(200));
