@@ -28,12 +28,7 @@ pub async fn run_rotating(
         Some(p) => Some(crate::files::load_plan(p)?),
         None => None,
     };
-    let mut inputs =
-        crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
-    crate::edge::ssh_paths::guard_crossing_hosts(
-        &mut inputs.inventory,
-        &super::ssh_options(&args.common),
-    );
+    let inputs = crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
     let source = match (saved, &args.plan_file) {
         (Some(plan), Some(path)) => {
             // Refused before any host is contacted.
@@ -80,6 +75,7 @@ pub async fn run_rotating(
             guard_timeout_secs: args.guard_timeout.max(5),
         },
         rotate: rotate.clone(),
+        crossing: crate::edge::ssh_paths::crossing(&super::ssh_options(&args.common)),
     };
     let operator = Terminal {
         yes: args.yes,

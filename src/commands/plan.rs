@@ -31,17 +31,13 @@ pub async fn make_plan(inputs: &Inputs, common: &crate::cli::Common, verbose: bo
         .map(|(h, r)| (h, r.map_err(|e| e.to_string())))
         .collect();
     progress.clear();
-    planner::build(inputs, &desired, &live)
+    let crossing = crate::edge::ssh_paths::crossing(&super::ssh_options(common));
+    planner::build_guarded(inputs, &desired, &live, &crossing)
 }
 
 /// Runs `meshctl plan`.
 pub async fn run(args: PlanArgs, no_color: bool, verbose: bool) -> anyhow::Result<u8> {
-    let mut inputs =
-        crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
-    crate::edge::ssh_paths::guard_crossing_hosts(
-        &mut inputs.inventory,
-        &super::ssh_options(&args.common),
-    );
+    let inputs = crate::files::load_inputs(&args.common.inventory, args.common.roles.as_deref())?;
     inputs
         .limit(&args.common.limit)
         .map_err(anyhow::Error::msg)?;

@@ -3,7 +3,8 @@
 //! The plan holds everything apply executes: each host's ordered changes, the rollback of a
 //! guarded host, and the lines a key known only after apply's first step goes into.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use sha2::Digest;
 
@@ -154,6 +155,65 @@ pub fn fingerprint(live: &HostState, desired: &HostState) -> String {
 
 /// The result of gathering one host: its live state, or why it could not be gathered.
 pub type Gathered = Result<LiveHost, String>;
+
+/// Which of the given managed hosts are reached across the VPN, so that their changes run
+/// under the guard (`edge::ssh_paths` asks ssh itself: a process per host).
+#[derive(Clone)]
+pub struct Crossing(Arc<CrossingFn>);
+
+type CrossingFn = dyn Fn(&Inventory, &BTreeSet<HostName>) -> BTreeSet<HostName> + Send + Sync;
+
+impl Crossing {
+    /// The check `f`: of the hosts given, the ones reached across the VPN.
+    pub fn new(
+        f: impl Fn(&Inventory, &BTreeSet<HostName>) -> BTreeSet<HostName> + Send + Sync + 'static,
+    ) -> Self {
+        Crossing(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Crossing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Crossing")
+    }
+}
+
+/// A [`Crossing`] that finds none (tests, and callers that decided the guard already).
+pub fn crossing_none() -> Crossing {
+    Crossing::new(|_, _| BTreeSet::new())
+}
+
+/// [`build`], with the guard decided only where it matters: `crossing` is asked about the
+/// hosts that have changes, and only when there are any. A converged network's drift check
+/// asks about none, so it costs no process beyond its one execution per host.
+pub fn build_guarded(
+    inputs: &Inputs,
+    desired: &BTreeMap<HostName, Desired>,
+    live: &BTreeMap<HostName, Gathered>,
+    crossing: &Crossing,
+) -> Plan {
+    let plan = build(inputs, desired, live);
+    let changed: BTreeSet<HostName> = plan
+        .hosts
+        .iter()
+        .filter(|h| !h.changes.is_empty())
+        .map(|h| h.host.clone())
+        .collect();
+    if changed.is_empty() {
+        return plan;
+    }
+    let crossing = (crossing.0)(&inputs.inventory, &changed);
+    if crossing.is_empty() {
+        return plan;
+    }
+    let mut guarded = inputs.clone();
+    for name in &crossing {
+        if let Some(host) = guarded.inventory.hosts.get_mut(name) {
+            host.guard = true;
+        }
+    }
+    build(&guarded, desired, live)
+}
 
 /// Builds the plan.
 pub fn build(

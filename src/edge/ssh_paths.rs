@@ -1,8 +1,10 @@
 //! Finds the managed hosts whose SSH path crosses the VPN, the way ssh itself resolves it:
 //! `ssh -G` (the user's ssh_config applied: aliases, `HostName`, `ProxyJump`, `ProxyCommand`)
 //! and a bounded name lookup. `core::ssh_path` decides; this runs the commands. A host whose
-//! inventory entry says `guard:` is left as it says.
+//! inventory entry says `guard:` is left as it says. Only hosts with changes are looked at
+//! (see `planner::build_guarded`).
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::process::Command;
 use std::sync::mpsc;
@@ -12,14 +14,20 @@ use ipnet::IpNet;
 
 use crate::core::ssh_path::SshPath;
 use crate::inventory::Inventory;
+use crate::names::HostName;
 use crate::transport::SshOptions;
 
 /// How long a name lookup may take before the host counts as not crossing (a slow resolver
 /// must not stall every plan).
 const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Turns the guard on for every managed host, not set explicitly, whose path crosses the VPN.
-pub fn guard_crossing_hosts(inv: &mut Inventory, opts: &SshOptions) {
+/// The hosts among `among` whose path crosses the VPN, of those the guard is not set for
+/// explicitly (the hub is never guarded by this): what [`crate::planner::Crossing`] asks.
+pub fn crossing_hosts(
+    inv: &Inventory,
+    opts: &SshOptions,
+    among: &BTreeSet<HostName>,
+) -> BTreeSet<HostName> {
     let mut ranges: Vec<IpNet> = vec![IpNet::V4(inv.network.ipv4)];
     if let Some(v6) = &inv.network.ipv6 {
         ranges.push(IpNet::V6(v6.clients));
@@ -35,12 +43,13 @@ pub fn guard_crossing_hosts(inv: &mut Inventory, opts: &SshOptions) {
     let undecided: Vec<_> = inv
         .hosts
         .values()
+        .filter(|h| among.contains(&h.name))
         .filter(|h| h.name != hub_name && !h.guard && !h.guard_explicit)
         .filter_map(|h| h.ssh.clone().map(|t| (h.name.clone(), t)))
         .collect();
     // One `ssh -G` (and lookup) per host, all at once: a plan of many hosts must not wait for
     // them one after another.
-    let crossing: Vec<_> = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let checks: Vec<_> = undecided
             .into_iter()
             .map(|(name, target)| {
@@ -64,12 +73,13 @@ pub fn guard_crossing_hosts(inv: &mut Inventory, opts: &SshOptions) {
             .into_iter()
             .filter_map(|c| c.join().ok().flatten())
             .collect()
-    });
-    for name in crossing {
-        if let Some(h) = inv.hosts.get_mut(&name) {
-            h.guard = true;
-        }
-    }
+    })
+}
+
+/// [`crossing_hosts`] as the planner asks it, with these ssh options.
+pub fn crossing(opts: &SshOptions) -> crate::planner::Crossing {
+    let opts = opts.clone();
+    crate::planner::Crossing::new(move |inv, among| crossing_hosts(inv, &opts, among))
 }
 
 /// What `ssh -G` says about `target`, or `None` when ssh cannot say (then nothing changes).

@@ -72,6 +72,8 @@ pub struct ApplyOptions {
     pub execute: ExecuteSettings,
     /// `meshctl rotate`: the key to replace in this run.
     pub rotate: Option<Rotation>,
+    /// Which hosts with changes are reached across the VPN (their changes run guarded).
+    pub crossing: crate::planner::Crossing,
 }
 
 /// Why apply stopped before changing anything.
@@ -249,7 +251,7 @@ pub async fn run<C: Connector, O: Operator>(
         psk: psk_work,
         ..inputs.clone()
     };
-    let mut now = planner::build(&with_keys, &desired, &live);
+    let mut now = planner::build_guarded(&with_keys, &desired, &live, &opts.crossing);
     let mut plan = match source {
         PlanSource::Fresh { .. } => now,
         PlanSource::Saved { plan, path } => {

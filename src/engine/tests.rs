@@ -61,6 +61,7 @@ fn opts() -> ApplyOptions {
             guard_timeout_secs: 5,
         },
         rotate: None,
+        crossing: crate::planner::crossing_none(),
     }
 }
 
