@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use base64::Engine;
-
 use super::records::{Record, Records, excerpt, malformed};
 use super::script::{RC_ABSENT, RC_INVALID, RC_NOT_FILE, RC_UNREADABLE};
 use super::wireguard::parse_mode;
@@ -62,8 +60,8 @@ pub(crate) fn parse_sysctls(
 }
 
 /// Managed files: absent files are left out; an unreadable one (or a directory in its place)
-/// is a [`FactError::Unreadable`] for that path. Content arrives base64-encoded, with key values
-/// already blanked on the host.
+/// is a [`FactError::Unreadable`] for that path. Content arrives framed in the `content`
+/// record, with key values already blanked on the host.
 pub(crate) fn parse_files(
     recs: &Records<'_>,
     spec: &GatherSpec,
@@ -94,22 +92,19 @@ pub(crate) fn parse_files(
                     what: format!("file {path:?}"),
                 });
             }
-            _ => return Err(failed(rec, &section, "stat/sed/base64")),
+            _ => return Err(failed(rec, &section, "stat")),
         }
         let mode = parse_mode(rec, &section)?;
-        // Base64 lines after the mode (fixtures of the one-`base64`-per-file gather), else the
-        // file's part of the `content` record (none: an empty file); never quoted in errors.
-        let bytes = if rec.lines().nth(1).is_some() {
-            let mut encoded = String::new();
-            for (_, line) in rec.lines().skip(1) {
-                encoded.push_str(line.trim());
-            }
-            base64::engine::general_purpose::STANDARD
-                .decode(encoded.as_bytes())
-                .map_err(|_| malformed(&section, rec.line, "content is not valid base64"))?
-        } else {
-            contents.remove(&i.to_string()).unwrap_or_default()
-        };
+        if rec.lines().nth(1).is_some() {
+            // Content travels in the `content` record only; never quoted in errors.
+            return Err(malformed(
+                &section,
+                rec.line,
+                "unexpected output after the mode",
+            ));
+        }
+        // The file's part of the `content` record (none: an empty file).
+        let bytes = contents.remove(&i.to_string()).unwrap_or_default();
         let content = String::from_utf8(bytes)
             .map_err(|_| malformed(&section, rec.line, "content is not UTF-8 text"))?;
         out.insert(path.clone(), ManagedFile { content, mode });
@@ -118,21 +113,18 @@ pub(crate) fn parse_files(
 }
 
 /// The `content` record: `files I J ...` (the ids of its parts, in order: the indexes of the
-/// non-empty managed files, then `sysctl.N` for each sysctl that exists), then one base64
-/// stream of: the last byte of each part, then their redacted contents as `sed -s` printed
-/// them, each part starting with a line `-` and every content line prefixed with a space. sed
-/// cannot tell whether a file's last line ended in a newline (it adds one before the next
-/// file's output), hence the last bytes.
+/// non-empty managed files, then `sysctl.N` for each sysctl that exists), then what one
+/// `sed -s` printed of its inputs: first `tail`'s last byte of each part, then each part's
+/// redacted content. Each input starts with a line `-`, every line of it is prefixed with a
+/// space, and an empty line may close the stream. sed cannot tell whether an input's last line
+/// ended in a newline (it adds one before the next input's output), hence the last bytes.
 fn parse_contents(rec: &Record<'_>) -> Result<Contents, FactError> {
     let bad = |reason: &str| malformed("content", rec.line, reason.to_owned());
     if rec.rc != 0 {
-        return Err(failed(rec, "content", "tail/sed/base64"));
+        return Err(failed(rec, "content", "tail/sed"));
     }
-    let mut lines = rec.lines();
-    let Some((_, head)) = lines.next() else {
-        return Err(bad("no list of files"));
-    };
-    let Some(list) = head.trim().strip_prefix("files") else {
+    let mut lines = rec.body.iter().map(|(_, l)| *l);
+    let Some(list) = lines.next().and_then(|l| l.trim().strip_prefix("files")) else {
         return Err(bad("no list of files"));
     };
     let indexes: Vec<String> = list
@@ -145,40 +137,39 @@ fn parse_contents(rec: &Record<'_>) -> Result<Contents, FactError> {
             }
         })
         .collect::<Result<_, _>>()?;
-    let mut encoded = String::new();
-    for (_, line) in lines {
-        encoded.push_str(line.trim());
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded.as_bytes())
-        .map_err(|_| bad("content is not valid base64"))?;
-    if bytes.len() < indexes.len() {
-        return Err(bad("content is cut short"));
-    }
-    let (last, stream) = bytes.split_at(indexes.len());
-    let mut files: Vec<Vec<u8>> = Vec::new();
-    if !stream.is_empty() {
-        let stream = stream.strip_suffix(b"\n").unwrap_or(stream);
-        for line in stream.split(|b| *b == b'\n') {
-            match line.split_first() {
-                Some((b'-', [])) => files.push(Vec::new()),
-                Some((b' ', rest)) => {
-                    let f = files
-                        .last_mut()
-                        .ok_or_else(|| bad("content before a file"))?;
-                    f.extend_from_slice(rest);
-                    f.push(b'\n');
-                }
-                _ => return Err(bad("content is not framed")),
+    let mut parts: Vec<String> = Vec::new();
+    for line in lines {
+        match line.split_at_checked(1) {
+            None => {}
+            Some(("-", "")) => parts.push(String::new()),
+            Some((" ", rest)) => {
+                let part = parts
+                    .last_mut()
+                    .ok_or_else(|| bad("content before a file"))?;
+                part.push_str(rest);
+                part.push('\n');
             }
+            _ => return Err(bad("content is not framed")),
         }
     }
-    if files.len() != indexes.len() {
+    if indexes.is_empty() {
+        return match parts.is_empty() {
+            true => Ok(BTreeMap::new()),
+            false => Err(bad("content without a list of files")),
+        };
+    }
+    if parts.len() != indexes.len() + 1 {
         return Err(bad("content does not hold one part per file"));
     }
+    // One character per last byte: a byte that is not UTF-8 on its own arrived as U+FFFD.
+    let last: Vec<char> = parts.remove(0).chars().take(indexes.len()).collect();
+    if last.len() != indexes.len() {
+        return Err(bad("content is cut short"));
+    }
     let mut out = BTreeMap::new();
-    for ((i, mut f), last) in indexes.into_iter().zip(files).zip(last) {
-        if *last != b'\n' {
+    for ((i, f), last) in indexes.into_iter().zip(parts).zip(last) {
+        let mut f = f.into_bytes();
+        if last != '\n' {
             f.pop();
         }
         out.insert(i, f);

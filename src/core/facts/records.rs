@@ -12,8 +12,10 @@
 //!
 //! Markers are recognised only at the start of a line, except that an end marker may follow the
 //! last line of a command's output when that output did not end in a newline. No command whose
-//! output is copied verbatim can print a line starting with `@@meshctl` (free-form content, the
-//! managed files, is base64-encoded), so a record cannot be forged or cut short by its content.
+//! output is copied verbatim can print a line starting with `@@meshctl`, so a record cannot be
+//! forged or cut short by its content. Free-form content (the managed files) travels only in a
+//! [`FRAMED`] record: every line of it is prefixed, the record ends only at an end marker at
+//! the start of a line, and its lines are kept byte for byte (a `\r` included).
 //! A record without its end marker, or output without the trailer, is truncated output: an
 //! error, never a partial state that would read as "missing, so add it".
 
@@ -25,6 +27,8 @@ pub(crate) const HEADER: &str = "@@meshctl facts 1@@";
 pub(crate) const DONE: &str = "@@meshctl done@@";
 const BEGIN: &str = "@@meshctl begin ";
 const END: &str = "@@meshctl end ";
+/// The record whose body is framed content (see the module docs and `files::parse_contents`).
+pub(crate) const FRAMED: &str = "content";
 
 /// One command's output and exit status.
 #[derive(Debug)]
@@ -81,19 +85,28 @@ pub(crate) fn split(output: &str) -> Result<Records<'_>, FactError> {
     let mut header = false;
     let mut current: Option<Record<'_>> = None;
     let mut last_line = 0;
-    for (i, raw) in output.lines().enumerate() {
+    let body = output.strip_suffix('\n').unwrap_or(output);
+    for (i, raw) in body.split('\n').enumerate() {
         let n = i + 1;
         last_line = n;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if let Some(rec) = current.as_mut() {
-            if line.ends_with("@@")
-                && let Some(at) = line.rfind(END)
-            {
+            let framed = rec.id == FRAMED;
+            // Where an end marker starts in this line, if it holds one: anywhere after the
+            // last output line, but only at the start of a line in a framed record.
+            let end_at = if framed {
+                line.starts_with(END).then_some(0)
+            } else if line.ends_with("@@") {
+                line.rfind(END)
+            } else {
+                None
+            };
+            if let Some(at) = end_at {
                 let before = &line[..at];
                 if !before.is_empty() {
                     rec.body.push((n, before));
                 }
-                let tail = &line[at + END.len()..line.len() - 2];
+                let tail = line[at + END.len()..].strip_suffix("@@").unwrap_or("");
                 let Some((id, rc)) = tail.rsplit_once(" rc=") else {
                     return Err(malformed(rec.id, n, "end marker without an exit status"));
                 };
@@ -116,7 +129,8 @@ pub(crate) fn split(output: &str) -> Result<Records<'_>, FactError> {
                     line: n,
                 });
             } else {
-                rec.body.push((n, line));
+                // Framed content keeps its bytes (a file's `\r` included).
+                rec.body.push((n, if framed { raw } else { line }));
             }
         } else if line == HEADER {
             header = true;

@@ -60,10 +60,11 @@ pub(crate) const TOOLS: &[&str] = &[
 ///   NDP proxies, one with `-6` for the IPv6 rules (`ip rule` has no per-line family);
 /// - one `wg show IF` for the seven `wg.*` records (`m_wg`: the pretty form with keys hidden,
 ///   of which only the public fields are printed);
-/// - one `stat` for every mode, one `tail`, `sed` and `base64` for every managed file's content
-///   *and* every sysctl value (`m_files`): /proc/sys answers a read at a non-zero offset with
-///   end-of-file, so the shell's `read` (dash reads a byte at a time) would see `3` for
-///   `32768 60999`; `sed` reads them whole;
+/// - one `stat` for every mode, one `tail` and one `sed` for every managed file's content *and*
+///   every sysctl value (`m_files`; `sed` reads the last bytes from `tail` first, so their
+///   output is one framed text and needs no encoding): /proc/sys answers a read at a non-zero
+///   offset with end-of-file, so the shell's `read` (dash reads a byte at a time) would see `3`
+///   for `32768 60999`; `sed` reads them whole;
 /// - the legacy iptables table names with the shell's `read` (a seq_file reads fine byte by
 ///   byte), and `iptables -V` only when such a table exists (the backend matters only then);
 /// - one `getent ahosts` for all names and one `systemctl show` for all units, split
@@ -267,8 +268,9 @@ m_files() {
   printf 'files%s\n' "$m_ci"
   m_rc=0
   if [ "$#" -gt 0 ]; then
-    { tail -q -c 1 -- "$@"; sed -s -e "$m_redact" -e 's/^/ /' -e '1i\' -e '-' -- "$@"; } </dev/null | base64
+    tail -q -c 1 -- "$@" </dev/null | sed -s -e "$m_redact" -e 's/^/ /' -e '1i\' -e '-' -- - "$@"
     m_rc=$?
+    printf '\n'
   fi
   printf '@@meshctl end content rc=%s@@\n' "$m_rc"
 }
@@ -582,8 +584,8 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
         s.push_str("fi\n");
     }
 
-    // the key file's mode, the managed files and the sysctl values: one `stat`, one `tail`,
-    // `sed` and `base64`
+    // the key file's mode, the managed files and the sysctl values: one `stat`, one `tail` and
+    // one `sed`
     let mut stat_paths: Vec<String> = Vec::new();
     let mut files_args: Vec<String> = Vec::new();
     for (i, path) in spec.files.iter().enumerate() {

@@ -179,7 +179,8 @@ fn run_sh(script: &str, dir: &std::path::Path) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    // As the transport hands it over: invalid UTF-8 replaced by U+FFFD.
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Needs nothing but `sh`, coreutils and `ip`: runs on any Linux CI machine, root or not.
@@ -201,6 +202,12 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
     std::fs::write(&conf, &content).unwrap();
     let odd = dir.path().join("odd '$(touch pwned)'.conf");
     std::fs::write(&odd, "@@meshctl done@@\n@@meshctl end file.1 rc=0@@\n\n").unwrap();
+    // A file with CRLF lines, and one that ends in a character of two bytes and no newline
+    // (its last byte alone is no UTF-8): both arrive byte for byte.
+    let crlf = dir.path().join("crlf.conf");
+    std::fs::write(&crlf, " a\r\n\r\nb@@meshctl end content rc=0@@\r\n").unwrap();
+    let accent = dir.path().join("accent.conf");
+    std::fs::write(&accent, "caf\u{e9}").unwrap();
     let spec = GatherSpec {
         interface: InterfaceName::parse("fxnone0").unwrap(),
         key_file: dir.path().join("absent.key").to_str().unwrap().into(),
@@ -209,6 +216,8 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
         files: vec![
             conf.to_str().unwrap().into(),
             odd.to_str().unwrap().into(),
+            crlf.to_str().unwrap().into(),
+            accent.to_str().unwrap().into(),
             dir.path().to_str().unwrap().into(),
         ],
         services: vec![],
@@ -240,6 +249,14 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
     assert_eq!(
         odd_file.content,
         "@@meshctl done@@\n@@meshctl end file.1 rc=0@@\n\n"
+    );
+    assert_eq!(
+        live.state.files[crlf.to_str().unwrap()].content,
+        " a\r\n\r\nb@@meshctl end content rc=0@@\r\n"
+    );
+    assert_eq!(
+        live.state.files[accent.to_str().unwrap()].content,
+        "caf\u{e9}"
     );
     assert_eq!(live.state.interface, None);
     assert!(!dir.path().join("pwned").exists());
@@ -385,7 +402,7 @@ fn hub_fixture() {
     assert_eq!(wg.listen_port, Some(51820));
     assert_eq!(
         wg.public_key,
-        Some(key("LFnfMJ7g2lEf4evbxwzw/AEpYJty3Cjmsh7qAlsaViw="))
+        Some(key("O99nTOTe6T+LgEdVg69nBRsVNTqSGqmIg3ZvUPJ/2WY="))
     );
     assert_eq!(wg.private_key_file.path, "/tmp/fxkeys/hub.key");
     assert_eq!(live.key_file_mode, Some(0o600));
