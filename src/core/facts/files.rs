@@ -13,7 +13,7 @@ use crate::state::{ManagedFile, ServiceState};
 
 /// The parts of the `content` record by their id (a managed file's index, or `sysctl.N`);
 /// empty when the output has no such record (nothing to read).
-pub(crate) type Contents = BTreeMap<String, Vec<u8>>;
+pub(crate) type Contents = BTreeMap<String, String>;
 
 /// Reads the `content` record (see [`parse_contents`]), if there is one.
 pub(crate) fn contents(recs: &Records<'_>) -> Result<Contents, FactError> {
@@ -40,11 +40,9 @@ pub(crate) fn parse_sysctls(
                 out.insert(key.clone(), rec.text().trim().to_owned());
             }
             0 => {
-                let bytes = contents.get(&id).ok_or_else(|| {
+                let value = contents.get(&id).ok_or_else(|| {
                     malformed(&id, rec.line, "the value is missing from `content`")
                 })?;
-                let value = std::str::from_utf8(bytes)
-                    .map_err(|_| malformed(&id, rec.line, "the value is not UTF-8 text"))?;
                 out.insert(key.clone(), value.trim().to_owned());
             }
             RC_ABSENT => {}
@@ -95,18 +93,24 @@ pub(crate) fn parse_files(
             _ => return Err(failed(rec, &section, "stat")),
         }
         let mode = parse_mode(rec, &section)?;
-        if rec.lines().nth(1).is_some() {
-            // Content travels in the `content` record only; never quoted in errors.
-            return Err(malformed(
-                &section,
-                rec.line,
-                "unexpected output after the mode",
-            ));
+        // The size in bytes, on the line after the mode (content travels in the `content`
+        // record only; never quoted in errors).
+        let mut rest = rec.lines().skip(1);
+        let size: usize = match (rest.next(), rest.next()) {
+            (Some((_, line)), None) => line
+                .trim()
+                .parse()
+                .map_err(|_| malformed(&section, rec.line, "not a size after the mode"))?,
+            _ => return Err(malformed(&section, rec.line, "no size after the mode")),
+        };
+        // The file's part of the `content` record (none: an empty file). Every line of it
+        // came back with a newline; one byte more than the file's size means its last line
+        // had none. (A file with a blanked key differs in length: its last newline stays, and
+        // its content differs from what meshctl writes anyway.)
+        let mut content = contents.remove(&i.to_string()).unwrap_or_default();
+        if content.len() == size + 1 && content.ends_with('\n') {
+            content.pop();
         }
-        // The file's part of the `content` record (none: an empty file).
-        let bytes = contents.remove(&i.to_string()).unwrap_or_default();
-        let content = String::from_utf8(bytes)
-            .map_err(|_| malformed(&section, rec.line, "content is not UTF-8 text"))?;
         out.insert(path.clone(), ManagedFile { content, mode });
     }
     Ok(out)
@@ -114,14 +118,13 @@ pub(crate) fn parse_files(
 
 /// The `content` record: `files I J ...` (the ids of its parts, in order: the indexes of the
 /// non-empty managed files, then `sysctl.N` for each sysctl that exists), then what one
-/// `sed -s` printed of its inputs: first `tail`'s last byte of each part, then each part's
-/// redacted content. Each input starts with a line `-`, every line of it is prefixed with a
-/// space, and an empty line may close the stream. sed cannot tell whether an input's last line
-/// ended in a newline (it adds one before the next input's output), hence the last bytes.
+/// `sed -s` printed of them, redacted: each part starts with a line `-`, every line of it is
+/// prefixed with a space and ends in a newline (sed adds the one a part's last line may lack),
+/// and an empty line may close the stream.
 fn parse_contents(rec: &Record<'_>) -> Result<Contents, FactError> {
     let bad = |reason: &str| malformed("content", rec.line, reason.to_owned());
     if rec.rc != 0 {
-        return Err(failed(rec, "content", "tail/sed"));
+        return Err(failed(rec, "content", "sed"));
     }
     let mut lines = rec.body.iter().map(|(_, l)| *l);
     let Some(list) = lines.next().and_then(|l| l.trim().strip_prefix("files")) else {
@@ -152,29 +155,10 @@ fn parse_contents(rec: &Record<'_>) -> Result<Contents, FactError> {
             _ => return Err(bad("content is not framed")),
         }
     }
-    if indexes.is_empty() {
-        return match parts.is_empty() {
-            true => Ok(BTreeMap::new()),
-            false => Err(bad("content without a list of files")),
-        };
-    }
-    if parts.len() != indexes.len() + 1 {
+    if parts.len() != indexes.len() {
         return Err(bad("content does not hold one part per file"));
     }
-    // One character per last byte: a byte that is not UTF-8 on its own arrived as U+FFFD.
-    let last: Vec<char> = parts.remove(0).chars().take(indexes.len()).collect();
-    if last.len() != indexes.len() {
-        return Err(bad("content is cut short"));
-    }
-    let mut out = BTreeMap::new();
-    for ((i, f), last) in indexes.into_iter().zip(parts).zip(last) {
-        let mut f = f.into_bytes();
-        if last != '\n' {
-            f.pop();
-        }
-        out.insert(i, f);
-    }
-    Ok(out)
+    Ok(indexes.into_iter().zip(parts).collect())
 }
 
 /// Service states; only gathered on systemd hosts (otherwise empty).

@@ -60,11 +60,11 @@ pub(crate) const TOOLS: &[&str] = &[
 ///   NDP proxies, one with `-6` for the IPv6 rules (`ip rule` has no per-line family);
 /// - one `wg show IF` for the seven `wg.*` records (`m_wg`: the pretty form with keys hidden,
 ///   of which only the public fields are printed);
-/// - one `stat` for every mode, one `tail` and one `sed` for every managed file's content *and*
-///   every sysctl value (`m_files`; `sed` reads the last bytes from `tail` first, so their
-///   output is one framed text and needs no encoding): /proc/sys answers a read at a non-zero
-///   offset with end-of-file, so the shell's `read` (dash reads a byte at a time) would see `3`
-///   for `32768 60999`; `sed` reads them whole;
+/// - one `stat` for every mode and size, one `sed` for every managed file's content *and* every
+///   sysctl value (`m_files`; its output is framed text, no encoding): /proc/sys answers a read
+///   at a non-zero offset with end-of-file, so the shell's `read` (dash reads a byte at a time)
+///   would see `3` for `32768 60999`; `sed` reads them whole. sed cannot tell whether a file's
+///   last line ended in a newline; the size tells (see `files::parse_files`);
 /// - the legacy iptables table names with the shell's `read` (a seq_file reads fine byte by
 ///   byte), and `iptables -V` only when such a table exists (the backend matters only then);
 /// - one `getent ahosts` for all names and one `systemctl show` for all units, split
@@ -223,12 +223,13 @@ m_wg() {
   m_wgrec persistent-keepalive "$m_kas"
 }
 m_stat() {
-  m_mode= m_type=
+  # m_stat PATH: its mode, type and size from the one `stat` (lines `MODE TYPE SIZE PATH`)
+  m_mode= m_type= m_size=
   set -f
   IFS=$m_nl
   for m_l in $m_st; do
-    m_r=${m_l#* }
-    if [ "${m_r#* }" = "$1" ]; then m_mode=${m_l%% *} m_type=${m_r%% *}; break; fi
+    m_r=${m_l#* } m_p=${m_l#* * * }
+    if [ "$m_p" = "$1" ]; then m_mode=${m_l%% *} m_type=${m_r%% *} m_r=${m_r#* } m_size=${m_r%% *}; break; fi
   done
   unset IFS
   set +f
@@ -258,7 +259,7 @@ m_files() {
     elif case $m_type in 8???) false ;; *) true ;; esac; then m_rc=6
     elif [ ! -r "$m_f" ]; then m_rc=5
     else
-      printf '%s\n' "$m_mode"
+      printf '%s\n%s\n' "$m_mode" "$m_size"
       m_rc=0
       if [ -s "$m_f" ]; then set -- "$@" "$m_f"; m_ci="$m_ci $m_i"; fi
     fi
@@ -268,7 +269,7 @@ m_files() {
   printf 'files%s\n' "$m_ci"
   m_rc=0
   if [ "$#" -gt 0 ]; then
-    tail -q -c 1 -- "$@" </dev/null | sed -s -e "$m_redact" -e 's/^/ /' -e '1i\' -e '-' -- - "$@"
+    sed -s -e "$m_redact" -e 's/^/ /' -e '1i\' -e '-' -- "$@" </dev/null
     m_rc=$?
     printf '\n'
   fi
@@ -584,8 +585,7 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
         s.push_str("fi\n");
     }
 
-    // the key file's mode, the managed files and the sysctl values: one `stat`, one `tail` and
-    // one `sed`
+    // the key file's mode, the managed files and the sysctl values: one `stat` and one `sed`
     let mut stat_paths: Vec<String> = Vec::new();
     let mut files_args: Vec<String> = Vec::new();
     for (i, path) in spec.files.iter().enumerate() {
@@ -618,7 +618,7 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     } else {
         let _ = writeln!(
             s,
-            "m_st=$(stat -L -c '%a %f %n' -- {} 2>/dev/null </dev/null)",
+            "m_st=$(stat -L -c '%a %f %s %n' -- {} 2>/dev/null </dev/null)",
             stat_paths.join(" ")
         );
     }
