@@ -1003,3 +1003,61 @@ fn a_guarded_hosts_rollback_restores_the_chains_as_gathered() {
     }
     assert_eq!(g.created_interface, None);
 }
+
+/// The guard's path check (a process per host in `ssh_paths`) is asked about the hosts with
+/// changes only, and not at all on a converged network; the hosts it names, and only they, get
+/// a guard.
+#[test]
+fn the_crossing_check_is_asked_only_about_hosts_with_changes() {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+    let asked: Arc<Mutex<Vec<BTreeSet<String>>>> = Arc::default();
+    let crossing = {
+        let asked = asked.clone();
+        planner::Crossing::new(move |_, among| {
+            asked
+                .lock()
+                .unwrap()
+                .push(among.iter().map(|h| h.to_string()).collect());
+            among
+                .iter()
+                .filter(|h| h.as_str() == "nas")
+                .cloned()
+                .collect()
+        })
+    };
+    let converged = Case::converged();
+    let plan = planner::build_guarded(
+        &converged.fx.inputs,
+        &converged.desired,
+        &converged.live,
+        &crossing,
+    );
+    assert!(!plan.has_changes());
+    assert!(
+        asked.lock().unwrap().is_empty(),
+        "asked on a converged network"
+    );
+
+    let mut case = Case::converged();
+    case.live("nas")
+        .state
+        .sysctls
+        .insert("net.ipv4.ip_forward".into(), "0".into());
+    case.live("laptop").state.sysctls.clear();
+    let plan = planner::build_guarded(&case.fx.inputs, &case.desired, &case.live, &crossing);
+    let changed: BTreeSet<String> = plan
+        .hosts
+        .iter()
+        .filter(|h| !h.changes.is_empty())
+        .map(|h| h.host.to_string())
+        .collect();
+    assert!(
+        changed.contains("nas") && !changed.contains("vps"),
+        "{changed:?}"
+    );
+    assert_eq!(*asked.lock().unwrap(), vec![changed]);
+    for hp in &plan.hosts {
+        assert_eq!(hp.guard.is_some(), hp.host.as_str() == "nas", "{}", hp.host);
+    }
+}
