@@ -612,7 +612,49 @@ mod tests {
     /// Runs the remote command line locally the way sshd would (`$SHELL -c LINE`), script on
     /// stdin. The test runs as root or not, so only one branch is exercised per environment.
     fn run_locally(script: &str) -> (Option<i32>, String, String) {
-        run_locally_raw(framed(script).as_bytes())
+        run_remote(framed(script).as_bytes(), Stdin::Pipe)
+    }
+
+    /// What the remote command line reads its script from.
+    #[derive(Clone, Copy)]
+    enum Stdin {
+        /// A pipe, as sshd and sudo give it.
+        Pipe,
+        /// A socket, which `/dev/stdin` cannot open: the `cat` fallback.
+        Socket,
+    }
+
+    /// Runs the remote command line locally with `input` on stdin exactly as given (not
+    /// framed).
+    fn run_remote(input: &[u8], stdin: Stdin) -> (Option<i32>, String, String) {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(remote_command())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = match stdin {
+            Stdin::Pipe => {
+                let mut child = cmd.stdin(Stdio::piped()).spawn().unwrap();
+                child.stdin.take().unwrap().write_all(input).unwrap();
+                child
+            }
+            Stdin::Socket => {
+                let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+                let child = cmd
+                    .stdin(std::os::fd::OwnedFd::from(theirs))
+                    .spawn()
+                    .unwrap();
+                ours.write_all(input).unwrap();
+                ours.shutdown(std::net::Shutdown::Write).unwrap();
+                child
+            }
+        };
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
     }
 
     fn running_as_root() -> bool {
@@ -641,31 +683,13 @@ mod tests {
         );
     }
 
-    /// Runs the remote command line with `input` on a socket as stdin (which `/dev/stdin`
-    /// cannot open): the `cat` fallback.
-    fn run_on_socket(input: &[u8]) -> (Option<i32>, String) {
-        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(remote_command())
-            .stdin(std::os::fd::OwnedFd::from(theirs))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        ours.write_all(input).unwrap();
-        ours.shutdown(std::net::Shutdown::Write).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (out.status.code(), String::from_utf8(out.stdout).unwrap())
-    }
-
     #[test]
     fn remote_command_runs_a_script_from_a_socket_too() {
         if !running_as_root() {
             return;
         }
         let script = "echo \"$#\"\ncat\necho after\nexit 3\n";
-        let (status, out) = run_on_socket(framed(script).as_bytes());
+        let (status, out, _) = run_remote(framed(script).as_bytes(), Stdin::Socket);
         assert_eq!((status, out.as_str()), (Some(3), "0\nafter\n"));
     }
 
@@ -683,38 +707,18 @@ mod tests {
         );
         let whole = framed(&script);
         for cut in [whole.len() / 2, whole.len() - 3] {
-            let (_, out, _) = run_locally_raw(&whole.as_bytes()[..cut]);
-            assert_eq!(out, "", "cut at {cut}");
-            assert!(!flag.exists(), "cut at {cut}: the script's first line ran");
-            let (_, out) = run_on_socket(&whole.as_bytes()[..cut]);
-            assert_eq!(out, "", "socket, cut at {cut}");
-            assert!(
-                !flag.exists(),
-                "socket, cut at {cut}: the script's first line ran"
-            );
+            for (stdin, on) in [(Stdin::Pipe, "pipe"), (Stdin::Socket, "socket")] {
+                let (_, out, _) = run_remote(&whole.as_bytes()[..cut], stdin);
+                assert_eq!(out, "", "{on}, cut at {cut}");
+                assert!(
+                    !flag.exists(),
+                    "{on}, cut at {cut}: the script's first line ran"
+                );
+            }
         }
-        let (_, out, _) = run_locally_raw(whole.as_bytes());
+        let (_, out, _) = run_remote(whole.as_bytes(), Stdin::Pipe);
         assert_eq!(out, "first\nlast\n");
         assert!(flag.exists());
-    }
-
-    /// [`run_locally`] with the bytes on stdin exactly as given (not framed).
-    fn run_locally_raw(input: &[u8]) -> (Option<i32>, String, String) {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(remote_command())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
     }
 
     #[test]
