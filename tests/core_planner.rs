@@ -1046,12 +1046,7 @@ fn the_crossing_check_is_asked_only_about_hosts_with_changes() {
         .insert("net.ipv4.ip_forward".into(), "0".into());
     case.live("laptop").state.sysctls.clear();
     let plan = planner::build_guarded(&case.fx.inputs, &case.desired, &case.live, &crossing);
-    let changed: BTreeSet<String> = plan
-        .hosts
-        .iter()
-        .filter(|h| !h.changes.is_empty())
-        .map(|h| h.host.to_string())
-        .collect();
+    let changed: BTreeSet<String> = plan.changed_hosts().iter().map(|h| h.to_string()).collect();
     assert!(
         changed.contains("nas") && !changed.contains("vps"),
         "{changed:?}"

@@ -319,6 +319,15 @@ impl Plan {
         self.counts().total() > 0
     }
 
+    /// The hosts that have changes.
+    pub fn changed_hosts(&self) -> std::collections::BTreeSet<HostName> {
+        self.hosts
+            .iter()
+            .filter(|h| !h.changes.is_empty())
+            .map(|h| h.host.clone())
+            .collect()
+    }
+
     /// Hosts that could not be gathered; any makes the command exit 1.
     pub fn failed_hosts(&self) -> impl Iterator<Item = &HostPlan> {
         self.hosts.iter().filter(|h| h.status == HostStatus::Failed)

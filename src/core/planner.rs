@@ -192,27 +192,29 @@ pub fn build_guarded(
     live: &BTreeMap<HostName, Gathered>,
     crossing: &Crossing,
 ) -> Plan {
-    let plan = build(inputs, desired, live);
-    let changed: BTreeSet<HostName> = plan
-        .hosts
-        .iter()
-        .filter(|h| !h.changes.is_empty())
-        .map(|h| h.host.clone())
-        .collect();
+    let mut plan = build(inputs, desired, live);
+    let changed = plan.changed_hosts();
     if changed.is_empty() {
         return plan;
     }
     let crossing = (crossing.0)(&inputs.inventory, &changed);
-    if crossing.is_empty() {
-        return plan;
-    }
-    let mut guarded = inputs.clone();
-    for name in &crossing {
-        if let Some(host) = guarded.inventory.hosts.get_mut(name) {
-            host.guard = true;
+    for hp in plan.hosts.iter_mut().filter(|h| crossing.contains(&h.host)) {
+        if let (Some(Ok(l)), Some(d)) = (live.get(&hp.host), desired.get(&hp.host)) {
+            guard_host(hp, l, &d.state, &inputs.keys);
         }
     }
-    build(&guarded, desired, live)
+    plan
+}
+
+/// Puts a host's changes under the guard: the rollback to `before`, preshared keys included.
+/// A host without changes has nothing to guard.
+fn guard_host(hp: &mut HostPlan, before: &LiveHost, after: &HostState, keys: &PinnedKeys) {
+    if hp.changes.is_empty() {
+        return;
+    }
+    let mut g = guard_plan(before, after, keys);
+    psk_rollback(&mut g, &hp.changes, before);
+    hp.guard = Some(g);
 }
 
 /// Builds the plan.
@@ -268,10 +270,8 @@ pub fn build(
                 }
                 hp.skipped = hd.skipped;
                 attach_pending_keys(&mut hp.changes, &d.state, inv);
-                if host.guard && !hp.changes.is_empty() {
-                    let mut g = guard_plan(l, &d.state, &inputs.keys);
-                    psk_rollback(&mut g, &hp.changes, l);
-                    hp.guard = Some(g);
+                if host.guard {
+                    guard_host(&mut hp, l, &d.state, &inputs.keys);
                 }
                 hp.fingerprint = Some(fingerprint(&l.state, &d.state));
             }
