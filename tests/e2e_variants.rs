@@ -336,3 +336,52 @@ fn a_vlan_named_wan_interface_converges_and_its_sysctls_load_at_boot() {
         "laptop → inet over IPv6 through eth0.100"
     );
 }
+
+#[test]
+fn a_gateway_that_becomes_a_client_loses_its_firewall_chains_and_their_files() {
+    // A client's gather reads the firewall only beside meshctl's rules files: the chains a
+    // gateway had are found through them, removed, and the files after them.
+    let (keep, inv) = own_inventory("variant-demote");
+    let lab = TestLab::up("variant_demote", &inv);
+    converges_twice(&lab);
+    let fw = "iptables-save; ip6tables-save; ls /etc/meshctl";
+    let before = text(&lab.exec("nas", fw));
+    assert!(
+        before.contains(":MESHCTL-FORWARD") && before.contains("rules.v4"),
+        "the gateway has its IPv4 chain and its file:\n{before}"
+    );
+
+    let yaml = std::fs::read_to_string(&inv).unwrap();
+    let start = yaml.find("    lan:\n").unwrap();
+    let end = yaml[start..].find("  laptop:\n").unwrap() + start;
+    let yaml = format!("{}{}", &yaml[..start], &yaml[end..])
+        .replace("  nas:\n    role: gateway\n", "  nas:\n    role: client\n");
+    let start = yaml.find("routers:\n").unwrap();
+    let end = yaml[start..].find("# Read only by").unwrap() + start;
+    let yaml = format!("{}{}", &yaml[..start], &yaml[end..]);
+    assert!(yaml.contains("  nas:\n    role: client\n") && !yaml.contains("fritzbox"));
+    std::fs::write(keep.path().join("lab.yaml"), yaml).unwrap();
+
+    let plan = lab.meshctl(&["plan", "--detailed-exitcode", "--limit", "nas"]);
+    let t = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{t}");
+    for removal in [
+        "- chain ipv4 filter/MESHCTL-FORWARD",
+        "- jump ipv4 filter/FORWARD -> MESHCTL-FORWARD",
+        "- file /etc/meshctl/rules.v4",
+    ] {
+        assert!(t.contains(removal), "missing `{removal}` in:\n{t}");
+    }
+    let out = lab.meshctl(&["apply", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        lab.meshctl(&["plan", "--detailed-exitcode"]).status.code(),
+        Some(0),
+        "converged without reading the chains again"
+    );
+    let after = text(&lab.exec("nas", fw));
+    assert!(
+        !after.contains("MESHCTL") && !after.contains("rules.v"),
+        "no chain, jump or rules file of meshctl's is left:\n{after}"
+    );
+}

@@ -49,6 +49,7 @@ pub fn spec_for_unknown_host(interface: &InterfaceName) -> GatherSpec {
         resolve: Vec::new(),
         ndp_range: None,
         ndp_listed_in: None,
+        chains_only_beside: Vec::new(),
         psks: Vec::new(),
     }
 }

@@ -17,7 +17,7 @@ use crate::names::HostName;
 use crate::persist;
 use crate::plan::{GuardPlan, HostPlan, HostStatus, ManualStep, Op, PLAN_VERSION, Plan};
 use crate::roles::Roles;
-use crate::state::{ChainId, HostState, LiveHost};
+use crate::state::{ChainId, Family, HostState, LiveHost};
 
 /// Everything a plan is computed from.
 #[derive(Debug, Clone)]
@@ -110,6 +110,16 @@ pub fn gather_spec(d: &Desired, roles: &Roles) -> GatherSpec {
             if !spec.chains.contains(&id) {
                 spec.chains.push(id);
             }
+        }
+    }
+    // A family the desired state has no chains (or jumps) of is looked at for leftovers only,
+    // which exist only beside meshctl's rules file (see `GatherSpec::chains_only_beside`).
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let wanted = d.state.firewall.chains.keys().any(|c| c.family == family)
+            || d.state.firewall.jumps.iter().any(|j| j.family == family);
+        if !wanted && spec.chains.iter().any(|c| c.family == family) {
+            spec.chains_only_beside
+                .push((family, persist::rules_path(family)));
         }
     }
     for p in persist::candidate_paths(spec.interface.as_str()) {

@@ -263,6 +263,14 @@ pub fn gather_lacking(s: &str, lacking: &[&str]) -> String {
                 _ => ("", 0),
             };
             record(id, body, rc);
+        } else if let Some(rest) = line
+            .strip_prefix("if [ -e ")
+            .and_then(|l| l.split_once("; else m_rec "))
+            .map(|(_, rest)| rest)
+        {
+            // A leftover-only `*-save` beside its rules file: a fresh host has no such file.
+            let w = words(rest.trim_end_matches("; fi"));
+            record(&w[0], "", w[1].parse().unwrap_or(1));
         } else if let Some(rest) = line.strip_prefix("m_ipb ") {
             // m_ipb FAMILY 'ID ID ...' 'COMMANDS...': the interface (`link`) is absent.
             let ids = rest

@@ -59,7 +59,7 @@
 use std::collections::BTreeSet;
 
 use super::records::{Records, excerpt, malformed};
-use super::script::RC_NOT_FOUND;
+use super::script::{RC_NO_RULES_FILE, RC_NOT_FOUND};
 use super::{FactError, GatherSpec, failed, require};
 use crate::state::{ChainId, Family, Firewall, JUMP_COMMENT, Jump};
 
@@ -261,6 +261,10 @@ pub(crate) fn parse(
         // Not installed: no chains of meshctl's can exist (empty state, not an error); the
         // plan installs the tools where the host needs them (`packages`).
         if rec.rc == RC_NOT_FOUND {
+            continue;
+        }
+        // Not read: no rules file of meshctl's, so no chain of its can be left there.
+        if rec.rc == RC_NO_RULES_FILE && spec.chains_only_beside.iter().any(|(f, _)| *f == family) {
             continue;
         }
         if rec.rc != 0 {

@@ -31,7 +31,7 @@ mod tests;
 use ipnet::Ipv6Net;
 
 use crate::names::{InterfaceName, WgKey};
-use crate::state::{ChainId, HostState, LiveHost};
+use crate::state::{ChainId, Family, HostState, LiveHost};
 
 /// What to gather on one host: derived by the lead from the host's desired [`HostState`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,15 @@ pub struct GatherSpec {
     pub sysctls: Vec<String>,
     /// meshctl's own chains, e.g. (ipv6, filter, MESHCTL-FORWARD).
     pub chains: Vec<ChainId>,
+    /// The families of `chains` whose chains are looked for only to find ones meshctl left
+    /// behind (the desired state has none of that family), each with meshctl's rules file of
+    /// the family. Such a chain can only exist beside that file: apply writes the file before
+    /// the restore that creates the chains, deletes the chains before it removes the file, and
+    /// the boot script makes them from the file. So the family's `*-save` (two processes on
+    /// every client, the largest part of a client's gather) runs only where the file exists;
+    /// elsewhere the family reads as having no chains of meshctl's. A chain made by hand under
+    /// meshctl's name after the file was deleted by hand goes unseen. Empty: always read.
+    pub chains_only_beside: Vec<(Family, String)>,
     /// Absolute paths of the managed files.
     pub files: Vec<String>,
     /// systemd units, e.g. `wg-quick@wg0`; only queried when the host runs systemd.
@@ -107,6 +116,7 @@ impl GatherSpec {
             psks,
             sysctls: desired.sysctls.keys().cloned().collect(),
             chains,
+            chains_only_beside: Vec::new(),
             files: desired.files.keys().cloned().collect(),
             services: desired.services.keys().cloned().collect(),
             resolve,

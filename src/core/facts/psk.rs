@@ -132,6 +132,7 @@ mod tests {
             resolve: vec![],
             ndp_range: None,
             ndp_listed_in: None,
+            chains_only_beside: Vec::new(),
             psks: vec![
                 (
                     Some(WgKey::parse(A).unwrap()),

@@ -20,6 +20,10 @@ pub(crate) const RC_ABSENT: i32 = 3;
 pub(crate) const RC_UNREADABLE: i32 = 5;
 /// Exit status of a managed path that exists but is not a regular file.
 pub(crate) const RC_NOT_FILE: i32 = 6;
+/// Exit status of a family's `*-save` record that was not run: the family's chains are looked
+/// for only as leftovers and meshctl's rules file for it does not exist
+/// (`GatherSpec::chains_only_beside`). Not one of iptables' own statuses (0 to 4).
+pub(crate) const RC_NO_RULES_FILE: i32 = 96;
 /// Exit status of a record that was not gathered because its spec item is not acceptable.
 pub(crate) const RC_INVALID: i32 = 97;
 /// Exit status of the shell when a command is not found.
@@ -568,11 +572,23 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     let mut legacy: Vec<String> = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
         if spec.chains.iter().any(|c| c.family == family) {
-            rec(
-                &mut s,
-                super::firewall::record_id(family),
-                &format!("{}-save", family.iptables()),
-            );
+            let id = super::firewall::record_id(family);
+            let save = format!("{}-save", family.iptables());
+            // Looked for only as leftovers: only beside meshctl's rules file (a shell test).
+            let beside = spec
+                .chains_only_beside
+                .iter()
+                .find(|(f, path)| *f == family && file_path_ok(path));
+            match beside {
+                Some((_, path)) => {
+                    let _ = writeln!(
+                        s,
+                        "if [ -e {} ]; then r {id} {save}; else m_rec {id} {RC_NO_RULES_FILE}; fi",
+                        quote(path)
+                    );
+                }
+                None => rec(&mut s, id, &save),
+            }
             legacy.push(super::firewall::legacy_record_id(family).to_owned());
             legacy.push(super::firewall::legacy_names_path(family).to_owned());
         }

@@ -224,6 +224,7 @@ fn files_are_redacted_on_the_host_through_a_real_sh() {
         resolve: vec![],
         ndp_range: None,
         ndp_listed_in: None,
+        chains_only_beside: Vec::new(),
         psks: vec![],
     };
     let mut spec_ok = spec.clone();
@@ -324,6 +325,7 @@ systemctl() {
         resolve: resolve.iter().map(|s| s.to_string()).collect(),
         ndp_range: None,
         ndp_listed_in: None,
+        chains_only_beside: Vec::new(),
         psks: vec![],
     };
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
@@ -1164,6 +1166,7 @@ fn gather_for_real_in_a_scratch_netns() {
         resolve: vec!["localhost".into()],
         ndp_range: Some("2001:db8:10:0:100::/72".parse().unwrap()),
         ndp_listed_in: None,
+        chains_only_beside: Vec::new(),
         psks: vec![],
     };
     let before: Vec<_> = std::fs::read_dir(dir.path())
@@ -1291,6 +1294,7 @@ fn sysctls_read_whole_under_dash_bash_and_busybox() {
         resolve: vec![],
         ndp_range: None,
         ndp_listed_in: None,
+        chains_only_beside: Vec::new(),
         psks: vec![],
     };
     let script = gather_script(&spec);
@@ -1311,4 +1315,49 @@ fn sysctls_read_whole_under_dash_bash_and_busybox() {
         );
         assert!(live.state.sysctls["kernel.pid_max"].len() > 1, "{shell:?}");
     }
+}
+
+/// A family the desired state has no chains of is looked at for leftovers only beside
+/// meshctl's rules file: without it the `*-save` does not run (a record saying why) and the
+/// family reads as having no chains; with it, the `*-save` runs. Through the real `sh`.
+#[test]
+fn leftover_chains_are_read_only_beside_their_rules_file_through_a_real_sh() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.v4").to_str().unwrap().to_owned();
+    let spec = GatherSpec {
+        interface: InterfaceName::parse("fxnone0").unwrap(),
+        key_file: "/nonexistent/fx.key".into(),
+        sysctls: vec![],
+        chains: vec![chain(Family::Ipv4, "filter", "MESHCTL-FORWARD")],
+        files: vec![],
+        services: vec![],
+        resolve: vec![],
+        ndp_range: None,
+        ndp_listed_in: None,
+        chains_only_beside: vec![(Family::Ipv4, rules.clone())],
+        psks: vec![],
+    };
+    let out = run_sh(&gather_script(&spec), dir.path());
+    assert!(
+        out.contains("@@meshctl end fw4 rc=96@@"),
+        "no rules file: not read\n{out}"
+    );
+    let live = parse(&out, &spec).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert!(live.state.firewall.chains.is_empty());
+    assert!(live.state.firewall.jumps.is_empty());
+
+    // The same record from a host whose spec wants the family read is the `*-save` failing.
+    let mut always = spec.clone();
+    always.chains_only_beside.clear();
+    assert!(matches!(
+        parse(&out, &always),
+        Err(FactError::Command { status: 96, .. })
+    ));
+
+    // Beside the file, `iptables-save` runs (its status here depends on the machine: 0 as
+    // root, 127 where it is not installed, another failure for a user; never the skip's 96).
+    std::fs::write(&rules, "*filter\nCOMMIT\n").unwrap();
+    let out = run_sh(&gather_script(&spec), dir.path());
+    assert!(out.contains("@@meshctl begin fw4@@"), "{out}");
+    assert!(!out.contains("@@meshctl end fw4 rc=96@@"), "{out}");
 }
