@@ -260,6 +260,8 @@ async fn apply_host<C: Connector>(
     let mut error = None;
     // Whether the connection itself failed (not a step).
     let mut connection_lost = false;
+    // An unguarded host gathers and unlocks in the change script's own execution.
+    let mut finished_with_changes = None;
     if !hp.changes.is_empty() {
         let mut s = String::new();
         if let Some(g) = guard {
@@ -272,6 +274,8 @@ async fn apply_host<C: Connector>(
         ));
         if guard.is_some() {
             s.push_str(&guard::applied(&settings.run_id));
+        } else {
+            s = steps::changes_then_finish(&s, &gather);
         }
         // A guarded change may cut this very connection: don't wait for it past half the
         // guard's time, the confirmation over a new connection decides.
@@ -279,12 +283,36 @@ async fn apply_host<C: Connector>(
             Some(_) => Duration::from_secs(timeout / 2),
             None => Duration::from_secs(24 * 3600),
         };
+        // The gather's own end marker is the change script's too: after its header, none
+        // is a step's.
+        let gathering = std::sync::atomic::AtomicBool::new(false);
         let run = timings::run(&remote, &s, timings, host, "changes: start", |l| {
+            if l == crate::facts::HEADER {
+                gathering.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Some("final gather".to_owned());
+            }
+            if gathering.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
             step_label(hp, l)
         });
         let ran = tokio::time::timeout(wait, run).await;
         gate.open();
         match ran {
+            Ok(Ok(out)) if guard.is_none() => {
+                let (changed, gathered) = steps::split_finished(&out.stdout);
+                if !out.success() {
+                    let changed = RemoteOutput {
+                        stdout: changed.to_owned(),
+                        ..out.clone()
+                    };
+                    error = Some(step_failure(&changed, hp));
+                }
+                finished_with_changes = Some(RemoteOutput {
+                    stdout: gathered.unwrap_or_default().to_owned(),
+                    ..out.clone()
+                });
+            }
             Ok(Ok(out)) if out.success() => {}
             Ok(Ok(out)) => error = Some(step_failure(&out, hp)),
             Ok(Err(source)) => {
@@ -359,6 +387,10 @@ async fn apply_host<C: Connector>(
         None if connection_lost => {
             tokio::spawn(remote.close());
             return Err(error.expect("a lost connection is an error"));
+        }
+        None if finished_with_changes.is_some() => {
+            remote.close().await;
+            finished_with_changes.expect("checked: the change script gathered")
         }
         None => {
             let finish = steps::finish(&gather);

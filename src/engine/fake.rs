@@ -74,6 +74,7 @@ pub struct FakeConnector {
     log: Arc<Mutex<Vec<Event>>>,
     scripts: Arc<Mutex<Vec<(HostName, Kind, String)>>>,
     connects: Arc<Mutex<BTreeMap<HostName, usize>>>,
+    executions: Arc<Mutex<BTreeMap<HostName, usize>>>,
 }
 
 impl FakeConnector {
@@ -113,6 +114,17 @@ impl FakeConnector {
             .filter(|(h, k, _)| h.as_str() == host && *k == kind)
             .map(|(_, _, s)| s.clone())
             .collect()
+    }
+
+    /// How many remote executions `host` got (a script that holds two of the engine's
+    /// scripts, e.g. the changes and the finish, is one).
+    pub fn executions(&self, host: &str) -> usize {
+        self.executions
+            .lock()
+            .unwrap()
+            .get(&HostName::parse(host).unwrap())
+            .copied()
+            .unwrap_or_default()
     }
 
     /// How many connections `host` got.
@@ -160,8 +172,9 @@ impl Connector for FakeConnector {
     }
 }
 
-impl Remote for FakeRemote {
-    async fn run(&self, s: &str) -> Answer {
+impl FakeRemote {
+    /// One script of the engine's, as the host answers it.
+    fn run_one(&self, s: &str) -> Answer {
         let kind = Kind::of(s);
         let before = self
             .conn
@@ -181,6 +194,34 @@ impl Remote for FakeRemote {
             .push((self.host.clone(), kind, s.to_owned()));
         let respond = self.conn.hosts.lock().unwrap()[&self.host].respond.clone();
         respond(kind, s, before)
+    }
+}
+
+impl Remote for FakeRemote {
+    async fn run(&self, s: &str) -> Answer {
+        *self
+            .conn
+            .executions
+            .lock()
+            .unwrap()
+            .entry(self.host.clone())
+            .or_default() += 1;
+        // `steps::changes_then_finish`: the change script, then the finish whatever it did,
+        // the changes' status; answered as the two scripts it holds (a lost connection ends it).
+        let parts = s
+            .strip_prefix("(\n")
+            .and_then(|r| r.split_once("\n)\nm_crc=$?\n"))
+            .and_then(|(c, r)| Some((c, r.strip_suffix("\nexit $m_crc\n")?)));
+        let Some((changes, finish)) = parts else {
+            return self.run_one(s);
+        };
+        let changed = self.run_one(changes)?;
+        let finished = self.run_one(finish)?;
+        Ok(RemoteOutput {
+            status: changed.status,
+            stdout: changed.stdout + &finished.stdout,
+            stderr: changed.stderr + &finished.stderr,
+        })
     }
 
     async fn close(self) {}

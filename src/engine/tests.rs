@@ -167,6 +167,8 @@ async fn a_fresh_apply_locks_changes_and_confirms_each_host_over_one_connection(
             "{h}"
         );
         assert_eq!(c.connections(h), 1, "{h}");
+        // Unguarded: the changes and the check after them are one execution.
+        assert_eq!(c.executions(h), 2, "{h}");
         // The fake stays fresh, so the check after apply sees the changes still to do.
         assert!(
             matches!(out[&host(h)], HostOutcome::NotConverged { .. }),
@@ -649,6 +651,8 @@ async fn plan_gathers_each_host_once_over_one_connection() {
 
 #[tokio::test]
 async fn a_connection_lost_in_the_final_gather_fails_that_host_alone() {
+    // The final gather runs in the change script's execution (no guard): a connection lost
+    // there is lost while applying, as far as meshctl can tell, and the lock stays.
     let (_d, inputs) = inputs("", &[("vps", VPS), ("nas", NAS), ("laptop", LAPTOP)]);
     let c = FakeConnector::with([
         ("vps", fake::healthy(VPS)),
@@ -662,18 +666,55 @@ async fn a_connection_lost_in_the_final_gather_fails_that_host_alone() {
         ("laptop", fake::healthy(LAPTOP)),
     ]);
     let out = outcomes(apply(&c, &inputs, fresh(), &Scripted::yes()).await);
-    let HostOutcome::Failed(e @ HostError::Confirming(_)) = &out[&host("nas")] else {
+    let HostOutcome::Failed(e @ HostError::LostWhileApplying { .. }) = &out[&host("nas")] else {
         panic!("{:?}", out[&host("nas")])
     };
-    assert!(e.to_string().starts_with("confirming: "), "{e}");
+    assert!(e.to_string().contains("its lock stays"), "{e}");
     assert_eq!(
         c.kinds("nas"),
         vec![Kind::Prepare, Kind::Changes, Kind::Finish]
+    );
+    assert!(
+        !c.kinds("nas").contains(&Kind::Unlock),
+        "no unlock of a lock in use"
     );
     assert!(matches!(
         out[&host("vps")],
         HostOutcome::NotConverged { .. }
     ));
+}
+
+/// A failing step: the gather and the unlock after it still run in the same execution, and
+/// the failure is the step's, named from the part of the output before the gather.
+#[tokio::test]
+async fn a_failed_step_still_gathers_and_unlocks_in_the_same_execution() {
+    let (_d, inputs) = inputs("", &[("vps", VPS), ("nas", NAS), ("laptop", LAPTOP)]);
+    let c = FakeConnector::with([
+        ("vps", fake::healthy(VPS)),
+        (
+            "nas",
+            fake::prepared_then(NAS, |kind, s, _| match kind {
+                Kind::Changes => fake::fail(
+                    1,
+                    format!("{} 0\n{} 0\n", steps::MARK_STEP, steps::MARK_FAILED),
+                    "RTNETLINK answers: File exists\n",
+                ),
+                _ => fake::ok(fake::fresh_gather(s)),
+            }),
+        ),
+        ("laptop", fake::healthy(LAPTOP)),
+    ]);
+    let out = outcomes(apply(&c, &inputs, fresh(), &Scripted::yes()).await);
+    let HostOutcome::Failed(e @ HostError::Step { .. }) = &out[&host("nas")] else {
+        panic!("{:?}", out[&host("nas")])
+    };
+    assert!(e.to_string().contains("File exists"), "{e}");
+    assert_eq!(
+        c.kinds("nas"),
+        vec![Kind::Prepare, Kind::Changes, Kind::Finish]
+    );
+    assert_eq!(c.executions("nas"), 2);
+    assert!(c.scripts("nas", Kind::Finish)[0].contains(steps::LOCK_DIR));
 }
 
 // ---------------------------------------------------------------- provisioning

@@ -33,6 +33,10 @@ use ipnet::Ipv6Net;
 use crate::names::{InterfaceName, WgKey};
 use crate::state::{ChainId, Family, HostState, LiveHost};
 
+/// The first line of a gather's output: what comes before it on the same stdout (a change
+/// script's step markers, when one execution runs both) is not the gather's.
+pub const HEADER: &str = records::HEADER;
+
 /// What to gather on one host: derived by the lead from the host's desired [`HostState`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatherSpec {
