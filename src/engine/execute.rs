@@ -219,6 +219,43 @@ fn step_failure(out: &RemoteOutput, hp: &HostPlan) -> HostError {
     }
 }
 
+/// Splits the output of [`steps::changes_then_finish`] into the change script's part and the
+/// gather's. On stdout the gather starts at the last line that is its header (a step's own
+/// output comes before it; the gather frames what it reads, so no line of its own can be
+/// that), on stderr after the last [`steps::MARK_FINISH`]. `None`: the gather did not start.
+pub fn split_finished(out: &RemoteOutput) -> (RemoteOutput, Option<RemoteOutput>) {
+    let at_line = |text: &str, line: &str| -> Option<usize> {
+        if let Some(i) = text.rfind(&format!("\n{line}\n")) {
+            return Some(i + 1);
+        }
+        (text.starts_with(line) && text[line.len()..].starts_with('\n')).then_some(0)
+    };
+    let (stderr, gather_stderr) = match at_line(&out.stderr, steps::MARK_FINISH) {
+        Some(i) => (
+            out.stderr[..i].to_owned(),
+            out.stderr[i + steps::MARK_FINISH.len() + 1..].to_owned(),
+        ),
+        None => (out.stderr.clone(), String::new()),
+    };
+    let (stdout, gathered) = match at_line(&out.stdout, crate::facts::HEADER) {
+        Some(i) => (out.stdout[..i].to_owned(), Some(out.stdout[i..].to_owned())),
+        None => (out.stdout.clone(), None),
+    };
+    let gathered = gathered.map(|stdout| RemoteOutput {
+        status: out.status,
+        stdout,
+        stderr: gather_stderr,
+    });
+    (
+        RemoteOutput {
+            status: out.status,
+            stdout,
+            stderr,
+        },
+        gathered,
+    )
+}
+
 /// Who steps 2 and 3 run on, with which settings, timed where.
 struct HostRun<'a> {
     host: &'a HostName,
@@ -300,18 +337,14 @@ async fn apply_host<C: Connector>(
         gate.open();
         match ran {
             Ok(Ok(out)) if guard.is_none() => {
-                let (changed, gathered) = steps::split_finished(&out.stdout);
+                let (changed, gathered) = split_finished(&out);
                 if !out.success() {
-                    let changed = RemoteOutput {
-                        stdout: changed.to_owned(),
-                        ..out.clone()
-                    };
                     error = Some(step_failure(&changed, hp));
                 }
-                finished_with_changes = Some(RemoteOutput {
-                    stdout: gathered.unwrap_or_default().to_owned(),
-                    ..out.clone()
-                });
+                finished_with_changes = Some(gathered.unwrap_or(RemoteOutput {
+                    stdout: String::new(),
+                    ..changed
+                }));
             }
             Ok(Ok(out)) if out.success() => {}
             Ok(Ok(out)) => error = Some(step_failure(&out, hp)),

@@ -220,7 +220,12 @@ impl Remote for FakeRemote {
         Ok(RemoteOutput {
             status: changed.status,
             stdout: changed.stdout + &finished.stdout,
-            stderr: changed.stderr + &finished.stderr,
+            stderr: format!(
+                "{}{}\n{}",
+                changed.stderr,
+                steps::MARK_FINISH,
+                finished.stderr
+            ),
         })
     }
 

@@ -241,27 +241,16 @@ pub fn finish(gather: &str) -> String {
 /// connection): the change script `changes` in a subshell, so that a failed step's `exit`
 /// ends only it, then [`finish`] whatever it did; the script exits with the changes' status.
 /// One session less per host: on a real link a round trip, and sshd's session setup, saved.
+/// [`MARK_FINISH`] on stderr tells the steps' errors from the gather's.
 pub fn changes_then_finish(changes: &str, gather: &str) -> String {
     format!(
-        "(\n{changes}\n)\nm_crc=$?\n{}\nexit $m_crc\n",
+        "(\n{changes}\n)\nm_crc=$?\necho '{MARK_FINISH}' >&2\n{}\nexit $m_crc\n",
         finish(gather)
     )
 }
 
-/// Splits the stdout of [`changes_then_finish`] into the change script's part and the
-/// gather's, which starts at the last line that is the gather's header (a step's own output
-/// comes before it; the gather frames what it reads, so no line of its own can be that).
-/// `None`: the gather did not start.
-pub fn split_finished(stdout: &str) -> (&str, Option<&str>) {
-    let header = crate::facts::HEADER;
-    if let Some(i) = stdout.rfind(&format!("\n{header}\n")) {
-        return (&stdout[..i + 1], Some(&stdout[i + 1..]));
-    }
-    match stdout.strip_prefix(header) {
-        Some(rest) if rest.starts_with('\n') => ("", Some(stdout)),
-        _ => (stdout, None),
-    }
-}
+/// [`changes_then_finish`]: the stderr line before the gather's stderr.
+pub const MARK_FINISH: &str = "@@meshctl finish@@";
 
 /// The order changes are applied in. Files first (the interface's config, the rules files the
 /// restores read); then meshctl's firewall chains and their jumps, *before anything that opens
