@@ -69,6 +69,9 @@ pub(crate) const TOOLS: &[&str] = &[
 ///   at a non-zero offset with end-of-file, so the shell's `read` (dash reads a byte at a time)
 ///   would see `3` for `32768 60999`; `sed` reads them whole. sed cannot tell whether a file's
 ///   last line ended in a newline; the size tells (see `files::parse_files`);
+/// - one `iptables-save` / `ip6tables-save` per family with chains of meshctl's to read: on a
+///   host whose desired state has none of a family, only where meshctl's rules file of that
+///   family exists (`GatherSpec::chains_only_beside`), so a client runs neither;
 /// - the legacy iptables table names with the shell's `read` (a seq_file reads fine byte by
 ///   byte), and `iptables -V` only when such a table exists (the backend matters only then);
 /// - one `getent ahosts` for all names and one `systemctl show` for all units, split
@@ -568,7 +571,8 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
         let _ = writeln!(s, "m_pskf {}", paths.join(" "));
     }
 
-    // firewall: one *-save per family that has chains in the spec, and the legacy tables
+    // firewall: one *-save per family that has chains in the spec (for a family looked at
+    // for leftovers only, only beside its rules file: a shell test), and the legacy tables
     let mut legacy: Vec<String> = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
         if spec.chains.iter().any(|c| c.family == family) {
