@@ -223,7 +223,7 @@ fn step_failure(out: &RemoteOutput, hp: &HostPlan) -> HostError {
 /// gather's. On stdout the gather starts at the last line that is its header (a step's own
 /// output comes before it; the gather frames what it reads, so no line of its own can be
 /// that), on stderr after the last [`steps::MARK_FINISH`]. `None`: the gather did not start.
-pub fn split_finished(out: &RemoteOutput) -> (RemoteOutput, Option<RemoteOutput>) {
+fn split_finished(out: &RemoteOutput) -> (RemoteOutput, Option<RemoteOutput>) {
     let at_line = |text: &str, line: &str| -> Option<usize> {
         if let Some(i) = text.rfind(&format!("\n{line}\n")) {
             return Some(i + 1);
