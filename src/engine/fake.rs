@@ -208,9 +208,10 @@ impl Remote for FakeRemote {
             .or_default() += 1;
         // `steps::changes_then_finish`: the change script, then the finish whatever it did,
         // the changes' status; answered as the two scripts it holds (a lost connection ends it).
+        let between = format!("\n)\nm_crc=$?\necho '{}' >&2\n", steps::MARK_FINISH);
         let parts = s
             .strip_prefix("(\n")
-            .and_then(|r| r.split_once("\n)\nm_crc=$?\n"))
+            .and_then(|r| r.split_once(between.as_str()))
             .and_then(|(c, r)| Some((c, r.strip_suffix("\nexit $m_crc\n")?)));
         let Some((changes, finish)) = parts else {
             return self.run_one(s);
