@@ -8,13 +8,17 @@
 use crate::shell::quote;
 use crate::state::{Family, JUMP_COMMENT, Jump, NdpProxy, Peer, ROUTE_PROTO, Route, RoutingRule};
 
-/// `ip -4|-6 route VERB DEST [via GW] dev IF [table T] proto 157`.
-fn route(verb: &str, r: &Route) -> String {
-    let family = if r.destination.addr().is_ipv6() {
+/// The family of a route (`ip -4|-6`), from its destination.
+pub fn route_family(r: &Route) -> Family {
+    if r.destination.addr().is_ipv6() {
         Family::Ipv6
     } else {
         Family::Ipv4
-    };
+    }
+}
+
+/// `ip -4|-6 route VERB DEST [via GW] dev IF [table T] proto 157`.
+fn route(verb: &str, r: &Route) -> String {
     let via = r
         .via
         .map(|v| format!(" via {}", quote(&v.to_string())))
@@ -22,10 +26,30 @@ fn route(verb: &str, r: &Route) -> String {
     let table = r.table.map(|t| format!(" table {t}")).unwrap_or_default();
     format!(
         "ip {} route {verb} {}{via} dev {}{table} proto {ROUTE_PROTO}",
-        family.ip_flag(),
+        route_family(r).ip_flag(),
         quote(&r.destination.to_string()),
         quote(r.device.as_str())
     )
+}
+
+/// [`route_replace`] as a line of `ip -4|-6 -batch` (its family's; no quotes: an address and
+/// a validated interface name hold no character the batch reader would split or interpret).
+pub fn route_replace_batch(r: &Route) -> String {
+    let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
+    let table = r.table.map(|t| format!(" table {t}")).unwrap_or_default();
+    format!(
+        "route replace {}{via} dev {}{table} proto {ROUTE_PROTO}",
+        r.destination,
+        r.device.as_str()
+    )
+}
+
+/// A line of `ip -4|-6 -batch` adding the rule (its family's). Without [`rule_add`]'s
+/// `del` first: the batch runs only where the gather, under the lock, found the rule absent,
+/// and a `del` of an absent rule would end the batch. Should the add fail anyway, the step
+/// runs again as [`rule_add`].
+pub fn rule_add_batch(r: &RoutingRule) -> String {
+    format!("rule add {}", r.selector())
 }
 
 /// Adds or updates a route meshctl owns (`replace` is idempotent, so boot and apply share it).

@@ -160,13 +160,17 @@ fn key_work(key_path: &str, work: &KeyWork) -> String {
 /// to the output. With the interface down, a hand-made config's `PrivateKey =` is the only
 /// copy of the host's identity: it is adopted too (into the 0600 file, checked with `wg
 /// pubkey`, never printed), before a new key would overwrite the config that holds it.
-/// Otherwise a new key is generated. Runs under `umask 077`.
+/// Otherwise a new key is generated. Runs under `umask 077`, which alone makes the temp file
+/// 0600: a leftover temp file (from a run that died here) is removed first, so the file is
+/// always created here, never reused with its old mode — and no `chmod` runs. The interface's
+/// key is read once into the shell (no `grep`, no second `wg show`: three processes fewer on
+/// a fresh host) and goes only into the 0600 file.
 fn key_block(key_path: &str, interface: &str) -> String {
     let key = quote(key_path);
     let iface = quote(interface);
     let conf = quote(&crate::persist::conf_path(interface));
     format!(
-        "if [ ! -s {key} ]; then\n  k={key}; [ -d \"${{k%/*}}\" ] || mkdir -p \"${{k%/*}}\"\n  t={key}.meshctl-new\n  if ! {{ wg show {iface} private-key 2>/dev/null | grep -qv '^(none)$' && wg show {iface} private-key > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  chmod 600 \"$t\" && mv -f \"$t\" {key} || exit 1\nfi\n"
+        "if [ ! -s {key} ]; then\n  k={key}; [ -d \"${{k%/*}}\" ] || mkdir -p \"${{k%/*}}\"\n  t={key}.meshctl-new\n  if [ -e \"$t\" ] || [ -L \"$t\" ]; then rm -f \"$t\" || exit 1; fi\n  if ! {{ m_key=$(wg show {iface} private-key 2>/dev/null) && [ -n \"$m_key\" ] && [ \"$m_key\" != '(none)' ] && printf '%s\\n' \"$m_key\" > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  m_key=\n  mv -f \"$t\" {key} || exit 1\nfi\n"
     )
 }
 
@@ -311,7 +315,9 @@ pub fn changes_carrying(
     // Steps are announced by their index in `changes`: the script holds only what the ops
     // say, and the caller names a failed step from its own plan.
     let mut ordered: Vec<(usize, &Change)> = changes.iter().enumerate().collect();
-    ordered.sort_by_key(|(_, c)| rank(&c.op));
+    // Within a rank, the routing steps of one family side by side (their plan order kept):
+    // each family's run is one `ip -batch`.
+    ordered.sort_by_key(|(_, c)| (rank(&c.op), routing_family(&c.op)));
     // A run that died mid-write (a crash, a killed session) leaves its half-written temp file;
     // under the lock no other run writes there, so write_file removes such leftovers first
     // (`.meshctl.??????`: mktemp's names of earlier versions). Few processes: the directory
@@ -345,10 +351,12 @@ pub fn changes_carrying(
     let mut k = 0;
     while k < steps.len() {
         // A run of steps of one kind that a single process can do: NDP answers (one per
-        // client with a public IPv6 address, all on the hub) in one `ip -batch`, jumps in one
-        // `*-restore` per family. Should the batch fail, each runs again as a step of its own
-        // (`ip neigh replace` and the jumps' `-C || -I` are idempotent), so the step that fails
-        // is still the one reported.
+        // client with a public IPv6 address, all on the hub) in one `ip -batch`, a family's
+        // added routes and rules in one `ip -4|-6 -batch` (a full-tunnel client's route and
+        // two rules), jumps in one `*-restore` per family. Should the batch fail, each runs
+        // again as a step of its own (`ip neigh replace`, `ip route replace`, the rules' `del;
+        // add` and the jumps' `-C || -I` are idempotent), so the step that fails is still the
+        // one reported.
         let kind = batch_kind(steps[k].1);
         let run = steps[k..]
             .iter()
@@ -385,12 +393,26 @@ pub fn changes_carrying(
 enum BatchKind {
     Ndp,
     Jump,
+    /// Added routes and rules of one family. Deletions stay steps of their own: rerun after
+    /// a batch that failed past them, a delete would fail on what the batch already removed.
+    Routing(Family),
 }
 
 fn batch_kind(op: &Op) -> Option<BatchKind> {
     match op {
         Op::AddNdpProxy { .. } => Some(BatchKind::Ndp),
         Op::AddJump { .. } => Some(BatchKind::Jump),
+        Op::ReplaceRoute { route } => Some(BatchKind::Routing(spell::route_family(route))),
+        Op::AddRule { rule } => Some(BatchKind::Routing(rule.family)),
+        _ => None,
+    }
+}
+
+/// The family of a routing step (routes and rules, added or deleted); `None` for any other.
+fn routing_family(op: &Op) -> Option<Family> {
+    match op {
+        Op::ReplaceRoute { route } | Op::DelRoute { route } => Some(spell::route_family(route)),
+        Op::AddRule { rule } | Op::DelRule { rule } => Some(rule.family),
         _ => None,
     }
 }
@@ -398,6 +420,7 @@ fn batch_kind(op: &Op) -> Option<BatchKind> {
 /// The one command that does every op of `ops` (all of one [`BatchKind`]).
 fn batch(ops: &[&Op]) -> String {
     let mut lines = String::new();
+    let mut family = Family::Ipv6;
     let mut jumps: Vec<&crate::state::Jump> = Vec::new();
     for op in ops {
         match op {
@@ -405,12 +428,25 @@ fn batch(ops: &[&Op]) -> String {
                 lines.push_str(&spell::ndp_proxy_replace_batch(entry));
                 lines.push('\n');
             }
+            Op::ReplaceRoute { route } => {
+                family = spell::route_family(route);
+                lines.push_str(&spell::route_replace_batch(route));
+                lines.push('\n');
+            }
+            Op::AddRule { rule } => {
+                family = rule.family;
+                lines.push_str(&spell::rule_add_batch(rule));
+                lines.push('\n');
+            }
             Op::AddJump { jump } => jumps.push(jump),
             _ => {}
         }
     }
     if jumps.is_empty() {
-        return format!("ip -6 -batch - <<'MESHCTL_EOF_BATCH'\n{lines}MESHCTL_EOF_BATCH");
+        return format!(
+            "ip {} -batch - <<'MESHCTL_EOF_BATCH'\n{lines}MESHCTL_EOF_BATCH",
+            family.ip_flag()
+        );
     }
     let mut parts = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
@@ -670,6 +706,79 @@ mod tests {
             ]
         );
         assert_eq!(progress(&out), (vec![0, 1], Some(1)));
+        assert!(!out.contains(MARK_DONE));
+    }
+
+    #[test]
+    fn a_familys_added_routes_and_rules_go_in_one_batch_with_the_idempotent_form_as_fallback() {
+        use crate::state::{Route, RoutingRule, RuleKind};
+        let change = |op: Op| Change {
+            action: Action::Add,
+            kind: "route".into(),
+            resource: "r".into(),
+            before: None,
+            after: None,
+            diff: None,
+            op,
+        };
+        let wg0 = crate::names::InterfaceName::parse("wg0").unwrap();
+        let route = |dest: &str| Op::ReplaceRoute {
+            route: Route {
+                destination: dest.parse().unwrap(),
+                device: wg0.clone(),
+                via: None,
+                table: Some(51820),
+            },
+        };
+        let rule = |priority, kind| Op::AddRule {
+            rule: RoutingRule {
+                family: Family::Ipv6,
+                priority,
+                kind,
+            },
+        };
+        // A full IPv6 tunnel's route and rules, with an IPv4 route between them in the plan.
+        let changes = [
+            change(route("::/0")),
+            change(route("10.9.0.0/24")),
+            change(rule(32760, RuleKind::MainWithoutDefault)),
+            change(rule(
+                32761,
+                RuleKind::TunnelUnlessMarked {
+                    fwmark: 51820,
+                    table: 51820,
+                },
+            )),
+        ];
+        // The IPv6 three in one `ip -6 -batch` (the IPv4 route alone: a run of one is a step).
+        let (out, log) = run(&changes, None);
+        assert_eq!(
+            log,
+            vec![
+                "-4 route replace 10.9.0.0/24 dev wg0 table 51820 proto 157",
+                "batch 3"
+            ]
+        );
+        assert_eq!(progress(&out), (vec![1, 0, 2, 3], None));
+        assert!(out.contains(MARK_DONE));
+
+        // The batch fails at the last rule: each runs alone in the form the boot script uses
+        // (a rule's `del` first), so what the batch already added is not added twice, and the
+        // step that fails is the one reported.
+        let (out, log) = run(&changes, Some("priority 32761"));
+        assert_eq!(
+            log,
+            vec![
+                "-4 route replace 10.9.0.0/24 dev wg0 table 51820 proto 157",
+                "batch 3",
+                "-6 route replace ::/0 dev wg0 table 51820 proto 157",
+                "-6 rule del table main suppress_prefixlength 0 priority 32760 protocol 157",
+                "-6 rule add table main suppress_prefixlength 0 priority 32760 protocol 157",
+                "-6 rule del not fwmark 51820 table 51820 priority 32761 protocol 157",
+                "-6 rule add not fwmark 51820 table 51820 priority 32761 protocol 157",
+            ]
+        );
+        assert_eq!(progress(&out), (vec![1, 0, 2, 3], Some(3)));
         assert!(!out.contains(MARK_DONE));
     }
 
