@@ -19,29 +19,32 @@ pub fn route_family(r: &Route) -> Family {
 
 /// `ip -4|-6 route VERB DEST [via GW] dev IF [table T] proto 157`.
 fn route(verb: &str, r: &Route) -> String {
+    format!(
+        "ip {} {}",
+        route_family(r).ip_flag(),
+        route_words(verb, r, quote)
+    )
+}
+
+/// `route VERB DEST [via GW] dev IF [table T] proto 157`, each value passed through `word`
+/// (shell quoting for a command line, none for a batch line).
+fn route_words(verb: &str, r: &Route, word: fn(&str) -> String) -> String {
     let via = r
         .via
-        .map(|v| format!(" via {}", quote(&v.to_string())))
+        .map(|v| format!(" via {}", word(&v.to_string())))
         .unwrap_or_default();
     let table = r.table.map(|t| format!(" table {t}")).unwrap_or_default();
     format!(
-        "ip {} route {verb} {}{via} dev {}{table} proto {ROUTE_PROTO}",
-        route_family(r).ip_flag(),
-        quote(&r.destination.to_string()),
-        quote(r.device.as_str())
+        "route {verb} {}{via} dev {}{table} proto {ROUTE_PROTO}",
+        word(&r.destination.to_string()),
+        word(r.device.as_str())
     )
 }
 
 /// [`route_replace`] as a line of `ip -4|-6 -batch` (its family's; no quotes: an address and
 /// a validated interface name hold no character the batch reader would split or interpret).
 pub fn route_replace_batch(r: &Route) -> String {
-    let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
-    let table = r.table.map(|t| format!(" table {t}")).unwrap_or_default();
-    format!(
-        "route replace {}{via} dev {}{table} proto {ROUTE_PROTO}",
-        r.destination,
-        r.device.as_str()
-    )
+    route_words("replace", r, str::to_owned)
 }
 
 /// A line of `ip -4|-6 -batch` adding the rule (its family's). Without [`rule_add`]'s

@@ -362,13 +362,13 @@ pub fn changes_carrying(
             .iter()
             .take_while(|(_, op, _)| kind.is_some() && batch_kind(op) == kind)
             .count();
-        if run >= 2 {
+        if let Some(kind) = kind.filter(|_| run >= 2) {
             let group = &steps[k..k + run];
             let ops: Vec<&Op> = group.iter().map(|(_, op, _)| *op).collect();
             // The first is announced before the batch (its section holds the batch's time),
             // the others once it succeeded; so a failure never lists a step that did not run.
             writeln!(s, "echo {MARK_STEP} {}", group[0].0).ok();
-            writeln!(s, "if {{ {}\n}} 9>&- 2>/dev/null; then", batch(&ops)).ok();
+            writeln!(s, "if {{ {}\n}} 9>&- 2>/dev/null; then", batch(kind, &ops)).ok();
             for (i, _, _) in &group[1..] {
                 writeln!(s, "echo {MARK_STEP} {i}").ok();
             }
@@ -417,37 +417,39 @@ fn routing_family(op: &Op) -> Option<Family> {
     }
 }
 
-/// The one command that does every op of `ops` (all of one [`BatchKind`]).
-fn batch(ops: &[&Op]) -> String {
+/// The one command that does every op of `ops` (all of `kind`).
+fn batch(kind: BatchKind, ops: &[&Op]) -> String {
+    let family = match kind {
+        BatchKind::Jump => return jumps_restore(ops),
+        BatchKind::Ndp => Family::Ipv6,
+        BatchKind::Routing(family) => family,
+    };
     let mut lines = String::new();
-    let mut family = Family::Ipv6;
-    let mut jumps: Vec<&crate::state::Jump> = Vec::new();
     for op in ops {
-        match op {
-            Op::AddNdpProxy { entry } => {
-                lines.push_str(&spell::ndp_proxy_replace_batch(entry));
-                lines.push('\n');
-            }
-            Op::ReplaceRoute { route } => {
-                family = spell::route_family(route);
-                lines.push_str(&spell::route_replace_batch(route));
-                lines.push('\n');
-            }
-            Op::AddRule { rule } => {
-                family = rule.family;
-                lines.push_str(&spell::rule_add_batch(rule));
-                lines.push('\n');
-            }
-            Op::AddJump { jump } => jumps.push(jump),
-            _ => {}
-        }
+        let line = match op {
+            Op::AddNdpProxy { entry } => spell::ndp_proxy_replace_batch(entry),
+            Op::ReplaceRoute { route } => spell::route_replace_batch(route),
+            Op::AddRule { rule } => spell::rule_add_batch(rule),
+            _ => continue,
+        };
+        lines.push_str(&line);
+        lines.push('\n');
     }
-    if jumps.is_empty() {
-        return format!(
-            "ip {} -batch - <<'MESHCTL_EOF_BATCH'\n{lines}MESHCTL_EOF_BATCH",
-            family.ip_flag()
-        );
-    }
+    format!(
+        "ip {} -batch - <<'MESHCTL_EOF_BATCH'\n{lines}MESHCTL_EOF_BATCH",
+        family.ip_flag()
+    )
+}
+
+/// Jumps inserted with one `*-restore --noflush` per family (the checked form is the fallback).
+fn jumps_restore(ops: &[&Op]) -> String {
+    let jumps: Vec<&crate::state::Jump> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::AddJump { jump } => Some(jump),
+            _ => None,
+        })
+        .collect();
     let mut parts = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
         let mine: Vec<&&crate::state::Jump> = jumps.iter().filter(|j| j.family == family).collect();
