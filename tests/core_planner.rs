@@ -759,7 +759,7 @@ fn under_systemd_the_unit_brings_the_interface_up_and_takes_over_a_hand_made_one
             .iter()
             .all(|o| matches!(o, Op::SetPeer { .. }))
     );
-    // Without systemd: `wg-quick up`, as before.
+    // Without systemd: the script brings it up itself, with the inventory's MTU.
     let mut case = Case::converged();
     let mut bare = fresh("nas");
     bare.system.systemd = false;
@@ -767,7 +767,9 @@ fn under_systemd_the_unit_brings_the_interface_up_and_takes_over_a_hand_made_one
     assert_eq!(
         ops(&case.plan(), "nas")[0],
         Op::CreateInterface {
-            interface: "wg0".into()
+            interface: "wg0".into(),
+            key_file: Some("/etc/wireguard/wg0.key".into()),
+            mtu: Some(1420),
         }
     );
 }
@@ -852,6 +854,8 @@ fn hand_edited_saved_plan_is_refused() {
         diff: None,
         op: Op::CreateInterface {
             interface: "wg0".into(),
+            key_file: None,
+            mtu: None,
         },
     });
     let json_with_op =

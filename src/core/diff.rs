@@ -223,7 +223,7 @@ fn services(desired: &HostState, l: &HostState, d: &mut HostDiff) {
             let create = d
                 .changes
                 .iter_mut()
-                .find(|c| matches!(&c.op, Op::CreateInterface { interface } if interface == w));
+                .find(|c| matches!(&c.op, Op::CreateInterface { interface, .. } if interface == w));
             match create {
                 Some(c) => {
                     c.resource = format!("interface {w} (started by {unit})");
@@ -516,6 +516,9 @@ fn interface(
             format!("interface {name}"),
             Op::CreateInterface {
                 interface: name.clone(),
+                key_file: Some(want.private_key_file.path.clone()),
+                // the inventory's, set by the planner (`attach_mtu`)
+                mtu: None,
             },
         ));
         key_file(host.key_file_mode, want, d);

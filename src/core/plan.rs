@@ -410,10 +410,21 @@ pub enum Op {
         /// Path of the key file.
         path: String,
     },
-    /// `wg-quick up IF` from the written config.
+    /// Brings the interface up (a host without systemd; with it, `StartService` does). Where
+    /// `key_file` and `mtu` are known, by the script's own steps, as the boot path would set it
+    /// up: the link (kernel WireGuard, else the userspace implementation wg-quick would pick),
+    /// its private key from the file, the MTU, up; the addresses, port, fwmark and peers are
+    /// the changes after it. Otherwise (no `mtu` in the inventory: wg-quick works it out from
+    /// the route to the endpoints) `wg-quick up IF` from the written config.
     CreateInterface {
         /// The interface, e.g. `wg0`; its config file is written before this runs.
         interface: String,
+        /// The private key file the interface loads (`None`: `wg-quick up`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_file: Option<String>,
+        /// The interface's MTU (`network.mtu`; `None`: `wg-quick up`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtu: Option<u16>,
     },
     /// `wg set IF listen-port PORT`.
     SetListenPort {

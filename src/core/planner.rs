@@ -280,6 +280,7 @@ pub fn build(
                 }
                 hp.skipped = hd.skipped;
                 attach_pending_keys(&mut hp.changes, &d.state, inv);
+                attach_mtu(&mut hp.changes, inv.network.mtu);
                 if host.guard {
                     guard_host(&mut hp, l, &d.state, &inputs.keys);
                 }
@@ -337,6 +338,16 @@ fn psk_hand_outs(inv: &Inventory, keys: &PinnedKeys, hosts: &[HostPlan]) -> Vec<
             })
         })
         .collect()
+}
+
+/// The interface's MTU on the step that brings it up (the inventory's; the diff sees only
+/// the host's state, which has no MTU).
+fn attach_mtu(changes: &mut [crate::plan::Change], inventory_mtu: Option<u16>) {
+    for c in changes {
+        if let Op::CreateInterface { mtu, .. } = &mut c.op {
+            *mtu = inventory_mtu;
+        }
+    }
 }
 
 /// Marks the lines of the interface's config that hold a key known only after apply's first

@@ -211,6 +211,12 @@ pub fn address_replace(interface: &str, a: &ipnet::IpNet) -> String {
     address("replace", interface, a)
 }
 
+/// [`address_replace`] as a line of `ip -batch` (no family: `ip` takes it from the address;
+/// no quotes, as in [`route_replace_batch`]).
+pub fn address_replace_batch(interface: &str, a: &ipnet::IpNet) -> String {
+    format!("address replace {a} dev {interface}")
+}
+
 /// Removes an address from an interface.
 pub fn address_del(interface: &str, a: &ipnet::IpNet) -> String {
     address("del", interface, a)
@@ -221,10 +227,29 @@ pub fn wg_quick_up(interface: &str) -> String {
     format!("wg-quick up {} 2>&1", quote(interface))
 }
 
-/// Sets a peer's allowed IPs, endpoint and keepalive; the key is passed apart from `peer`
-/// because a desired peer may not know it yet, and such a peer cannot be set at all.
-/// The keepalive is always spelled (`0` turns it off), so a removed keepalive goes away.
-pub fn wg_set_peer(interface: &str, public_key: &str, peer: &Peer) -> String {
+/// Brings a WireGuard interface up as `wg-quick up` does for meshctl's config, without
+/// wg-quick (a bash script of ~15 processes): the link — kernel WireGuard, else, where the
+/// module is not loaded, the userspace implementation wg-quick would start
+/// (`$WG_QUICK_USERSPACE_IMPLEMENTATION`, default `wireguard-go`) —, its private key from
+/// `key_file` (the config's first `PostUp`), the MTU, up. A failure after the link exists
+/// deletes it again, as wg-quick's trap does. Addresses, port, fwmark and peers are set by the
+/// steps after it, with the same spellings as everywhere else.
+pub fn interface_up(interface: &str, key_file: &str, mtu: u16) -> String {
+    let i = quote(interface);
+    format!(
+        "{{ ip link add dev {i} type wireguard 2>/dev/null || \
+         {{ [ ! -e /sys/module/wireguard ] && m_u=${{WG_QUICK_USERSPACE_IMPLEMENTATION:-wireguard-go}} && \
+         command -v \"$m_u\" >/dev/null 2>&1 && \"$m_u\" {i} 2>&1; }} || \
+         ip link add dev {i} type wireguard; }} && \
+         {{ wg set {i} private-key {} && ip link set dev {i} mtu {mtu} up || {{ ip link del dev {i}; false; }}; }}",
+        quote(key_file)
+    )
+}
+
+/// One interface setting of `wg set IF SETTING...`: what a single `wg set` does, and what
+/// one `wg set` with several of them in a row does at once (see [`wg_set`]).
+pub fn wg_peer_setting(public_key: &str, peer: &Peer) -> String {
+    // The keepalive is always spelled (`0` turns it off), so a removed keepalive goes away.
     let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
     let endpoint = peer
         .endpoint
@@ -237,12 +262,24 @@ pub fn wg_set_peer(interface: &str, public_key: &str, peer: &Peer) -> String {
         _ => " preshared-key /dev/null".to_owned(),
     };
     format!(
-        "wg set {} peer {} allowed-ips {}{endpoint} persistent-keepalive {}{psk}",
-        quote(interface),
+        "peer {} allowed-ips {}{endpoint} persistent-keepalive {}{psk}",
         quote(public_key),
         quote(&allowed.join(",")),
         peer.persistent_keepalive.unwrap_or(0)
     )
+}
+
+/// `wg set IF SETTINGS`: the settings (of [`wg_peer_setting`], [`wg_psk_setting`],
+/// [`wg_remove_peer_setting`], [`wg_listen_port_setting`], [`wg_fwmark_setting`]) in one
+/// process, applied in their order.
+pub fn wg_set(interface: &str, settings: &[String]) -> String {
+    format!("wg set {} {}", quote(interface), settings.join(" "))
+}
+
+/// Sets a peer's allowed IPs, endpoint and keepalive; the key is passed apart from `peer`
+/// because a desired peer may not know it yet, and such a peer cannot be set at all.
+pub fn wg_set_peer(interface: &str, public_key: &str, peer: &Peer) -> String {
+    wg_set(interface, &[wg_peer_setting(public_key, peer)])
 }
 
 /// A rotation's switch: the next key replaces the key file (a rename: the file is whole at
@@ -256,15 +293,19 @@ pub fn key_switch(interface: &str, path: &str) -> String {
     )
 }
 
-/// Loads a peer's preshared key from its file (`None`: `/dev/null`, none), leaving the rest of
-/// the peer and its session alone.
-pub fn wg_psk_load(interface: &str, public_key: &str, path: Option<&str>) -> String {
+/// The setting loading a peer's preshared key from its file (`None`: `/dev/null`, none),
+/// leaving the rest of the peer and its session alone.
+pub fn wg_psk_setting(public_key: &str, path: Option<&str>) -> String {
     format!(
-        "wg set {} peer {} preshared-key {}",
-        quote(interface),
+        "peer {} preshared-key {}",
         quote(public_key),
         quote(path.unwrap_or("/dev/null"))
     )
+}
+
+/// Loads a peer's preshared key from its file (see [`wg_psk_setting`]).
+pub fn wg_psk_load(interface: &str, public_key: &str, path: Option<&str>) -> String {
+    wg_set(interface, &[wg_psk_setting(public_key, path)])
 }
 
 /// The directory of a preshared key file made 0700 (it holds secrets only): `mkdir -p` and
@@ -285,27 +326,37 @@ pub fn psk_generate(path: &str) -> String {
     )
 }
 
+/// The setting removing a peer by its public key.
+pub fn wg_remove_peer_setting(public_key: &str) -> String {
+    format!("peer {} remove", quote(public_key))
+}
+
 /// Removes a peer by its public key.
 pub fn wg_remove_peer(interface: &str, public_key: &str) -> String {
-    format!(
-        "wg set {} peer {} remove",
-        quote(interface),
-        quote(public_key)
-    )
+    wg_set(interface, &[wg_remove_peer_setting(public_key)])
+}
+
+/// The setting of the interface's UDP port.
+pub fn wg_listen_port_setting(port: u16) -> String {
+    format!("listen-port {port}")
 }
 
 /// Sets the interface's UDP port.
 pub fn wg_listen_port(interface: &str, port: u16) -> String {
-    format!("wg set {} listen-port {port}", quote(interface))
+    wg_set(interface, &[wg_listen_port_setting(port)])
+}
+
+/// The setting of the interface's firewall mark; `None` turns it off.
+pub fn wg_fwmark_setting(fwmark: Option<u32>) -> String {
+    format!(
+        "fwmark {}",
+        fwmark.map_or("off".to_owned(), |m| m.to_string())
+    )
 }
 
 /// Sets the interface's firewall mark; `None` turns it off.
 pub fn wg_fwmark(interface: &str, fwmark: Option<u32>) -> String {
-    format!(
-        "wg set {} fwmark {}",
-        quote(interface),
-        fwmark.map_or("off".to_owned(), |m| m.to_string())
-    )
+    wg_set(interface, &[wg_fwmark_setting(fwmark)])
 }
 
 /// Restores meshctl's chains of `family` from `file` without touching any other chain (at boot:

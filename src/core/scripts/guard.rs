@@ -180,6 +180,8 @@ mod tests {
         let up = Change {
             op: Op::CreateInterface {
                 interface: "wg0".into(),
+                key_file: None,
+                mtu: None,
             },
             ..start
         };

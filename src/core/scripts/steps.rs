@@ -315,9 +315,15 @@ pub fn changes_carrying(
     // Steps are announced by their index in `changes`: the script holds only what the ops
     // say, and the caller names a failed step from its own plan.
     let mut ordered: Vec<(usize, &Change)> = changes.iter().enumerate().collect();
-    // Within a rank, the routing steps of one family side by side (their plan order kept):
-    // each family's run is one `ip -batch`.
-    ordered.sort_by_key(|(_, c)| (rank(&c.op), routing_family(&c.op)));
+    // Within a rank, the routing steps of one family side by side, and an interface's
+    // settings after its addresses (their plan order kept): each run is one process.
+    ordered.sort_by_key(|(_, c)| {
+        (
+            rank(&c.op),
+            wg_setting_of(&c.op).is_some(),
+            routing_family(&c.op),
+        )
+    });
     // A run that died mid-write (a crash, a killed session) leaves its half-written temp file;
     // under the lock no other run writes there, so write_file removes such leftovers first
     // (`.meshctl.??????`: mktemp's names of earlier versions). Few processes: the directory
@@ -333,9 +339,12 @@ pub fn changes_carrying(
          if (umask \"$3\"; exec dd of=\"$t\" conv=excl,fsync status=none) && { [ -z \"$2\" ] || chmod \"$2\" \"$t\"; } && mv -f \"$t\" \"$1\"; then return 0; fi; \
          rm -f \"$t\"; return 1; }\n",
     );
-    // `wg-quick up` runs the boot script (its PostUp) too: every piece of it is a step of this
-    // script already, so it is told to leave them to the steps ([`APPLYING_ENV`]); and what
-    // wg-quick sets up from the config (addresses, port, fwmark, peers) is not set again.
+    // A fresh interface is brought up by the steps themselves (`spell::interface_up`, then
+    // its addresses, settings and peers in one process each). Only where wg-quick has to work
+    // out the MTU does `wg-quick up` run: it runs the boot script (its PostUp) too, every piece
+    // of which is a step here already, so it is told to leave them to the steps
+    // ([`APPLYING_ENV`]); and what it sets up from the config (addresses, port, fwmark,
+    // peers) is not set again.
     let mut created: BTreeSet<String> = BTreeSet::new();
     let mut restored: BTreeSet<Family> = BTreeSet::new();
     let stop = match on_failure {
@@ -348,6 +357,10 @@ pub fn changes_carrying(
             steps.push((i, &c.op, cmd));
         }
     }
+    // What `wg-quick up` set is not set again: those steps run nothing, alone.
+    let kind_of = |op: &Op| {
+        batch_kind(op).filter(|_| !set_by_wg_quick(op).is_some_and(|w| created.contains(w)))
+    };
     let mut k = 0;
     while k < steps.len() {
         // A run of steps of one kind that a single process can do: NDP answers (one per
@@ -357,10 +370,10 @@ pub fn changes_carrying(
         // again as a step of its own (`ip neigh replace`, `ip route replace`, the rules' `del;
         // add` and the jumps' `-C || -I` are idempotent), so the step that fails is still the
         // one reported.
-        let kind = batch_kind(steps[k].1);
+        let kind = kind_of(steps[k].1);
         let run = steps[k..]
             .iter()
-            .take_while(|(_, op, _)| kind.is_some() && batch_kind(op) == kind)
+            .take_while(|(_, op, _)| kind.is_some() && kind_of(op) == kind)
             .count();
         if let Some(kind) = kind.filter(|_| run >= 2) {
             let group = &steps[k..k + run];
@@ -368,7 +381,7 @@ pub fn changes_carrying(
             // The first is announced before the batch (its section holds the batch's time),
             // the others once it succeeded; so a failure never lists a step that did not run.
             writeln!(s, "echo {MARK_STEP} {}", group[0].0).ok();
-            writeln!(s, "if {{ {}\n}} 9>&- 2>/dev/null; then", batch(kind, &ops)).ok();
+            writeln!(s, "if {{ {}\n}} 9>&- 2>/dev/null; then", batch(&kind, &ops)).ok();
             for (i, _, _) in &group[1..] {
                 writeln!(s, "echo {MARK_STEP} {i}").ok();
             }
@@ -389,21 +402,74 @@ pub fn changes_carrying(
 }
 
 /// Which steps can share one process (see [`changes`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum BatchKind {
     Ndp,
     Jump,
     /// Added routes and rules of one family. Deletions stay steps of their own: rerun after
     /// a batch that failed past them, a delete would fail on what the batch already removed.
     Routing(Family),
+    /// Added addresses (a batch line names its interface; `ip` takes the family from the
+    /// address).
+    Address,
+    /// The settings of one WireGuard interface: port, fwmark, peers set, removed or given
+    /// their preshared key, in one `wg set` (each setting is idempotent).
+    Wg(String),
 }
 
 fn batch_kind(op: &Op) -> Option<BatchKind> {
+    if let Some((interface, _)) = wg_setting_of(op) {
+        return Some(BatchKind::Wg(interface.to_owned()));
+    }
     match op {
         Op::AddNdpProxy { .. } => Some(BatchKind::Ndp),
         Op::AddJump { .. } => Some(BatchKind::Jump),
         Op::ReplaceRoute { route } => Some(BatchKind::Routing(spell::route_family(route))),
         Op::AddRule { rule } => Some(BatchKind::Routing(rule.family)),
+        Op::AddAddress { .. } => Some(BatchKind::Address),
+        _ => None,
+    }
+}
+
+/// The interface of an op that `wg-quick up` does from the config (its address, port, fwmark
+/// and peers), where one brought the interface up.
+fn set_by_wg_quick(op: &Op) -> Option<&str> {
+    match op {
+        Op::SetListenPort { interface, .. }
+        | Op::AddAddress { interface, .. }
+        | Op::SetFwmark { interface, .. }
+        | Op::SetPeer { interface, .. } => Some(interface),
+        _ => None,
+    }
+}
+
+/// The interface and the `wg set` setting of an op that is one (`None` for any other op, and
+/// for a peer whose key is not known: it cannot be set).
+fn wg_setting_of(op: &Op) -> Option<(&str, String)> {
+    match op {
+        Op::SetListenPort { interface, port } => {
+            Some((interface, spell::wg_listen_port_setting(*port)))
+        }
+        Op::SetFwmark { interface, fwmark } => Some((interface, spell::wg_fwmark_setting(*fwmark))),
+        Op::SetPeer {
+            interface, peer, ..
+        } => Some((
+            interface,
+            spell::wg_peer_setting(peer.public_key.as_ref()?.as_str(), peer),
+        )),
+        Op::RemovePeer {
+            interface,
+            public_key,
+        } => Some((interface, spell::wg_remove_peer_setting(public_key))),
+        Op::LoadPsk {
+            interface,
+            public_key,
+            path,
+            ..
+        } => Some((
+            interface,
+            spell::wg_psk_setting(public_key.as_ref()?.as_str(), path.as_deref()),
+        )),
         _ => None,
     }
 }
@@ -418,11 +484,19 @@ fn routing_family(op: &Op) -> Option<Family> {
 }
 
 /// The one command that does every op of `ops` (all of `kind`).
-fn batch(kind: BatchKind, ops: &[&Op]) -> String {
+fn batch(kind: &BatchKind, ops: &[&Op]) -> String {
     let family = match kind {
         BatchKind::Jump => return jumps_restore(ops),
-        BatchKind::Ndp => Family::Ipv6,
-        BatchKind::Routing(family) => family,
+        BatchKind::Wg(interface) => {
+            let settings: Vec<String> = ops
+                .iter()
+                .filter_map(|op| wg_setting_of(op).map(|(_, setting)| setting))
+                .collect();
+            return spell::wg_set(interface, &settings);
+        }
+        BatchKind::Ndp => Some(Family::Ipv6),
+        BatchKind::Routing(family) => Some(*family),
+        BatchKind::Address => None,
     };
     let mut lines = String::new();
     for op in ops {
@@ -430,15 +504,18 @@ fn batch(kind: BatchKind, ops: &[&Op]) -> String {
             Op::AddNdpProxy { entry } => spell::ndp_proxy_replace_batch(entry),
             Op::ReplaceRoute { route } => spell::route_replace_batch(route),
             Op::AddRule { rule } => spell::rule_add_batch(rule),
+            Op::AddAddress { interface, address } => {
+                spell::address_replace_batch(interface, address)
+            }
             _ => continue,
         };
         lines.push_str(&line);
         lines.push('\n');
     }
-    format!(
-        "ip {} -batch - <<'MESHCTL_EOF_BATCH'\n{lines}MESHCTL_EOF_BATCH",
-        family.ip_flag()
-    )
+    let flag = family
+        .map(|f| format!("{} ", f.ip_flag()))
+        .unwrap_or_default();
+    format!("ip {flag}-batch - <<'MESHCTL_EOF_BATCH'\n{lines}MESHCTL_EOF_BATCH")
 }
 
 /// Jumps inserted with one `*-restore --noflush` per family (the checked form is the fallback).
@@ -519,7 +596,13 @@ fn command(
     carried: &crate::psk::Carried,
 ) -> Option<String> {
     // Set by the `wg-quick up` of this script from the config just written (or in sync).
-    let by_wg_quick = |interface: &str| created.contains(interface);
+    if set_by_wg_quick(op).is_some_and(|w| created.contains(w)) {
+        // Still announced (a failure report lists it as applied), but nothing to run.
+        return Some(format!(
+            ": done by wg-quick up {}",
+            quote(set_by_wg_quick(op)?)
+        ));
+    }
     Some(match op {
         Op::GenerateKey { .. } => return None, // done by `prepare` or `provision`
         Op::InstallPackages { .. } => return None, // done by `provision`
@@ -545,18 +628,14 @@ fn command(
         } => spell::wg_psk_load(interface, public_key.as_ref()?.as_str(), path.as_deref()),
         Op::FixKeyMode { path } => spell::key_chmod(path),
         Op::SwitchKey { interface, path } => spell::key_switch(interface, path),
-        Op::CreateInterface { interface } => {
+        Op::CreateInterface {
+            interface,
+            key_file: Some(key_file),
+            mtu: Some(mtu),
+        } => spell::interface_up(interface, key_file, *mtu),
+        Op::CreateInterface { interface, .. } => {
             created.insert(interface.clone());
             format!("{APPLYING_ENV}=1 {}", spell::wg_quick_up(interface))
-        }
-        Op::SetListenPort { interface, .. }
-        | Op::AddAddress { interface, .. }
-        | Op::SetFwmark { interface, .. }
-        | Op::SetPeer { interface, .. }
-            if by_wg_quick(interface) =>
-        {
-            // Still announced (a failure report lists it as applied), but nothing to run.
-            format!(": done by wg-quick up {}", quote(interface))
         }
         Op::SetListenPort { interface, port } => spell::wg_listen_port(interface, *port),
         Op::AddAddress { interface, address } => spell::address_replace(interface, address),
@@ -782,6 +861,96 @@ mod tests {
         );
         assert_eq!(progress(&out), (vec![1, 0, 2, 3], Some(3)));
         assert!(!out.contains(MARK_DONE));
+    }
+
+    #[test]
+    fn a_fresh_interface_is_brought_up_by_the_steps_in_four_processes_without_wg_quick() {
+        let change = |op: Op| Change {
+            action: Action::Add,
+            kind: "interface".into(),
+            resource: "r".into(),
+            before: None,
+            after: None,
+            diff: None,
+            op,
+        };
+        let w = || "wg0".to_owned();
+        let key = "UvNv3YIwrBU+TEdurjDr1kjvcowHNb8l9ADrFvqvnFs=";
+        let peer = crate::state::Peer {
+            public_key: Some(crate::names::WgKey::parse(key).unwrap()),
+            allowed_ips: ["10.8.0.0/24".parse().unwrap()].into(),
+            endpoint: Some("198.51.100.10:51820".into()),
+            persistent_keepalive: Some(25),
+            preshared_key: None,
+        };
+        let fresh = |mtu| {
+            [
+                change(Op::CreateInterface {
+                    interface: w(),
+                    key_file: Some("/etc/wireguard/wg0.key".into()),
+                    mtu,
+                }),
+                change(Op::AddAddress {
+                    interface: w(),
+                    address: "10.8.0.11/24".parse().unwrap(),
+                }),
+                change(Op::AddAddress {
+                    interface: w(),
+                    address: "2001:db8:10::b/128".parse().unwrap(),
+                }),
+                change(Op::SetFwmark {
+                    interface: w(),
+                    fwmark: Some(51820),
+                }),
+                change(Op::SetPeer {
+                    interface: w(),
+                    name: "vps".into(),
+                    peer: peer.clone(),
+                }),
+            ]
+        };
+        // `ip`, `wg` and the userspace implementation as shell functions that log (no kernel
+        // module here: the link's `ip link add` fails, as on the lab's hosts).
+        let dir = tempfile::tempdir().unwrap();
+        let prelude = "WG_QUICK_USERSPACE_IMPLEMENTATION=userspace_wg
+             ip() { if [ \"$1\" = -batch ]; then echo \"ip -batch $(tr '\\n' ';')\" >> log; return 0; fi; echo \"ip $*\" >> log; [ \"$*\" != 'link add dev wg0 type wireguard' ]; }
+             wg() { echo \"wg $*\" >> log; }
+             userspace_wg() { echo \"userspace $*\" >> log; }
+";
+        let script = format!(
+            "{prelude}{}",
+            super::changes(&fresh(Some(1420)), OnFailure::Stop)
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        let expected = [
+            "ip link add dev wg0 type wireguard".to_owned(),
+            "userspace wg0".to_owned(),
+            "wg set wg0 private-key /etc/wireguard/wg0.key".to_owned(),
+            "ip link set dev wg0 mtu 1420 up".to_owned(),
+            "ip -batch address replace 10.8.0.11/24 dev wg0;address replace 2001:db8:10::b/128 dev wg0;".to_owned(),
+            format!("wg set wg0 fwmark 51820 peer {key} allowed-ips 10.8.0.0/24 endpoint 198.51.100.10:51820 persistent-keepalive 25 preshared-key /dev/null"),
+        ];
+        assert_eq!(log.lines().collect::<Vec<_>>(), expected, "{stdout}");
+        assert_eq!(progress(&stdout), (vec![0, 1, 2, 3, 4], None));
+        assert!(!script.contains("wg-quick"));
+
+        // Without an MTU in the inventory wg-quick works it out: `wg-quick up`, which sets
+        // the addresses, the fwmark and the peer from the config; their steps run nothing.
+        let script = super::changes(&fresh(None), OnFailure::Stop);
+        assert!(
+            script.contains("MESHCTL_APPLYING=1 wg-quick up wg0"),
+            "{script}"
+        );
+        assert!(
+            !script.contains("wg set") && !script.contains("-batch"),
+            "{script}"
+        );
     }
 
     #[test]
