@@ -347,12 +347,14 @@ fn traced(lab: &TestLab, host: &str, dir: &Path, name: &str, script: &str) -> St
     let out = lab.exec(
         host,
         &format!(
-            "strace -f -qq -y -o {} -e trace=umask,open,openat,creat,chmod,fchmodat,rename,renameat,renameat2,clone,clone3,fork,vfork sh {}",
+            // No userspace WireGuard daemon (`true` stands in for it): it would outlive the
+            // script, and strace -f waits for every process it follows.
+            "WG_QUICK_USERSPACE_IMPLEMENTATION=true strace -f -qq -y -o {} -e trace=umask,open,openat,creat,chmod,fchmodat,rename,renameat,renameat2,clone,clone3,fork,vfork sh {}",
             trace.display(),
             file.display()
         ),
     );
-    // (The script may fail later on, e.g. wg-quick without the peers' keys: the files count.)
+    // (The script may fail later on, e.g. the interface without its daemon: the files count.)
     let log = std::fs::read_to_string(&trace)
         .unwrap_or_else(|e| panic!("no strace log ({e}):\n{}", text(&out)));
     assert!(!log.is_empty(), "empty strace log:\n{}", text(&out));

@@ -186,10 +186,17 @@ pub fn sysctl_key(key: &str) -> String {
 
 /// Sets one sysctl now (the drop-in file persists it).
 pub fn sysctl_set(key: &str, value: &str) -> String {
-    format!(
-        "sysctl -q -w {}",
-        quote(&format!("{}={value}", sysctl_key(key)))
-    )
+    sysctls_set(&[(key, value)])
+}
+
+/// Sets sysctls now, in one `sysctl` (it goes on past a key it cannot set, and then exits
+/// non-zero).
+pub fn sysctls_set(settings: &[(&str, &str)]) -> String {
+    let args: Vec<String> = settings
+        .iter()
+        .map(|(key, value)| quote(&format!("{}={value}", sysctl_key(key))))
+        .collect();
+    format!("sysctl -q -w {}", args.join(" "))
 }
 
 /// Loads every sysctl of a drop-in file (at boot).

@@ -28,7 +28,9 @@ use crate::state::Family;
 
 /// Where the lock and the state of an apply in progress live on the host.
 pub const RUN_DIR: &str = "/run/meshctl";
-/// The lock directory (mkdir is atomic).
+/// The lock: a file holding its holder's name, created only where there is none (the shell's
+/// `set -C`: an exclusive open, no process). A directory there (an older meshctl's lock, also
+/// holding the holder's name in `holder`) is a held lock too, so the two exclude each other.
 pub const LOCK_DIR: &str = "/run/meshctl/lock";
 
 /// What every marker line the scripts print for the controller starts with.
@@ -104,13 +106,16 @@ pub fn prepare_with(
     let mut s = String::from("set -u\numask 077\n");
     // The shell's tests first: a process less on every host where the directory exists.
     writeln!(s, "[ -d {RUN_DIR} ] || mkdir -p {RUN_DIR}").ok();
+    let take = format!(
+        "{{ set -C; printf '%s\\n' {} > {LOCK_DIR}; }} 2>/dev/null",
+        quote(holder)
+    );
     writeln!(
         s,
-        "if ! mkdir {LOCK_DIR} 2>/dev/null; then\n  if [ {} = 1 ]; then\n    for f in {RUN_DIR}/guard-*/rollback.sh; do [ -e \"$f\" ] && mv \"$f\" \"$f.discarded\"; done\n    rm -rf {LOCK_DIR}; mkdir {LOCK_DIR} || exit 1\n  else echo {MARK_LOCKED}; cat {LOCK_DIR}/holder 2>/dev/null; exit {EXIT_LOCKED}; fi\nfi",
+        "if ! {take}; then\n  set +C\n  if [ {} = 1 ]; then\n    for f in {RUN_DIR}/guard-*/rollback.sh; do [ -e \"$f\" ] && mv \"$f\" \"$f.discarded\"; done\n    rm -rf {LOCK_DIR}; {take} || exit 1\n  else echo {MARK_LOCKED}; cat {LOCK_DIR} 2>/dev/null || cat {LOCK_DIR}/holder 2>/dev/null; exit {EXIT_LOCKED}; fi\nfi\nset +C",
         u8::from(break_lock)
     )
     .ok();
-    writeln!(s, "printf '%s\\n' {} > {LOCK_DIR}/holder", quote(holder)).ok();
     writeln!(s, "echo {MARK_LOCK_TAKEN}").ok();
     // Until the host is prepared, a failure gives the lock back.
     writeln!(s, "trap 'rm -rf {LOCK_DIR}' EXIT").ok();
@@ -164,13 +169,15 @@ fn key_work(key_path: &str, work: &KeyWork) -> String {
 /// 0600: a leftover temp file (from a run that died here) is removed first, so the file is
 /// always created here, never reused with its old mode — and no `chmod` runs. The interface's
 /// key is read once into the shell (no `grep`, no second `wg show`: three processes fewer on
-/// a fresh host) and goes only into the 0600 file.
+/// a fresh host), and only where the interface exists (the shell's test of /sys/class/net:
+/// no `wg` at all on a fresh host); it goes only into the 0600 file.
 fn key_block(key_path: &str, interface: &str) -> String {
     let key = quote(key_path);
     let iface = quote(interface);
     let conf = quote(&crate::persist::conf_path(interface));
+    let sysnet = quote(&format!("/sys/class/net/{interface}"));
     format!(
-        "if [ ! -s {key} ]; then\n  k={key}; [ -d \"${{k%/*}}\" ] || mkdir -p \"${{k%/*}}\"\n  t={key}.meshctl-new\n  if [ -e \"$t\" ] || [ -L \"$t\" ]; then rm -f \"$t\" || exit 1; fi\n  if ! {{ m_key=$(wg show {iface} private-key 2>/dev/null) && [ -n \"$m_key\" ] && [ \"$m_key\" != '(none)' ] && printf '%s\\n' \"$m_key\" > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  m_key=\n  mv -f \"$t\" {key} || exit 1\nfi\n"
+        "if [ ! -s {key} ]; then\n  k={key}; [ -d \"${{k%/*}}\" ] || mkdir -p \"${{k%/*}}\"\n  t={key}.meshctl-new\n  if [ -e \"$t\" ] || [ -L \"$t\" ]; then rm -f \"$t\" || exit 1; fi\n  if ! {{ {{ [ ! -d /sys/class/net ] || [ -e {sysnet} ]; }} && m_key=$(wg show {iface} private-key 2>/dev/null) && [ -n \"$m_key\" ] && [ \"$m_key\" != '(none)' ] && printf '%s\\n' \"$m_key\" > \"$t\"; }} \\\n     && ! {{ [ -r {conf} ] && sed -n 's/^[[:space:]]*[Pp]rivate[Kk]ey[[:space:]]*=[[:space:]]*\\([A-Za-z0-9+/]\\{{43\\}}=\\)[[:space:]]*$/\\1/p' {conf} | head -n 1 > \"$t\" && [ -s \"$t\" ] && wg pubkey < \"$t\" >/dev/null 2>&1; }}; then\n    wg genkey > \"$t\" || {{ rm -f \"$t\"; echo 'cannot generate a key: is wireguard-tools installed?' >&2; exit 1; }}\n  fi\n  m_key=\n  mv -f \"$t\" {key} || exit 1\nfi\n"
     )
 }
 
@@ -366,9 +373,12 @@ pub fn changes_carrying(
         // A run of steps of one kind that a single process can do: NDP answers (one per
         // client with a public IPv6 address, all on the hub) in one `ip -batch`, a family's
         // added routes and rules in one `ip -4|-6 -batch` (a full-tunnel client's route and
-        // two rules), jumps in one `*-restore` per family. Should the batch fail, each runs
-        // again as a step of its own (`ip neigh replace`, `ip route replace`, the rules' `del;
-        // add` and the jumps' `-C || -I` are idempotent), so the step that fails is still the
+        // two rules), added addresses in one `ip -batch`, an interface's port, fwmark and
+        // peers in one `wg set`, sysctls in one `sysctl -w`, jumps in one `*-restore` per
+        // family. Should the batch fail, each runs
+        // again as a step of its own (`ip neigh replace`, `ip route replace`, `ip address
+        // replace`, `wg set`, `sysctl -w`, the rules' `del; add` and the jumps' `-C || -I` are
+        // idempotent), so the step that fails is still the
         // one reported.
         let kind = kind_of(steps[k].1);
         let run = steps[k..]
@@ -415,6 +425,8 @@ enum BatchKind {
     /// The settings of one WireGuard interface: port, fwmark, peers set, removed or given
     /// their preshared key, in one `wg set` (each setting is idempotent).
     Wg(String),
+    /// Sysctls set, in one `sysctl -w`.
+    Sysctl,
 }
 
 fn batch_kind(op: &Op) -> Option<BatchKind> {
@@ -427,6 +439,7 @@ fn batch_kind(op: &Op) -> Option<BatchKind> {
         Op::ReplaceRoute { route } => Some(BatchKind::Routing(spell::route_family(route))),
         Op::AddRule { rule } => Some(BatchKind::Routing(rule.family)),
         Op::AddAddress { .. } => Some(BatchKind::Address),
+        Op::SetSysctl { .. } => Some(BatchKind::Sysctl),
         _ => None,
     }
 }
@@ -493,6 +506,16 @@ fn batch(kind: &BatchKind, ops: &[&Op]) -> String {
                 .filter_map(|op| wg_setting_of(op).map(|(_, setting)| setting))
                 .collect();
             return spell::wg_set(interface, &settings);
+        }
+        BatchKind::Sysctl => {
+            let settings: Vec<(&str, &str)> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::SetSysctl { key, value } => Some((key.as_str(), value.as_str())),
+                    _ => None,
+                })
+                .collect();
+            return spell::sysctls_set(&settings);
         }
         BatchKind::Ndp => Some(Family::Ipv6),
         BatchKind::Routing(family) => Some(*family),
