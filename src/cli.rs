@@ -168,6 +168,13 @@ pub struct PlanArgs {
     /// Save the plan, with a fingerprint of each host's live state, for `meshctl apply FILE`.
     #[arg(short, long)]
     pub out: Option<PathBuf>,
+
+    /// Leave each host's SSH connection open for up to SECONDS without use (1-600), for the
+    /// `meshctl apply --yes` that follows to run over it instead of connecting again (it is
+    /// taken by that one run). Meanwhile any process of yours can use it: off by default.
+    #[arg(long, value_name = "SECONDS", env = "MESHCTL_KEEP_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub keep_connections: Option<u64>,
 }
 
 /// The output formats of `meshctl plan`.

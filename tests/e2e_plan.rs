@@ -183,3 +183,40 @@ fn an_unknown_host_key_is_refused_unless_accepted() {
         "accepted keys are recorded"
     );
 }
+
+#[test]
+fn apply_yes_right_after_plan_keep_connections_logs_in_nowhere_again() {
+    let (_keep, inv) = own_inventory("plan-keep");
+    let lab = TestLab::up("plan_keep", &inv);
+    // One fresh apply, then drift on the hub: the plan that finds it keeps its connections.
+    let first = lab.meshctl(&["apply", "--yes", "--no-verify"]);
+    assert_success(&first, "first apply");
+    let drift = lab.exec("vps", "sysctl -qw net.ipv4.ip_forward=0");
+    assert!(drift.status.success());
+    let plan = lab.meshctl(&["plan", "--detailed-exitcode", "--keep-connections", "60"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&plan),
+        stderr(&plan)
+    );
+    let before: Vec<_> = MANAGED.iter().map(|h| lab.sshd_counts(h)).collect();
+    let apply = lab.meshctl(&["apply", "--yes", "--no-verify"]);
+    let text = assert_success(&apply, "apply over the kept connections");
+    assert!(text.contains("3 host(s) converged, 0 failed."), "{text}");
+    for (h, (conns, execs)) in MANAGED.iter().zip(&before) {
+        let (c, e) = lab.sshd_counts(h);
+        assert_eq!(c, *conns, "{h}: apply logged in again");
+        assert!(
+            e > *execs,
+            "{h}: apply ran nothing over the kept connection"
+        );
+    }
+    // Taken by that apply and closed by it: the next one logs in as usual.
+    let again = lab.meshctl(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
+    for (h, (conns, _)) in MANAGED.iter().zip(&before) {
+        assert_eq!(lab.sshd_counts(h).0, conns + 1, "{h}");
+    }
+}

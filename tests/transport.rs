@@ -635,3 +635,69 @@ async fn a_session_whose_master_expired_is_an_exec_error() {
     );
     let _ = s.close().await;
 }
+
+#[tokio::test]
+async fn a_kept_connection_is_reused_once_by_the_next_run_and_expires_on_its_own() {
+    let lab = Lab::new(Sudo::Machine);
+    let target = lab.target(None, "labhost");
+    // `plan --keep-connections 3`: the connection stays open when the run closes it.
+    let keep = SshOptions {
+        keep: true,
+        reuse_kept: true,
+        master_idle_timeout: Duration::from_secs(3),
+        ..lab.opts()
+    };
+    let s = Session::connect(&target, &keep).await.unwrap();
+    s.run_script("true").await.unwrap();
+    s.close().await.unwrap();
+    assert_eq!(lab.local_ssh_processes().len(), 1, "the kept master stays");
+
+    // `apply --yes`: over the kept connection (no new login), closed at its end.
+    let reuse = SshOptions {
+        reuse_kept: true,
+        ..lab.opts()
+    };
+    let s = Session::connect(&target, &reuse).await.unwrap();
+    let out = s.run_script("echo again").await.unwrap();
+    assert_eq!(out.stdout, "again\n");
+    s.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = lab.sshd_log();
+    assert_eq!(count(&log, "Accepted publickey for"), 1, "reused: {log}");
+    assert_eq!(count(&log, "Starting session: command"), 2, "{log}");
+    assert!(
+        lab.local_ssh_processes().is_empty(),
+        "the run that took it closed it: {:?}",
+        lab.local_ssh_processes()
+    );
+
+    // Taken once: the next run logs in again.
+    let s = Session::connect(&target, &reuse).await.unwrap();
+    s.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&lab.sshd_log(), "Accepted publickey for"), 2);
+
+    // Kept and never taken: its master exits on its own after its idle time, and the run
+    // after that connects anew.
+    let s = Session::connect(&target, &keep).await.unwrap();
+    s.close().await.unwrap();
+    let start = Instant::now();
+    while !lab.local_ssh_processes().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "kept master still running: {:?}",
+            lab.local_ssh_processes()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "exited before its idle time"
+    );
+    let s = Session::connect(&target, &reuse).await.unwrap();
+    assert_eq!(s.run_script("echo new").await.unwrap().stdout, "new\n");
+    s.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&lab.sshd_log(), "Accepted publickey for"), 4);
+    assert!(lab.local_ssh_processes().is_empty());
+}

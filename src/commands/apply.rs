@@ -54,6 +54,10 @@ pub async fn run_rotating(
     if !args.yes {
         // The connections wait while the user reads the plan and answers.
         ssh.master_idle_timeout = std::time::Duration::from_secs(900);
+    } else {
+        // No prompt to outlast a kept connection's idle time: one that `plan
+        // --keep-connections` left open is used instead of a new one.
+        ssh.reuse_kept = true;
     }
     let (engine, progress) = super::engine(&inputs, &args.common, ssh, verbose);
     let timings = args

@@ -30,7 +30,7 @@ pub async fn run(args: GraphArgs, verbose: bool) -> anyhow::Result<u8> {
         inputs
             .limit(&args.common.limit)
             .map_err(anyhow::Error::msg)?;
-        Some(super::plan::make_plan(&inputs, &args.common, verbose).await)
+        Some(super::plan::make_plan(&inputs, &args.common, None, verbose).await)
     } else {
         None
     };

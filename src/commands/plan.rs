@@ -13,8 +13,14 @@ use crate::plan::Plan;
 use crate::planner::{self, Gathered, Inputs};
 use crate::render::{self};
 
-/// Gathers the managed hosts (all, or `--limit`) and builds the plan.
-pub async fn make_plan(inputs: &Inputs, common: &crate::cli::Common, verbose: bool) -> Plan {
+/// Gathers the managed hosts (all, or `--limit`) and builds the plan; `keep`: leave the
+/// connections open for that long (`--keep-connections`).
+pub async fn make_plan(
+    inputs: &Inputs,
+    common: &crate::cli::Common,
+    keep: Option<std::time::Duration>,
+    verbose: bool,
+) -> Plan {
     let mut desired = inputs.desired();
     if let Ok(Some(only)) = inputs.limit(&common.limit) {
         desired.retain(|h, _| only.contains(h));
@@ -23,7 +29,14 @@ pub async fn make_plan(inputs: &Inputs, common: &crate::cli::Common, verbose: bo
         .iter()
         .map(|(h, d)| (h.clone(), planner::gather_spec(d, &inputs.roles)))
         .collect();
-    let (engine, progress) = super::engine(inputs, common, super::ssh_options(common), verbose);
+    let mut ssh = super::ssh_options(common);
+    if let Some(keep) = keep {
+        // A kept connection is reused by the next plan too, and kept again.
+        ssh.keep = true;
+        ssh.reuse_kept = true;
+        ssh.master_idle_timeout = keep.min(crate::edge::kept::MAX_KEEP);
+    }
+    let (engine, progress) = super::engine(inputs, common, ssh, verbose);
     let live: BTreeMap<HostName, Gathered> = engine
         .gather(&specs)
         .await
@@ -41,7 +54,8 @@ pub async fn run(args: PlanArgs, no_color: bool, verbose: bool) -> anyhow::Resul
     inputs
         .limit(&args.common.limit)
         .map_err(anyhow::Error::msg)?;
-    let plan = make_plan(&inputs, &args.common, verbose).await;
+    let keep = args.keep_connections.map(std::time::Duration::from_secs);
+    let plan = make_plan(&inputs, &args.common, keep, verbose).await;
     if let Some(out) = &args.out {
         crate::files::save_plan(&plan, out)
             .with_context(|| format!("saving the plan to {}", out.display()))?;

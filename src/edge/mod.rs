@@ -3,6 +3,7 @@
 //! and the lab of real hosts on this machine.
 
 pub mod files;
+pub mod kept;
 pub mod lab;
 pub mod progress;
 pub mod ssh_paths;

@@ -61,6 +61,13 @@ pub struct SshOptions {
     /// seconds, at least 1). Bounds what a killed meshctl leaves behind; a session idle for
     /// longer than this between two [`Session::run_script`] calls has to be reconnected.
     pub master_idle_timeout: Duration,
+    /// Leave each connection open when the run ends, recorded for the next run to reuse
+    /// (`plan --keep-connections`; see [`crate::edge::kept`]); its master then exits after
+    /// [`SshOptions::master_idle_timeout`] without a client. `false`: closed at the end.
+    pub keep: bool,
+    /// Reuse a connection a `plan --keep-connections` left open to the same destination
+    /// through the same ssh_config, instead of opening one (`apply --yes`).
+    pub reuse_kept: bool,
 }
 
 impl Default for SshOptions {
@@ -70,6 +77,8 @@ impl Default for SshOptions {
             accept_new_host_keys: false,
             connect_timeout: Duration::from_secs(10),
             master_idle_timeout: Duration::from_secs(60),
+            keep: false,
+            reuse_kept: false,
         }
     }
 }
@@ -193,6 +202,11 @@ impl TransportError {
 pub struct Session {
     inner: openssh::Session,
     host: String,
+    /// Where the connection is recorded when closed, to be kept ([`SshOptions::keep`]).
+    keep_at: Option<PathBuf>,
+    /// The private directory of a connection reused from an earlier run, removed when it is
+    /// closed (the crate removes only a directory it made in this process).
+    reused_dir: Option<PathBuf>,
 }
 
 impl Session {
@@ -205,6 +219,30 @@ impl Session {
     pub async fn connect(target: &SshTarget, opts: &SshOptions) -> Result<Session, TransportError> {
         let host = target.host.clone();
         check_destination(target)?;
+        let control = control_directory();
+        let record = (opts.keep || opts.reuse_kept)
+            .then(|| crate::edge::kept::record_path(&control, target, opts.config_file.as_deref()))
+            .flatten();
+        let keep_at = record.clone().filter(|_| opts.keep);
+        if let Some(r) = record.as_deref().filter(|_| opts.reuse_kept)
+            && let Some((socket, log)) = crate::edge::kept::take(r, &control)
+        {
+            let dir = socket.parent().map(std::path::Path::to_path_buf);
+            let inner = openssh::Session::resume_mux(
+                socket.into_boxed_path(),
+                log.map(PathBuf::into_boxed_path),
+            );
+            if inner.check().await.is_ok() {
+                return Ok(Session {
+                    inner,
+                    host,
+                    keep_at,
+                    reused_dir: dir,
+                });
+            }
+            // Its master is gone (idle past its time): a new connection, as without one.
+            crate::edge::kept::remove_connection_dir(dir.as_deref(), &control);
+        }
 
         let mut b = SessionBuilder::default();
         // The crate's default is accept-new: meshctl's is strict.
@@ -232,7 +270,12 @@ impl Session {
         // Native multiplexing talks to the control master in-process: no `ssh` client process
         // per command or to close (measured by ci/bench: the drift check is CPU-bound on ssh).
         match b.connect_mux(&target.host).await {
-            Ok(inner) => Ok(Session { inner, host }),
+            Ok(inner) => Ok(Session {
+                inner,
+                host,
+                keep_at,
+                reused_dir: None,
+            }),
             Err(e) => Err(classify_connect_error(&host, &e)),
         }
     }
@@ -379,13 +422,30 @@ impl Session {
         })
     }
 
-    /// Closes the connection (stops the control master and removes its directory).
+    /// Closes the connection (stops the control master and removes its directory) — or, kept
+    /// ([`SshOptions::keep`]), leaves it open and records it for the next run.
     pub async fn close(self) -> Result<(), TransportError> {
-        let host = self.host;
-        self.inner.close().await.map_err(|e| TransportError::Close {
+        let Session {
+            mut inner,
+            host,
+            keep_at,
+            mut reused_dir,
+        } = self;
+        if let Some(record) = keep_at {
+            let (socket, log) = inner.detach();
+            if crate::edge::kept::record(&record, &socket, log.as_deref()).is_ok() {
+                return Ok(());
+            }
+            // Not recorded, so no run could reuse it: closed now.
+            reused_dir = socket.parent().map(std::path::Path::to_path_buf);
+            inner = openssh::Session::resume_mux(socket, log);
+        }
+        let closed = inner.close().await.map_err(|e| TransportError::Close {
             reason: reason_of(&e),
             host,
-        })
+        });
+        crate::edge::kept::remove_connection_dir(reused_dir.as_deref(), &control_directory());
+        closed
     }
 
     fn exec_error(&self, reason: String) -> TransportError {
@@ -423,8 +483,8 @@ fn whole_seconds(d: Duration) -> NonZeroUsize {
 
 /// Where the control master's directory goes: `$XDG_RUNTIME_DIR` (per user, 0700, emptied at
 /// logout) when there is one, else the system temp dir. Either way the crate creates a fresh
-/// `.ssh-connection*` directory with mode 0700 inside it for the socket and the master's log,
-/// so no other user can reach the socket. (The crate's own default, `~/.local/state`, would
+/// `.ssh-connection*` directory inside it for the socket and the master's log; ssh creates
+/// the socket 0600 (measured: the directory itself is 0755), so no other user can connect. (The crate's own default, `~/.local/state`, would
 /// leave stale directories in the home of a killed run.)
 fn control_directory() -> PathBuf {
     std::env::var_os("XDG_RUNTIME_DIR")

@@ -98,7 +98,7 @@ m_os() {
   for m_f in /etc/os-release /usr/lib/os-release; do
     if [ -r "$m_f" ]; then
       while IFS= read -r m_l || [ -n "$m_l" ]; do
-        case $m_l in PRETTY_NAME=*) printf '%s\n' "${m_l#PRETTY_NAME=}" ;; esac
+        case $m_l in PRETTY_NAME=*) printf '%s\n' "${m_l#PRETTY_NAME=}"; return 0 ;; esac
       done <"$m_f"
       return 0
     fi
