@@ -640,11 +640,11 @@ async fn a_session_whose_master_expired_is_an_exec_error() {
 async fn a_kept_connection_is_reused_once_by_the_next_run_and_expires_on_its_own() {
     let lab = Lab::new(Sudo::Machine);
     let target = lab.target(None, "labhost");
-    // `plan --keep-connections 3`: the connection stays open when the run closes it.
+    // `plan --keep-connections 2`: the connection stays open when the run closes it.
     let keep = SshOptions {
         keep: true,
         reuse_kept: true,
-        master_idle_timeout: Duration::from_secs(3),
+        master_idle_timeout: Duration::from_secs(2),
         ..lab.opts()
     };
     let s = Session::connect(&target, &keep).await.unwrap();
@@ -652,7 +652,9 @@ async fn a_kept_connection_is_reused_once_by_the_next_run_and_expires_on_its_own
     s.close().await.unwrap();
     assert_eq!(lab.local_ssh_processes().len(), 1, "the kept master stays");
 
-    // `apply --yes`: over the kept connection (no new login), closed at its end.
+    // `apply --yes`: over the kept connection (no new login), held open while the run has it
+    // (apply waits for every host's first step: longer than the kept idle time here), closed
+    // at its end.
     let reuse = SshOptions {
         reuse_kept: true,
         ..lab.opts()
@@ -660,11 +662,14 @@ async fn a_kept_connection_is_reused_once_by_the_next_run_and_expires_on_its_own
     let s = Session::connect(&target, &reuse).await.unwrap();
     let out = s.run_script("echo again").await.unwrap();
     assert_eq!(out.stdout, "again\n");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let out = s.run_script("echo still").await.unwrap();
+    assert_eq!(out.stdout, "still\n");
     s.close().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = lab.sshd_log();
     assert_eq!(count(&log, "Accepted publickey for"), 1, "reused: {log}");
-    assert_eq!(count(&log, "Starting session: command"), 2, "{log}");
+    assert_eq!(count(&log, "Starting session: command"), 3, "{log}");
     assert!(
         lab.local_ssh_processes().is_empty(),
         "the run that took it closed it: {:?}",
@@ -691,7 +696,7 @@ async fn a_kept_connection_is_reused_once_by_the_next_run_and_expires_on_its_own
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        start.elapsed() >= Duration::from_secs(2),
+        start.elapsed() >= Duration::from_secs(1),
         "exited before its idle time"
     );
     let s = Session::connect(&target, &reuse).await.unwrap();

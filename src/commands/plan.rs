@@ -55,6 +55,11 @@ pub async fn run(args: PlanArgs, no_color: bool, verbose: bool) -> anyhow::Resul
         .limit(&args.common.limit)
         .map_err(anyhow::Error::msg)?;
     let keep = args.keep_connections.map(std::time::Duration::from_secs);
+    if keep.is_some() && !crate::transport::keeping_possible() {
+        eprintln!(
+            "meshctl: --keep-connections: the directory for kept connections ($XDG_RUNTIME_DIR, else the temp directory) is not yours alone; the connections are closed as usual"
+        );
+    }
     let plan = make_plan(&inputs, &args.common, keep, verbose).await;
     if let Some(out) = &args.out {
         crate::files::save_plan(&plan, out)

@@ -11,8 +11,11 @@
 //! transport makes in the same private place.
 //!
 //! A record names the connection's control socket and the master's log; it is found by the
-//! destination as written (user, host, port) and the ssh_config file, so a different
-//! inventory entry or `--ssh-config` never gets another's connection.
+//! destination as written (user, host, port) and the ssh_config in use — its resolved path and
+//! its content (`~/.ssh/config` and `/etc/ssh/ssh_config` where none is given) — so a
+//! different inventory entry, `--ssh-config` or an edited config never gets another's
+//! connection. The run that takes a connection holds it open until it closes it
+//! (`transport::Session`), whatever idle time the keeping run gave it.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -45,13 +48,21 @@ pub fn record_path(
             .unwrap_or_default()
             .as_bytes(),
     );
-    h.update([0]);
-    h.update(
-        config
-            .map(|c| c.to_string_lossy().into_owned())
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    let configs: Vec<PathBuf> = match config {
+        Some(c) => vec![std::fs::canonicalize(c).unwrap_or_else(|_| c.to_path_buf())],
+        None => {
+            let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".ssh/config"));
+            home.into_iter()
+                .chain([PathBuf::from("/etc/ssh/ssh_config")])
+                .collect()
+        }
+    };
+    for c in configs {
+        h.update([0]);
+        h.update(c.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(std::fs::read(&c).unwrap_or_default());
+    }
     let name: String = h
         .finalize()
         .iter()
@@ -97,15 +108,33 @@ pub fn take(path: &Path, control_dir: &Path) -> Option<(PathBuf, Option<PathBuf>
     let mut lines = text.lines();
     let socket = PathBuf::from(lines.next()?);
     let log = lines.next().filter(|l| !l.is_empty()).map(PathBuf::from);
-    if !(socket.is_absolute() && socket.starts_with(control_dir)) {
+    // Right inside the control directory's own `.ssh-connection*` directory, no `..`.
+    let dir = socket.parent()?;
+    if !(socket.is_absolute()
+        && dir.parent() == Some(control_dir)
+        && socket.file_name().is_some_and(|n| n == "master")
+        && dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".ssh-connection")))
+    {
         return None;
     }
+    let uid = effective_uid()?;
     let alive = std::fs::symlink_metadata(&socket).is_ok_and(|m| !m.file_type().is_symlink());
     if !alive {
-        remove_connection_dir(socket.parent(), control_dir);
+        remove_connection_dir(Some(dir), control_dir);
         return None;
     }
-    Some((socket, log))
+    // This user's alone: the directory and the socket are ours and nobody else can write the
+    // directory (a socket planted by another user would get the scripts).
+    let ours = |p: &Path, others_may_write: bool| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| {
+            m.uid() == uid
+                && !m.file_type().is_symlink()
+                && (others_may_write || m.permissions().mode() & 0o022 == 0)
+        })
+    };
+    (ours(dir, false) && ours(&socket, true)).then_some((socket, log))
 }
 
 /// Removes the private directory of a connection the transport did not make in this process
@@ -145,10 +174,27 @@ fn sweep(records: &Path, control_dir: &Path) {
     }
 }
 
+/// Whether connections can be kept under `control_dir` (its records' directory is, or can be
+/// made, this user's alone).
+pub fn possible(control_dir: &Path) -> bool {
+    private_dir(control_dir).is_some()
+}
+
+/// The effective user (the owner of this process's /proc entry).
+fn effective_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
 /// The records' directory under `control_dir`, made where missing: this user's alone (owned
-/// by the effective user, mode 0700, not a symlink) or `None`.
+/// by the effective user, mode 0700, not a symlink) inside a control directory that is this
+/// user's or root's and sticky (so nobody else can move what is in it), or `None`.
 fn private_dir(control_dir: &Path) -> Option<PathBuf> {
-    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let uid = effective_uid()?;
+    let c = std::fs::metadata(control_dir).ok()?;
+    let sticky = c.permissions().mode() & 0o1000 != 0;
+    if !(c.uid() == uid || (sticky && c.uid() == 0)) {
+        return None;
+    }
     let dir = control_dir.join(format!("meshctl-kept-{uid}"));
     let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
     let m = std::fs::symlink_metadata(&dir).ok()?;
@@ -195,6 +241,32 @@ mod tests {
         // A record pointing outside the control directory is not followed.
         record(&a, Path::new("/tmp/elsewhere/master"), None).unwrap();
         assert_eq!(take(&a, c), None);
+    }
+
+    #[test]
+    fn an_edited_config_or_a_socket_others_could_have_planted_is_not_taken() {
+        let control = tempfile::tempdir().unwrap();
+        let c = control.path();
+        let config = c.join("ssh_config");
+        std::fs::write(&config, "Host vps\n  HostName 192.0.2.1\n").unwrap();
+        let before = record_path(c, &target("vps"), Some(&config)).unwrap();
+        std::fs::write(&config, "Host vps\n  HostName 192.0.2.2\n").unwrap();
+        assert_ne!(
+            before,
+            record_path(c, &target("vps"), Some(&config)).unwrap()
+        );
+        // The same file named another way is the same config.
+        let dotted = c.join(".").join("ssh_config");
+        assert_eq!(
+            record_path(c, &target("vps"), Some(&config)),
+            record_path(c, &target("vps"), Some(&dotted))
+        );
+        let dir = c.join(".ssh-connection2");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("master"), "").unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        record(&before, &dir.join("master"), None).unwrap();
+        assert_eq!(take(&before, c), None, "a directory others can write");
     }
 
     #[test]

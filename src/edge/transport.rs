@@ -207,6 +207,11 @@ pub struct Session {
     /// The private directory of a connection reused from an earlier run, removed when it is
     /// closed (the crate removes only a directory it made in this process).
     reused_dir: Option<PathBuf>,
+    /// A reused connection's hold: a control client that stays connected while this run has
+    /// the connection, so its master does not exit between two executions after the idle
+    /// time the keeping run gave it (as short as 1 s; apply waits for every host's first step
+    /// before any change script). ssh counts an open control client as activity.
+    hold: Option<std::os::unix::net::UnixStream>,
 }
 
 impl Session {
@@ -232,12 +237,15 @@ impl Session {
                 socket.into_boxed_path(),
                 log.map(PathBuf::into_boxed_path),
             );
-            if inner.check().await.is_ok() {
+            if inner.check().await.is_ok()
+                && let Ok(hold) = std::os::unix::net::UnixStream::connect(inner.control_socket())
+            {
                 return Ok(Session {
                     inner,
                     host,
                     keep_at,
                     reused_dir: dir,
+                    hold: Some(hold),
                 });
             }
             // Its master is gone (idle past its time): a new connection, as without one.
@@ -275,6 +283,7 @@ impl Session {
                 host,
                 keep_at,
                 reused_dir: None,
+                hold: None,
             }),
             Err(e) => Err(classify_connect_error(&host, &e)),
         }
@@ -430,7 +439,10 @@ impl Session {
             host,
             keep_at,
             mut reused_dir,
+            hold,
         } = self;
+        // From here the master's own idle time counts again.
+        drop(hold);
         if let Some(record) = keep_at {
             let (socket, log) = inner.detach();
             if crate::edge::kept::record(&record, &socket, log.as_deref()).is_ok() {
@@ -486,6 +498,11 @@ fn whole_seconds(d: Duration) -> NonZeroUsize {
 /// `.ssh-connection*` directory inside it for the socket and the master's log; ssh creates
 /// the socket 0600 (measured: the directory itself is 0755), so no other user can connect. (The crate's own default, `~/.local/state`, would
 /// leave stale directories in the home of a killed run.)
+/// Whether `plan --keep-connections` can keep connections here (see [`crate::edge::kept`]).
+pub fn keeping_possible() -> bool {
+    crate::edge::kept::possible(&control_directory())
+}
+
 fn control_directory() -> PathBuf {
     std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)

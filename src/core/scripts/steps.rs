@@ -505,7 +505,13 @@ fn batch(kind: &BatchKind, ops: &[&Op]) -> String {
                 .iter()
                 .filter_map(|op| wg_setting_of(op).map(|(_, setting)| setting))
                 .collect();
-            return spell::wg_set(interface, &settings);
+            // One try for a name in an endpoint: `wg` retries a name that does not resolve for
+            // ~150 s, and the fallback below (each setting alone, with wg's retries) would wait
+            // all over again.
+            return format!(
+                "WG_ENDPOINT_RESOLUTION_RETRIES=0 {}",
+                spell::wg_set(interface, &settings)
+            );
         }
         BatchKind::Sysctl => {
             let settings: Vec<(&str, &str)> = ops
