@@ -97,12 +97,15 @@ impl<C: Connector> Engine<C> {
         let limit = Arc::new(Semaphore::new(self.parallel));
         let mut tasks = Vec::new();
         for (h, item) in items {
+            // A host's work is made only once a slot is free (in the hosts' order, as the
+            // semaphore is fair): made all at once, every host's future would be held from the
+            // start, so `--parallel` would not bound the memory.
+            let permit = limit.clone().acquire_owned().await.expect("semaphore open");
             let fut = work(h.clone(), item);
-            let limit = limit.clone();
             tasks.push((
                 h,
                 tokio::spawn(async move {
-                    let _permit = limit.acquire_owned().await.expect("semaphore open");
+                    let _permit = permit;
                     fut.await
                 }),
             ));
