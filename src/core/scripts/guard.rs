@@ -176,7 +176,7 @@ mod tests {
         let s = arm("run-1", std::slice::from_ref(&start), &plan, 30);
         let stop = s.find("systemctl stop wg-quick@wg0 2>/dev/null").expect(&s);
         assert!(stop < s.find("ip link del wg0").unwrap());
-        // Brought up by `wg-quick up` (no systemd): no unit to stop.
+        // Brought up by the change script or `wg-quick up` (no systemd): no unit to stop.
         let up = Change {
             op: Op::CreateInterface {
                 interface: "wg0".into(),
