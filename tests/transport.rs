@@ -265,6 +265,21 @@ impl Lab {
         }
     }
 
+    /// Waits until no control master of this lab runs (they exit on their own after their idle
+    /// time), failing after `limit`; returns how long that took.
+    async fn masters_gone_within(&self, limit: Duration) -> Duration {
+        let start = Instant::now();
+        while !self.local_ssh_processes().is_empty() {
+            assert!(
+                start.elapsed() < limit,
+                "master still running: {:?}",
+                self.local_ssh_processes()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        start.elapsed()
+    }
+
     /// Processes on the controller whose command line mentions this lab's directory (control
     /// masters and mux clients use our ssh_config path).
     fn local_ssh_processes(&self) -> Vec<String> {
@@ -596,17 +611,9 @@ async fn a_killed_meshctl_leaves_no_master_behind_for_long() {
         .expect("-S DIR/master");
     // What a SIGKILL does: no Drop, no `ssh -O exit`.
     std::mem::forget(s);
-    let start = Instant::now();
-    while !lab.local_ssh_processes().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "master still running: {:?}",
-            lab.local_ssh_processes()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let waited = lab.masters_gone_within(Duration::from_secs(10)).await;
     assert!(
-        start.elapsed() >= Duration::from_secs(1),
+        waited >= Duration::from_secs(1),
         "master exited before its idle timeout"
     );
     assert!(
@@ -686,17 +693,9 @@ async fn a_kept_connection_is_reused_once_by_the_next_run_and_expires_on_its_own
     // after that connects anew.
     let s = Session::connect(&target, &keep).await.unwrap();
     s.close().await.unwrap();
-    let start = Instant::now();
-    while !lab.local_ssh_processes().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "kept master still running: {:?}",
-            lab.local_ssh_processes()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let waited = lab.masters_gone_within(Duration::from_secs(15)).await;
     assert!(
-        start.elapsed() >= Duration::from_secs(1),
+        waited >= Duration::from_secs(1),
         "exited before its idle time"
     );
     let s = Session::connect(&target, &reuse).await.unwrap();

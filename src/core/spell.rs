@@ -253,8 +253,9 @@ pub fn interface_up(interface: &str, key_file: &str, mtu: u16) -> String {
     )
 }
 
-/// One interface setting of `wg set IF SETTING...`: what a single `wg set` does, and what
-/// one `wg set` with several of them in a row does at once (see [`wg_set`]).
+/// The setting of a peer's allowed IPs, endpoint and keepalive, one of `wg set IF SETTING...`
+/// (see [`wg_set`]); the key is passed apart from `peer` because a desired peer may not know
+/// it yet, and such a peer cannot be set at all.
 pub fn wg_peer_setting(public_key: &str, peer: &Peer) -> String {
     // The keepalive is always spelled (`0` turns it off), so a removed keepalive goes away.
     let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
@@ -276,17 +277,11 @@ pub fn wg_peer_setting(public_key: &str, peer: &Peer) -> String {
     )
 }
 
-/// `wg set IF SETTINGS`: the settings (of [`wg_peer_setting`], [`wg_psk_setting`],
+/// `wg set IF SETTINGS`: one setting or several (of [`wg_peer_setting`], [`wg_psk_setting`],
 /// [`wg_remove_peer_setting`], [`wg_listen_port_setting`], [`wg_fwmark_setting`]) in one
 /// process, applied in their order.
 pub fn wg_set(interface: &str, settings: &[String]) -> String {
     format!("wg set {} {}", quote(interface), settings.join(" "))
-}
-
-/// Sets a peer's allowed IPs, endpoint and keepalive; the key is passed apart from `peer`
-/// because a desired peer may not know it yet, and such a peer cannot be set at all.
-pub fn wg_set_peer(interface: &str, public_key: &str, peer: &Peer) -> String {
-    wg_set(interface, &[wg_peer_setting(public_key, peer)])
 }
 
 /// A rotation's switch: the next key replaces the key file (a rename: the file is whole at
@@ -308,11 +303,6 @@ pub fn wg_psk_setting(public_key: &str, path: Option<&str>) -> String {
         quote(public_key),
         quote(path.unwrap_or("/dev/null"))
     )
-}
-
-/// Loads a peer's preshared key from its file (see [`wg_psk_setting`]).
-pub fn wg_psk_load(interface: &str, public_key: &str, path: Option<&str>) -> String {
-    wg_set(interface, &[wg_psk_setting(public_key, path)])
 }
 
 /// The directory of a preshared key file made 0700 (it holds secrets only): `mkdir -p` and
@@ -338,19 +328,9 @@ pub fn wg_remove_peer_setting(public_key: &str) -> String {
     format!("peer {} remove", quote(public_key))
 }
 
-/// Removes a peer by its public key.
-pub fn wg_remove_peer(interface: &str, public_key: &str) -> String {
-    wg_set(interface, &[wg_remove_peer_setting(public_key)])
-}
-
 /// The setting of the interface's UDP port.
 pub fn wg_listen_port_setting(port: u16) -> String {
     format!("listen-port {port}")
-}
-
-/// Sets the interface's UDP port.
-pub fn wg_listen_port(interface: &str, port: u16) -> String {
-    wg_set(interface, &[wg_listen_port_setting(port)])
 }
 
 /// The setting of the interface's firewall mark; `None` turns it off.
@@ -359,11 +339,6 @@ pub fn wg_fwmark_setting(fwmark: Option<u32>) -> String {
         "fwmark {}",
         fwmark.map_or("off".to_owned(), |m| m.to_string())
     )
-}
-
-/// Sets the interface's firewall mark; `None` turns it off.
-pub fn wg_fwmark(interface: &str, fwmark: Option<u32>) -> String {
-    wg_set(interface, &[wg_fwmark_setting(fwmark)])
 }
 
 /// Restores meshctl's chains of `family` from `file` without touching any other chain (at boot:

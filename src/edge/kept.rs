@@ -108,15 +108,9 @@ pub fn take(path: &Path, control_dir: &Path) -> Option<(PathBuf, Option<PathBuf>
     let mut lines = text.lines();
     let socket = PathBuf::from(lines.next()?);
     let log = lines.next().filter(|l| !l.is_empty()).map(PathBuf::from);
-    // Right inside the control directory's own `.ssh-connection*` directory, no `..`.
+    // The socket of a connection's own directory right inside the control directory.
     let dir = socket.parent()?;
-    if !(socket.is_absolute()
-        && dir.parent() == Some(control_dir)
-        && socket.file_name().is_some_and(|n| n == "master")
-        && dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(".ssh-connection")))
-    {
+    if !(socket.file_name().is_some_and(|n| n == "master") && is_connection_dir(dir, control_dir)) {
         return None;
     }
     let uid = effective_uid()?;
@@ -140,14 +134,19 @@ pub fn take(path: &Path, control_dir: &Path) -> Option<(PathBuf, Option<PathBuf>
 /// Removes the private directory of a connection the transport did not make in this process
 /// (kept by an earlier run): only a `.ssh-connection*` directory right inside `control_dir`.
 pub fn remove_connection_dir(dir: Option<&Path>, control_dir: &Path) {
-    let Some(dir) = dir else { return };
-    let ours = dir.parent() == Some(control_dir)
-        && dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(".ssh-connection"));
-    if ours {
+    if let Some(dir) = dir.filter(|d| is_connection_dir(d, control_dir)) {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// Whether `dir` is a connection's private directory: a `.ssh-connection*` directory right
+/// inside `control_dir` (an absolute path without `..` in between).
+fn is_connection_dir(dir: &Path, control_dir: &Path) -> bool {
+    dir.is_absolute()
+        && dir.parent() == Some(control_dir)
+        && dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".ssh-connection"))
 }
 
 /// Removes the records (and directories) of kept connections whose master has exited.
@@ -167,9 +166,7 @@ fn sweep(records: &Path, control_dir: &Path) {
         let socket = PathBuf::from(text.lines().next().unwrap_or_default());
         if std::fs::symlink_metadata(&socket).is_err() {
             let _ = std::fs::remove_file(&path);
-            if socket.is_absolute() && socket.starts_with(control_dir) {
-                remove_connection_dir(socket.parent(), control_dir);
-            }
+            remove_connection_dir(socket.parent(), control_dir);
         }
     }
 }

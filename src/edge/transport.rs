@@ -493,16 +493,17 @@ fn whole_seconds(d: Duration) -> NonZeroUsize {
         .unwrap_or(NonZeroUsize::MIN)
 }
 
-/// Where the control master's directory goes: `$XDG_RUNTIME_DIR` (per user, 0700, emptied at
-/// logout) when there is one, else the system temp dir. Either way the crate creates a fresh
-/// `.ssh-connection*` directory inside it for the socket and the master's log; ssh creates
-/// the socket 0600 (measured: the directory itself is 0755), so no other user can connect. (The crate's own default, `~/.local/state`, would
-/// leave stale directories in the home of a killed run.)
 /// Whether `plan --keep-connections` can keep connections here (see [`crate::edge::kept`]).
 pub fn keeping_possible() -> bool {
     crate::edge::kept::possible(&control_directory())
 }
 
+/// Where the control master's directory goes: `$XDG_RUNTIME_DIR` (per user, 0700, emptied at
+/// logout) when there is one, else the system temp dir. Either way the crate creates a fresh
+/// `.ssh-connection*` directory inside it for the socket and the master's log; ssh creates
+/// the socket 0600 (measured: the directory itself is 0755), so no other user can connect.
+/// (The crate's own default, `~/.local/state`, would leave stale directories in the home of a
+/// killed run.)
 fn control_directory() -> PathBuf {
     std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)

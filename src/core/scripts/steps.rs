@@ -625,12 +625,9 @@ fn command(
     carried: &crate::psk::Carried,
 ) -> Option<String> {
     // Set by the `wg-quick up` of this script from the config just written (or in sync).
-    if set_by_wg_quick(op).is_some_and(|w| created.contains(w)) {
+    if let Some(w) = set_by_wg_quick(op).filter(|w| created.contains(*w)) {
         // Still announced (a failure report lists it as applied), but nothing to run.
-        return Some(format!(
-            ": done by wg-quick up {}",
-            quote(set_by_wg_quick(op)?)
-        ));
+        return Some(format!(": done by wg-quick up {}", quote(w)));
     }
     Some(match op {
         Op::GenerateKey { .. } => return None, // done by `prepare` or `provision`
@@ -649,12 +646,16 @@ fn command(
                 quote(&format!("the preshared key from {from} was not carried"))
             ),
         },
-        Op::LoadPsk {
-            interface,
-            public_key,
-            path,
-            ..
-        } => spell::wg_psk_load(interface, public_key.as_ref()?.as_str(), path.as_deref()),
+        // One setting of the interface: the batch's spelling, alone (a peer whose key is
+        // not known yet cannot be set).
+        Op::SetListenPort { .. }
+        | Op::SetFwmark { .. }
+        | Op::SetPeer { .. }
+        | Op::RemovePeer { .. }
+        | Op::LoadPsk { .. } => {
+            let (interface, setting) = wg_setting_of(op)?;
+            spell::wg_set(interface, &[setting])
+        }
         Op::FixKeyMode { path } => spell::key_chmod(path),
         Op::SwitchKey { interface, path } => spell::key_switch(interface, path),
         Op::CreateInterface {
@@ -666,17 +667,8 @@ fn command(
             created.insert(interface.clone());
             format!("{APPLYING_ENV}=1 {}", spell::wg_quick_up(interface))
         }
-        Op::SetListenPort { interface, port } => spell::wg_listen_port(interface, *port),
         Op::AddAddress { interface, address } => spell::address_replace(interface, address),
         Op::DelAddress { interface, address } => spell::address_del(interface, address),
-        Op::SetPeer {
-            interface, peer, ..
-        } => spell::wg_set_peer(interface, peer.public_key.as_ref()?.as_str(), peer),
-        Op::RemovePeer {
-            interface,
-            public_key,
-        } => spell::wg_remove_peer(interface, public_key),
-        Op::SetFwmark { interface, fwmark } => spell::wg_fwmark(interface, *fwmark),
         Op::AddRule { rule } => spell::rule_add(rule),
         Op::DelRule { rule } => spell::rule_del(rule),
         Op::ReplaceRoute { route } => spell::route_replace(route),
