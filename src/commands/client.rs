@@ -165,7 +165,7 @@ async fn read_psk(
         hub.name.clone(),
         crate::scripts::steps::carry(&[], std::slice::from_ref(&source)),
     )]);
-    let mut out = engine.run_each(&scripts, "reading the preshared key").await;
+    let mut out = engine.run_each(scripts, "reading the preshared key").await;
     let out = out
         .remove(&hub.name)
         .expect("one result per host")

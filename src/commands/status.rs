@@ -65,7 +65,7 @@ async fn gather(
         verbose,
     );
     let seen = engine
-        .run_each(&scripts, "reading status")
+        .run_each(scripts, "reading status")
         .await
         .into_iter()
         .map(|(h, r)| {

@@ -50,7 +50,7 @@ pub async fn check(
         .collect();
     let (engine, progress) = super::engine(inputs, common, super::ssh_options(common), verbose);
     let outcomes = engine
-        .run_each(&scripts, "pinging")
+        .run_each(scripts, "pinging")
         .await
         .into_iter()
         .map(|(h, r)| {

@@ -47,33 +47,53 @@ pub fn crossing_hosts(
         .filter(|h| h.name != hub_name && !h.guard && !h.guard_explicit)
         .filter_map(|h| h.ssh.clone().map(|t| (h.name.clone(), t)))
         .collect();
-    // One `ssh -G` (and lookup) per host, all at once: a plan of many hosts must not wait for
-    // them one after another.
+    // One `ssh -G` (and lookup) per host, [`AT_ONCE`] at a time: a plan of many hosts must not
+    // wait for them one after another, nor start a thread and a process for every host at once
+    // (each thread's stack and allocator arena would stay in meshctl's peak memory).
+    let queue = std::sync::Mutex::new(undecided.into_iter());
+    let crossing = std::sync::Mutex::new(BTreeSet::new());
+    let workers = AT_ONCE.min(queue.lock().map_or(0, |q| q.len()));
     std::thread::scope(|scope| {
-        let checks: Vec<_> = undecided
-            .into_iter()
-            .map(|(name, target)| {
-                let (ranges, hub_names) = (&ranges, &hub_names);
-                scope.spawn(move || {
-                    let path = ssh_g(&target, opts)?;
-                    // Behind a jump or a proxy command the name is resolved there, not here.
-                    let resolved = if path.hostname.parse::<IpAddr>().is_ok()
-                        || path.proxyjump.is_some()
-                        || path.proxycommand.is_some()
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().ok().and_then(|mut q| q.next());
+                    let Some((name, target)) = next else { break };
+                    if crosses(&target, opts, &ranges, &hub_names)
+                        && let Ok(mut c) = crossing.lock()
                     {
-                        vec![]
-                    } else {
-                        lookup(&path.hostname)
-                    };
-                    path.crosses(&resolved, ranges, hub_names).then_some(name)
-                })
-            })
-            .collect();
-        checks
-            .into_iter()
-            .filter_map(|c| c.join().ok().flatten())
-            .collect()
-    })
+                        c.insert(name);
+                    }
+                }
+            });
+        }
+    });
+    crossing.into_inner().unwrap_or_default()
+}
+
+/// How many hosts' `ssh -G` and name lookup run at once.
+const AT_ONCE: usize = 16;
+
+/// Whether `target`'s path crosses the VPN: `ssh -G`, then where the name resolves here.
+fn crosses(
+    target: &crate::inventory::SshTarget,
+    opts: &SshOptions,
+    ranges: &[IpNet],
+    hub_names: &[String],
+) -> bool {
+    let Some(path) = ssh_g(target, opts) else {
+        return false;
+    };
+    // Behind a jump or a proxy command the name is resolved there, not here.
+    let resolved = if path.hostname.parse::<IpAddr>().is_ok()
+        || path.proxyjump.is_some()
+        || path.proxycommand.is_some()
+    {
+        vec![]
+    } else {
+        lookup(&path.hostname)
+    };
+    path.crosses(&resolved, ranges, hub_names)
 }
 
 /// [`crossing_hosts`] as the planner asks it, with these ssh options.

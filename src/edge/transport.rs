@@ -351,7 +351,7 @@ impl Session {
             if let Some(mut w) = stdin {
                 // A write error means the remote side stopped reading (e.g. sudo refused and
                 // exited): the exit status and stderr below say why, so it is not reported.
-                let _ = w.write_all(framed(script).as_bytes()).await;
+                let _ = write_all_parts(&mut w, &framed(script)).await;
                 let _ = w.shutdown().await;
             }
         };
@@ -360,8 +360,10 @@ impl Session {
             match (stdout, marks) {
                 (Some(mut r), None) => r.read_to_end(&mut buf).await.map(|_| buf),
                 (Some(mut r), Some(marks)) => {
-                    // Line by line as it arrives; only marker lines are kept apart.
-                    let mut chunk = [0u8; 8192];
+                    // Line by line as it arrives; only marker lines are kept apart. The
+                    // buffer is on the heap: an array here would sit in every execution's
+                    // future, marked or not, for all the hosts at once.
+                    let mut chunk = vec![0u8; 8192];
                     let mut line_start = 0;
                     loop {
                         let n = r.read(&mut chunk).await?;
@@ -515,8 +517,30 @@ fn control_directory() -> PathBuf {
 /// group. The shell parses a group whole before it runs any of it, so a script cut short on
 /// the way (a dropped connection) is a syntax error that runs nothing, and no command in it can
 /// read the rest of the script from stdin (the classic `sh -s` trap).
-fn framed(script: &str) -> String {
-    format!("exec </dev/null\n{{\n{script}\n}}\n")
+///
+/// In three parts, so the script is not copied once more for every host in flight.
+fn framed(script: &str) -> [&str; 3] {
+    ["exec </dev/null\n{\n", script, "\n}\n"]
+}
+
+/// Writes `parts` in order, as few writes as the pipe takes (one `writev` when it has room).
+async fn write_all_parts<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    parts: &[&str],
+) -> std::io::Result<()> {
+    let mut bufs: Vec<std::io::IoSlice<'_>> = parts
+        .iter()
+        .map(|p| std::io::IoSlice::new(p.as_bytes()))
+        .collect();
+    let mut bufs = &mut bufs[..];
+    while !bufs.is_empty() {
+        let n = w.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
 }
 
 /// The one command line every execution uses (the login shell runs it with `-c`).
@@ -690,7 +714,7 @@ mod tests {
     /// Runs the remote command line locally the way sshd would (`$SHELL -c LINE`), script on
     /// stdin. The test runs as root or not, so only one branch is exercised per environment.
     fn run_locally(script: &str) -> (Option<i32>, String, String) {
-        run_remote(framed(script).as_bytes(), Stdin::Pipe)
+        run_remote(framed(script).concat().as_bytes(), Stdin::Pipe)
     }
 
     /// What the remote command line reads its script from.
@@ -767,7 +791,7 @@ mod tests {
             return;
         }
         let script = "echo \"$#\"\ncat\necho after\nexit 3\n";
-        let (status, out, _) = run_remote(framed(script).as_bytes(), Stdin::Socket);
+        let (status, out, _) = run_remote(framed(script).concat().as_bytes(), Stdin::Socket);
         assert_eq!((status, out.as_str()), (Some(3), "0\nafter\n"));
     }
 
@@ -783,7 +807,7 @@ mod tests {
             quote(flag.to_str().unwrap()),
             "x".repeat(20_000)
         );
-        let whole = framed(&script);
+        let whole = framed(&script).concat();
         for cut in [whole.len() / 2, whole.len() - 3] {
             for (stdin, on) in [(Stdin::Pipe, "pipe"), (Stdin::Socket, "socket")] {
                 let (_, out, _) = run_remote(&whole.as_bytes()[..cut], stdin);

@@ -150,6 +150,8 @@ pub async fn run<C: Connector, O: Operator>(
             (h.clone(), w)
         })
         .collect();
+    // Only the specs and the key work were made of it; the plan is made of what step 1 learns.
+    drop(before);
     // The host to rotate makes its next key beside the old one (which stays until the switch).
     let mut work = work;
     if let Some(r) = &opts.rotate {
@@ -158,6 +160,7 @@ pub async fn run<C: Connector, O: Operator>(
 
     // Step 1: lock, key, gather — every host in parallel.
     let mut prepared = engine.prepare(&specs, &work, &opts.lock).await;
+    drop(specs);
 
     // Vet the keys learnt: a changed key is refused unless accepted explicitly, a key another
     // host has is refused outright; a refused host's lock is released at once.
@@ -232,11 +235,12 @@ pub async fn run<C: Connector, O: Operator>(
             .into_iter()
             .filter(|(h, _)| in_scope(h))
             .collect();
+    // Moved, not copied: nothing after the plan reads a host's step-1 state from `prepared`.
     let live: BTreeMap<HostName, Gathered> = prepared
-        .iter()
+        .iter_mut()
         .map(|(h, r)| {
             let g = match r {
-                Ok(p) => Ok(p.live.clone()),
+                Ok(p) => Ok(std::mem::take(&mut p.live)),
                 Err(e) => Err(e.to_string()),
             };
             (h.clone(), g)

@@ -101,11 +101,12 @@ impl<C: Connector> Engine<C> {
             .partition(|(_, (_, hp, _))| rotating && hp.role == "hub");
         let (open, gate) = tokio::sync::watch::channel(first.is_empty());
         let open = std::sync::Arc::new(open);
-        let run = Run {
+        // Shared, not copied into every host's task: the pins name every host.
+        let run = std::sync::Arc::new(Run {
             keys: keys.clone(),
             carried,
             settings: settings.clone(),
-        };
+        });
         let (a, b) = tokio::join!(
             self.apply_jobs(first, &run, Gate::Opens(open)),
             self.apply_jobs(rest, &run, Gate::Waits(gate)),
@@ -117,7 +118,7 @@ impl<C: Connector> Engine<C> {
     async fn apply_jobs(
         &self,
         jobs: BTreeMap<HostName, (Prepared<C::Remote>, HostPlan, Check)>,
-        run: &Run,
+        run: &std::sync::Arc<Run>,
         gate: Gate,
     ) -> BTreeMap<HostName, HostOutcome> {
         let connector = self.connector.clone();
@@ -156,7 +157,6 @@ impl<C: Connector> Engine<C> {
 
 /// What every host's steps 2 and 3 share: the pins (to name peers in the check after apply),
 /// the preshared keys the changes carry, and the settings.
-#[derive(Clone)]
 struct Run {
     keys: PinnedKeys,
     carried: std::sync::Arc<crate::psk::Carried>,

@@ -62,28 +62,34 @@ impl<C: Connector> Engine<C> {
         self
     }
 
-    /// Gathers every host of `specs`: one connection and one remote execution each.
+    /// Gathers every host of `specs`: one connection and one remote execution each. A host's
+    /// script is built in its own task once it has a slot, and its output is parsed there, so
+    /// only the hosts being worked on hold a script or raw output: the memory a gather needs
+    /// does not grow with the number of hosts beyond `--parallel` of them.
     pub async fn gather(
         &self,
         specs: &BTreeMap<HostName, GatherSpec>,
     ) -> BTreeMap<HostName, Result<LiveHost, HostError>> {
-        let scripts = specs
-            .iter()
-            .map(|(h, spec)| (h.clone(), facts::gather_script(spec)))
-            .collect();
-        self.run_each(&scripts, "gathering")
-            .await
-            .into_iter()
-            .map(|(h, out)| {
-                let live =
-                    out.and_then(|out| parse_gathered(&h, &out.stdout, &out.stderr, &specs[&h]));
-                (h, live)
-            })
-            .collect()
+        let (connector, progress) = (self.connector.clone(), self.progress.clone());
+        self.for_each_host(specs.clone(), |h, spec| {
+            let (connector, progress) = (connector.clone(), progress.clone());
+            async move {
+                let out = run::run_one(&*connector, &progress, &h, "gathering", || {
+                    facts::gather_script(&spec)
+                })
+                .await?;
+                parse_gathered(&h, &out.stdout, &out.stderr, &spec)
+            }
+        })
+        .await
     }
 
     /// Runs `work` on every host's item, at most `parallel` at once, and collects the results
     /// by host. Each item moves into its host's task (a prepared connection, a script).
+    ///
+    /// A finished host's task is collected as soon as the next one is started (and the rest
+    /// as they finish), not in the hosts' order at the end: a finished task's memory (its
+    /// future's state, as large as the largest await point) is held until it is collected.
     pub(crate) async fn for_each_host<I, T, F, Fut>(
         &self,
         items: BTreeMap<HostName, I>,
@@ -95,24 +101,26 @@ impl<C: Connector> Engine<C> {
         Fut: Future<Output = T> + Send + 'static,
     {
         let limit = Arc::new(Semaphore::new(self.parallel));
-        let mut tasks = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut out = BTreeMap::new();
         for (h, item) in items {
             // A host's work is made only once a slot is free (in the hosts' order, as the
             // semaphore is fair): made all at once, every host's future would be held from the
             // start, so `--parallel` would not bound the memory.
             let permit = limit.clone().acquire_owned().await.expect("semaphore open");
+            while let Some(done) = tasks.try_join_next() {
+                let (h, t) = done.expect("host task does not panic");
+                out.insert(h, t);
+            }
             let fut = work(h.clone(), item);
-            tasks.push((
-                h,
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    fut.await
-                }),
-            ));
+            tasks.spawn(async move {
+                let _permit = permit;
+                (h, fut.await)
+            });
         }
-        let mut out = BTreeMap::new();
-        for (h, t) in tasks {
-            out.insert(h, t.await.expect("host task does not panic"));
+        while let Some(done) = tasks.join_next().await {
+            let (h, t) = done.expect("host task does not panic");
+            out.insert(h, t);
         }
         out
     }

@@ -26,7 +26,7 @@ pub struct Prepared<R> {
     /// The host's public key, as it reported it; `None`: it has no `wg` yet, the key is made
     /// after its packages are installed (see `provision`).
     pub public_key: Option<WgKey>,
-    /// The live state gathered under the lock.
+    /// The live state gathered under the lock (apply moves it out to make the plan).
     pub live: LiveHost,
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{Connector, Engine, HostError, Patience, Remote};
 use crate::names::HostName;
+use crate::progress::Progress;
 use crate::transport::RemoteOutput;
 
 impl<C: Connector> Engine<C> {
@@ -15,26 +16,37 @@ impl<C: Connector> Engine<C> {
     /// decides), or why it could not be reached or run.
     pub async fn run_each(
         &self,
-        scripts: &BTreeMap<HostName, String>,
+        scripts: BTreeMap<HostName, String>,
         doing: &'static str,
     ) -> BTreeMap<HostName, Result<RemoteOutput, HostError>> {
-        let connector = self.connector.clone();
-        let progress = self.progress.clone();
-        self.for_each_host(scripts.clone(), |h, script| {
+        let (connector, progress) = (self.connector.clone(), self.progress.clone());
+        self.for_each_host(scripts, |h, script| {
             let (connector, progress) = (connector.clone(), progress.clone());
-            async move {
-                progress.update(h.as_str(), "connecting");
-                let remote = connector.connect(&h, Patience::Normal).await?;
-                progress.update(h.as_str(), doing);
-                let out = remote.run(&script).await;
-                remote.close().await;
-                let out = out?;
-                progress.finish(h.as_str(), "done");
-                Ok(out)
-            }
+            async move { run_one(&*connector, &progress, &h, doing, || script).await }
         })
         .await
     }
+}
+
+/// One host's connection and its one execution of the script `make_script` builds — once the
+/// connection is up, so a host still connecting holds no script.
+pub(super) async fn run_one<C: Connector>(
+    connector: &C,
+    progress: &Progress,
+    h: &HostName,
+    doing: &'static str,
+    make_script: impl FnOnce() -> String,
+) -> Result<RemoteOutput, HostError> {
+    progress.update(h.as_str(), "connecting");
+    let remote = connector.connect(h, Patience::Normal).await?;
+    progress.update(h.as_str(), doing);
+    let script = make_script();
+    let out = remote.run(&script).await;
+    drop(script);
+    remote.close().await;
+    let out = out?;
+    progress.finish(h.as_str(), "done");
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -78,7 +90,7 @@ mod tests {
             .into_iter()
             .map(|h| (HostName::parse(h).unwrap(), format!("echo {h}")))
             .collect();
-        let out = engine.run_each(&scripts, "checking").await;
+        let out = engine.run_each(scripts, "checking").await;
         assert_eq!(out.len(), 3);
         let vps = out[&HostName::parse("vps").unwrap()].as_ref().unwrap();
         assert_eq!(vps.stdout, "ran: echo vps", "each host gets its own script");

@@ -666,6 +666,8 @@ pub(crate) fn build(spec: &GatherSpec) -> String {
     }
 
     s.push_str("printf '%s\\n' '@@meshctl done@@'\n");
+    // Every host in flight holds its script: its own size, not the last doubling's.
+    s.shrink_to_fit();
     s
 }
 
