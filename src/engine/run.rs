@@ -66,6 +66,39 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn hosts_finishing_out_of_order_keep_their_own_results_and_parallel_bounds_them() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let engine = Engine::new(FakeConnector::default(), 2, Arc::new(Progress::quiet()));
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        // The first hosts take longest, so later ones finish first.
+        let items: BTreeMap<HostName, u64> = (1..=6)
+            .map(|i| (HostName::parse(&format!("h{i}")).unwrap(), 70 - 10 * i))
+            .collect();
+        let out = engine
+            .for_each_host(items, |h, ms| {
+                let (now, most) = (now.clone(), most.clone());
+                async move {
+                    let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(running, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    format!("{h} after {ms} ms")
+                }
+            })
+            .await;
+        assert_eq!(out.len(), 6);
+        for i in 1..=6u64 {
+            let h = HostName::parse(&format!("h{i}")).unwrap();
+            assert_eq!(out[&h], format!("h{i} after {} ms", 70 - 10 * i));
+        }
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            2,
+            "at most --parallel hosts at once"
+        );
+    }
+
     #[tokio::test]
     async fn one_connection_and_one_execution_per_host_and_a_failing_host_stays_alone() {
         let c = FakeConnector::with([
