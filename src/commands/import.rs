@@ -102,7 +102,7 @@ pub async fn run(args: ImportArgs, verbose: bool) -> anyhow::Result<u8> {
     let spec = spec_for_unknown_host(&interface);
     let specs: BTreeMap<HostName, GatherSpec> =
         given.keys().map(|h| (h.clone(), spec.clone())).collect();
-    let gathered = engine.gather(&specs).await;
+    let gathered = engine.gather(specs).await;
     progress.clear();
     let mut observed = Vec::new();
     let mut failed = Vec::new();

@@ -38,7 +38,7 @@ pub async fn make_plan(
     }
     let (engine, progress) = super::engine(inputs, common, ssh, verbose);
     let live: BTreeMap<HostName, Gathered> = engine
-        .gather(&specs)
+        .gather(specs)
         .await
         .into_iter()
         .map(|(h, r)| (h, r.map_err(|e| e.to_string())))

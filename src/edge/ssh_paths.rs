@@ -50,25 +50,26 @@ pub fn crossing_hosts(
     // One `ssh -G` (and lookup) per host, [`AT_ONCE`] at a time: a plan of many hosts must not
     // wait for them one after another, nor start a thread and a process for every host at once
     // (each thread's stack and allocator arena would stay in meshctl's peak memory).
+    let workers = AT_ONCE.min(undecided.len());
     let queue = std::sync::Mutex::new(undecided.into_iter());
-    let crossing = std::sync::Mutex::new(BTreeSet::new());
-    let workers = AT_ONCE.min(queue.lock().map_or(0, |q| q.len()));
+    let next = || queue.lock().ok().and_then(|mut q| q.next());
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let next = queue.lock().ok().and_then(|mut q| q.next());
-                    let Some((name, target)) = next else { break };
-                    if crosses(&target, opts, &ranges, &hub_names)
-                        && let Ok(mut c) = crossing.lock()
-                    {
-                        c.insert(name);
-                    }
-                }
-            });
-        }
-    });
-    crossing.into_inner().unwrap_or_default()
+        let found: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    std::iter::from_fn(next)
+                        .filter(|(_, target)| crosses(target, opts, &ranges, &hub_names))
+                        .map(|(name, _)| name)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        found
+            .into_iter()
+            .filter_map(|w| w.join().ok())
+            .flatten()
+            .collect()
+    })
 }
 
 /// How many hosts' `ssh -G` and name lookup run at once.

@@ -68,10 +68,10 @@ impl<C: Connector> Engine<C> {
     /// does not grow with the number of hosts beyond `--parallel` of them.
     pub async fn gather(
         &self,
-        specs: &BTreeMap<HostName, GatherSpec>,
+        specs: BTreeMap<HostName, GatherSpec>,
     ) -> BTreeMap<HostName, Result<LiveHost, HostError>> {
         let (connector, progress) = (self.connector.clone(), self.progress.clone());
-        self.for_each_host(specs.clone(), |h, spec| {
+        self.for_each_host(specs, |h, spec| {
             let (connector, progress) = (connector.clone(), progress.clone());
             async move {
                 let out = run::run_one(&*connector, &progress, &h, "gathering", || {
@@ -109,8 +109,7 @@ impl<C: Connector> Engine<C> {
             // start, so `--parallel` would not bound the memory.
             let permit = limit.clone().acquire_owned().await.expect("semaphore open");
             while let Some(done) = tasks.try_join_next() {
-                let (h, t) = done.expect("host task does not panic");
-                out.insert(h, t);
+                collect(&mut out, done);
             }
             let fut = work(h.clone(), item);
             tasks.spawn(async move {
@@ -119,11 +118,19 @@ impl<C: Connector> Engine<C> {
             });
         }
         while let Some(done) = tasks.join_next().await {
-            let (h, t) = done.expect("host task does not panic");
-            out.insert(h, t);
+            collect(&mut out, done);
         }
         out
     }
+}
+
+/// Files a finished host task's result under its host.
+fn collect<T>(
+    out: &mut BTreeMap<HostName, T>,
+    done: Result<(HostName, T), tokio::task::JoinError>,
+) {
+    let (h, t) = done.expect("host task does not panic");
+    out.insert(h, t);
 }
 
 /// Parses a gather's output into the host's live state (the one place that does, for plan,

@@ -146,7 +146,7 @@ async fn saved_plan(c: &FakeConnector, inputs: &Inputs) -> Plan {
         .map(|(h, d)| (h.clone(), planner::gather_spec(d, &inputs.roles)))
         .collect();
     let live = engine(c)
-        .gather(&specs)
+        .gather(specs)
         .await
         .into_iter()
         .map(|(h, r)| (h, r.map_err(|e| e.to_string())))
