@@ -291,7 +291,9 @@ async fn apply_host<C: Connector>(
     let (keys, carried, settings) = (&ctx.run.keys, &*ctx.run.carried, &ctx.run.settings);
     gate.pass().await;
     let remote = prepared.remote;
-    let gather = facts::gather_script(&check.spec);
+    // Built where it is used, not held for the whole run: every host in flight would carry a
+    // second copy of it beside its change script (which has one inside).
+    let gather = || facts::gather_script(&check.spec);
     let guard = hp.guard.as_ref().filter(|_| !hp.changes.is_empty());
     let timeout = settings.guard_timeout_secs.max(5);
     let mut error = None;
@@ -312,7 +314,7 @@ async fn apply_host<C: Connector>(
         if guard.is_some() {
             s.push_str(&guard::applied(&settings.run_id));
         } else {
-            s = steps::changes_then_finish(&s, &gather);
+            s = steps::changes_then_finish(&s, &gather());
         }
         // A guarded change may cut this very connection: don't wait for it past half the
         // guard's time, the confirmation over a new connection decides.
@@ -371,7 +373,7 @@ async fn apply_host<C: Connector>(
             let patience = Patience::AtMost(Duration::from_secs((timeout / 3).clamp(2, 10)));
             let confirmed = match connector.connect(host, patience).await {
                 Ok(fresh) => {
-                    let confirm = guard::confirm(&settings.run_id, &gather);
+                    let confirm = guard::confirm(&settings.run_id, &gather());
                     let r =
                         timings::run(&fresh, &confirm, timings, host, "confirm", |_| None).await;
                     fresh.close().await;
@@ -426,7 +428,7 @@ async fn apply_host<C: Connector>(
             finished_with_changes.expect("checked: the change script gathered")
         }
         None => {
-            let finish = steps::finish(&gather);
+            let finish = steps::finish(&gather());
             let r = timings::run(&remote, &finish, timings, host, "final gather", |_| None).await;
             remote.close().await;
             r.map_err(|e| HostError::Confirming(Box::new(e.into())))?
