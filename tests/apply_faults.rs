@@ -57,12 +57,15 @@ fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// Starts `meshctl args` in the background (its own process group, so that killing the group
-/// takes its ssh clients with it), with the lab's ssh_config and inventory.
-fn spawn_meshctl(lab: &TestLab, args: &[&str]) -> Child {
+/// takes its ssh clients with it), with the lab's ssh_config and inventory. Its SSH control
+/// directories go in `runtime` (`XDG_RUNTIME_DIR`), a temp dir of the test's: a run the test
+/// kills cannot remove its own, which would otherwise stay behind in /tmp.
+fn spawn_meshctl(lab: &TestLab, runtime: &Path, args: &[&str]) -> Child {
     use std::os::unix::process::CommandExt;
     Command::new(MESHCTL)
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("XDG_RUNTIME_DIR", runtime)
         .env("MESHCTL_SSH_CONFIG", lab.ssh_config())
         .env("MESHCTL_INVENTORY", &lab.inventory)
         .env("NO_COLOR", "1")
@@ -303,7 +306,7 @@ fn files_whole(
 
 #[test]
 fn connection_dies_mid_write_files_stay_whole_and_a_rerun_converges() {
-    let (_keep, inv) = own_inventory("rel-faults-conn");
+    let (keep, inv) = own_inventory("rel-faults-conn");
     let lab = TestLab::up("faults_conn", &inv);
     apply_converges(&lab, &[]);
     // A new listen port: the hub rewrites wg0.conf and both rules files.
@@ -316,7 +319,7 @@ fn connection_dies_mid_write_files_stay_whole_and_a_rerun_converges() {
     );
 
     let gate = Gate::install(&lab, "vps");
-    let run = spawn_meshctl(&lab, &["apply", "--yes"]);
+    let run = spawn_meshctl(&lab, keep.path(), &["apply", "--yes"]);
     let pid = run.id();
     let temp = gate.wait_stalled();
     let partial = ok(&lab, "vps", &format!("wc -c < {temp}"));
@@ -390,7 +393,7 @@ fn connection_dies_mid_write_files_stay_whole_and_a_rerun_converges() {
 
 #[test]
 fn a_killed_remote_script_leaves_the_old_file_and_a_rerun_cleans_up() {
-    let (_keep, inv) = own_inventory("rel-faults-kill");
+    let (keep, inv) = own_inventory("rel-faults-kill");
     let lab = TestLab::up("faults_kill", &inv);
     apply_converges(&lab, &[]);
     change_inventory(&inv, "listen_port: 51820", "listen_port: 51821");
@@ -398,7 +401,7 @@ fn a_killed_remote_script_leaves_the_old_file_and_a_rerun_cleans_up() {
     let desired = desired_files(&lab, "vps");
 
     let gate = Gate::install(&lab, "vps");
-    let run = spawn_meshctl(&lab, &["apply", "--yes"]);
+    let run = spawn_meshctl(&lab, keep.path(), &["apply", "--yes"]);
     let temp = gate.wait_stalled();
     // The session dies with everything it runs (a crash, an OOM kill): the temp file is
     // half written and never renamed.
@@ -683,10 +686,10 @@ fn a_full_disk_keeps_the_old_file_whole() {
 
 #[test]
 fn a_second_apply_is_refused_and_names_the_holder() {
-    let (_keep, inv) = own_inventory("rel-faults-twice");
+    let (keep, inv) = own_inventory("rel-faults-twice");
     let lab = TestLab::up("faults_twice", &inv);
     let gate = Gate::install(&lab, "nas");
-    let first = spawn_meshctl(&lab, &["apply", "--yes"]);
+    let first = spawn_meshctl(&lab, keep.path(), &["apply", "--yes"]);
     let pid = first.id();
     gate.wait_stalled();
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
